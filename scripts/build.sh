@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# The build wrangler runs (wrangler.toml [build]): worker-build with the
+# locally installed wasm-bindgen, wasm-opt (npm binaryen) and esbuild (npm),
+# so nothing is downloaded at build time.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export WASM_BINDGEN_BIN="${WASM_BINDGEN_BIN:-$(command -v wasm-bindgen)}"
+export WASM_OPT_BIN="${WASM_OPT_BIN:-$PWD/node_modules/.bin/wasm-opt}"
+export ESBUILD_BIN="${ESBUILD_BIN:-$PWD/node_modules/.bin/esbuild}"
+exec worker-build --release

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what building and serving edgestock needs, each only if missing:
+# the wasm32 target, worker-build, wasm-bindgen-cli at the exact version in
+# Cargo.lock, and the npm packages (wrangler with workerd, binaryen's
+# wasm-opt). Safe to run again; fast when everything is there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+WORKER_BUILD_VERSION=0.8.7
+
+if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
+  rustup target add wasm32-unknown-unknown
+fi
+
+if ! worker-build --version 2>/dev/null | grep -q "$WORKER_BUILD_VERSION"; then
+  cargo install worker-build --version "$WORKER_BUILD_VERSION"
+fi
+
+# wasm-bindgen's CLI must match the library exactly. No --locked: the index
+# here lacks some of the newest transitive versions the upstream lock names.
+bindgen_version=$(awk '/^name = "wasm-bindgen"$/ { getline; gsub(/version = |"/, ""); print; exit }' Cargo.lock)
+if ! wasm-bindgen --version 2>/dev/null | grep -q " $bindgen_version\$"; then
+  cargo install wasm-bindgen-cli --version "$bindgen_version"
+fi
+
+if [ ! -x node_modules/.bin/wrangler ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi
+
+# A newcomer's dev token: generated once, never committed (.gitignore).
+if [ ! -f .dev.vars ]; then
+  printf 'ADMIN_TOKEN=%s\n' "$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')" > .dev.vars
+  echo "toolchain: wrote .dev.vars with a fresh ADMIN_TOKEN (see .dev.vars.example)"
+fi

@@ -1,0 +1,192 @@
+//! The one error type of the HTTP API, and the one place it becomes a
+//! response: an RFC 9457 problem (`application/problem+json`).
+
+use super::HttpReply;
+use crate::domain::stock::{HoldStatus, StockError};
+use serde_json::{json, Map, Value};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ApiError {
+    /// The body is not JSON at all (syntax error, truncated).
+    MalformedJson(String),
+    /// JSON, but not the shape or values the route takes.
+    InvalidBody(String),
+    /// A path segment (SKU id) or query parameter is not acceptable.
+    InvalidRequest(String),
+    InvalidHeader(String),
+    UnsupportedMediaType,
+    PayloadTooLarge {
+        max_bytes: usize,
+    },
+    Unauthorized(String),
+    /// The admin API is off because no ADMIN_TOKEN secret is set.
+    AdminDisabled,
+    RouteNotFound,
+    MethodNotAllowed {
+        allowed: &'static [&'static str],
+    },
+    Stock(StockError),
+    /// Something on our side failed; the log has the cause, the client only
+    /// learns that it was not their fault.
+    Internal,
+}
+
+impl From<StockError> for ApiError {
+    fn from(e: StockError) -> Self {
+        ApiError::Stock(e)
+    }
+}
+
+impl ApiError {
+    /// (status, type slug, title, detail, extension members)
+    fn parts(&self) -> (u16, &'static str, &'static str, String, Map<String, Value>) {
+        let none = Map::new();
+        match self {
+            ApiError::MalformedJson(d) => (400, "malformed-json", "Body is not valid JSON", d.clone(), none),
+            ApiError::InvalidBody(d) => (422, "invalid-body", "Body has invalid fields", d.clone(), none),
+            ApiError::InvalidRequest(d) => (400, "invalid-request", "Invalid request", d.clone(), none),
+            ApiError::InvalidHeader(d) => (400, "invalid-header", "Invalid header", d.clone(), none),
+            ApiError::UnsupportedMediaType => (
+                415,
+                "unsupported-media-type",
+                "Unsupported media type",
+                "send the body as application/json".into(),
+                none,
+            ),
+            ApiError::PayloadTooLarge { max_bytes } => (
+                413,
+                "payload-too-large",
+                "Body too large",
+                format!("bodies are at most {max_bytes} bytes"),
+                none,
+            ),
+            ApiError::Unauthorized(d) => (401, "unauthorized", "Unauthorized", d.clone(), none),
+            ApiError::AdminDisabled => (
+                503,
+                "admin-disabled",
+                "Admin API disabled",
+                "the ADMIN_TOKEN secret is not set on this deployment".into(),
+                none,
+            ),
+            ApiError::RouteNotFound => (404, "not-found", "Not found", "no such route".into(), none),
+            ApiError::MethodNotAllowed { allowed } => (
+                405,
+                "method-not-allowed",
+                "Method not allowed",
+                format!("this route takes {}", allowed.join(", ")),
+                none,
+            ),
+            ApiError::Internal => (
+                500,
+                "internal",
+                "Internal error",
+                "the request could not be completed; it is safe to retry with the same Idempotency-Key"
+                    .into(),
+                none,
+            ),
+            ApiError::Stock(e) => stock_parts(e),
+        }
+    }
+
+    pub fn status(&self) -> u16 {
+        self.parts().0
+    }
+
+    pub fn to_reply(&self) -> HttpReply {
+        let (status, slug, title, detail, extensions) = self.parts();
+        let mut body = Map::new();
+        body.insert("type".into(), json!(format!("/problems/{slug}")));
+        body.insert("title".into(), json!(title));
+        body.insert("status".into(), json!(status));
+        body.insert("detail".into(), json!(detail));
+        body.extend(extensions);
+        let mut reply = HttpReply::problem(status, Value::Object(body));
+        match self {
+            ApiError::MethodNotAllowed { allowed } => {
+                reply.headers.push(("Allow", allowed.join(", ")));
+            }
+            ApiError::Unauthorized(_) => {
+                reply.headers.push((
+                    "WWW-Authenticate",
+                    "Bearer realm=\"edgestock admin\"".into(),
+                ));
+            }
+            _ => {}
+        }
+        reply
+    }
+}
+
+fn stock_parts(e: &StockError) -> (u16, &'static str, &'static str, String, Map<String, Value>) {
+    // The error's own fields (requested, available, limit, …) become
+    // extension members, so a client can act on them without parsing prose.
+    let extensions = match serde_json::to_value(e) {
+        Ok(Value::Object(mut m)) => {
+            m.remove("code");
+            m
+        }
+        _ => Map::new(),
+    };
+    let (status, slug, title, detail) = match e {
+        StockError::SkuNotFound => (404, "sku-not-found", "SKU not found", "this SKU has not been set up".to_owned()),
+        StockError::InsufficientStock { requested, available } => (
+            409,
+            "insufficient-stock",
+            "Not enough stock",
+            format!("asked for {requested}, {available} available"),
+        ),
+        StockError::BuyerLimitExceeded { limit, held, bought, requested } => (
+            409,
+            "buyer-limit-exceeded",
+            "Purchase limit reached",
+            format!("the limit is {limit} per buyer; this buyer holds {held} and bought {bought}, and asked for {requested} more"),
+        ),
+        StockError::HoldNotFound => (404, "hold-not-found", "Reservation not found", "no reservation with this id on this SKU".to_owned()),
+        StockError::HoldResolved { status, attempted } => (
+            409,
+            "hold-resolved",
+            "Reservation already resolved",
+            format!("the reservation is {}; it cannot become {}", status.as_str(), attempted_verb(*attempted)),
+        ),
+        StockError::OnHandBelowCommitted { requested, reserved, sold } => (
+            409,
+            "on-hand-below-committed",
+            "on_hand below reserved and sold",
+            format!("on_hand {requested} is below reserved {reserved} + sold {sold}"),
+        ),
+        StockError::AdjustmentBelowCommitted { on_hand, delta, reserved, sold } => (
+            409,
+            "adjustment-refused",
+            "Adjustment would make stock negative",
+            format!("on_hand {on_hand} {delta:+} would be below reserved {reserved} + sold {sold}"),
+        ),
+        StockError::StockLevelTooHigh { max } => (
+            422,
+            "stock-level-too-high",
+            "Stock level too high",
+            format!("on_hand may be at most {max}"),
+        ),
+        StockError::IdempotencyKeyReused => (
+            422,
+            "idempotency-key-reused",
+            "Idempotency-Key reused",
+            "this Idempotency-Key was used for a different request".to_owned(),
+        ),
+        StockError::HoldIdTaken => (
+            503,
+            "retry",
+            "Please retry",
+            "a reservation id collided; retrying draws another".to_owned(),
+        ),
+    };
+    (status, slug, title, detail, extensions)
+}
+
+fn attempted_verb(to: HoldStatus) -> &'static str {
+    match to {
+        HoldStatus::Committed => "committed",
+        HoldStatus::Released => "released",
+        HoldStatus::Expired => "expired",
+        HoldStatus::Held => "held",
+    }
+}

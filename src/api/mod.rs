@@ -1,0 +1,50 @@
+//! The HTTP contract, as plain Rust: routes, bodies, answers and errors.
+//! The Worker shell only moves bytes in and out of these functions, so the
+//! whole contract is tested natively.
+
+mod error;
+pub mod routes;
+pub mod wire;
+
+pub use error::ApiError;
+pub use routes::Route;
+
+use serde_json::Value;
+
+/// A response before it becomes a runtime `Response`: status, JSON body and
+/// extra headers. Problems carry `application/problem+json`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpReply {
+    pub status: u16,
+    pub body: Value,
+    pub problem: bool,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl HttpReply {
+    pub fn json(status: u16, body: Value) -> HttpReply {
+        HttpReply {
+            status,
+            body,
+            problem: false,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn problem(status: u16, body: Value) -> HttpReply {
+        HttpReply {
+            status,
+            body,
+            problem: true,
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn content_type(&self) -> &'static str {
+        if self.problem {
+            "application/problem+json"
+        } else {
+            "application/json"
+        }
+    }
+}

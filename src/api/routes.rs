@@ -1,0 +1,169 @@
+//! The route table: (method, path) → [`Route`], with ids parsed. Unknown
+//! paths are 404, known paths with another method 405 (with `Allow`), and a
+//! bad id is refused here, before any Durable Object is addressed.
+
+use super::ApiError;
+use crate::domain::types::{ReservationId, SkuId};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Health,
+    GetSku(SkuId),
+    PutSku(SkuId),
+    Reserve(SkuId),
+    GetHold(SkuId, ReservationId),
+    Release(SkuId, ReservationId),
+    Commit(SkuId, ReservationId),
+    Restock(SkuId),
+    Adjust(SkuId),
+    Ledger(SkuId),
+}
+
+impl Route {
+    pub fn parse(method: &str, path: &str) -> Result<Route, ApiError> {
+        let segments: Vec<&str> = path
+            .strip_prefix("/api/")
+            .ok_or(ApiError::RouteNotFound)?
+            .split('/')
+            .collect();
+        // Shape first, so a wrong method on a real route is a 405 even when
+        // the ids in it are bad.
+        let (shape, allowed): (Shape, &'static [&'static str]) = match segments.as_slice() {
+            ["health"] => (Shape::Health, &["GET"]),
+            ["skus", _] => (Shape::Sku, &["GET", "PUT"]),
+            ["skus", _, "reservations"] => (Shape::Reservations, &["POST"]),
+            ["skus", _, "reservations", _] => (Shape::Hold, &["GET", "DELETE"]),
+            ["skus", _, "reservations", _, "commit"] => (Shape::Commit, &["POST"]),
+            ["skus", _, "restock"] => (Shape::Restock, &["POST"]),
+            ["skus", _, "adjustments"] => (Shape::Adjust, &["POST"]),
+            ["skus", _, "ledger"] => (Shape::Ledger, &["GET"]),
+            _ => return Err(ApiError::RouteNotFound),
+        };
+        if !allowed.contains(&method) {
+            return Err(ApiError::MethodNotAllowed { allowed });
+        }
+        if shape == Shape::Health {
+            return Ok(Route::Health);
+        }
+        let sku = SkuId::parse(segments[1]).map_err(|e| ApiError::InvalidRequest(e.0))?;
+        let hold = || {
+            ReservationId::parse(segments[3])
+                .map_err(|_| ApiError::Stock(crate::domain::stock::StockError::HoldNotFound))
+        };
+        Ok(match (shape, method) {
+            (Shape::Sku, "GET") => Route::GetSku(sku),
+            (Shape::Sku, _) => Route::PutSku(sku),
+            (Shape::Reservations, _) => Route::Reserve(sku),
+            (Shape::Hold, "GET") => Route::GetHold(sku, hold()?),
+            (Shape::Hold, _) => Route::Release(sku, hold()?),
+            (Shape::Commit, _) => Route::Commit(sku, hold()?),
+            (Shape::Restock, _) => Route::Restock(sku),
+            (Shape::Adjust, _) => Route::Adjust(sku),
+            (Shape::Ledger, _) => Route::Ledger(sku),
+            (Shape::Health, _) => Route::Health,
+        })
+    }
+
+    /// Routes that need the admin bearer token.
+    pub fn is_admin(&self) -> bool {
+        matches!(
+            self,
+            Route::PutSku(_) | Route::Restock(_) | Route::Adjust(_) | Route::Ledger(_)
+        )
+    }
+
+    pub fn sku(&self) -> Option<&SkuId> {
+        match self {
+            Route::Health => None,
+            Route::GetSku(s)
+            | Route::PutSku(s)
+            | Route::Reserve(s)
+            | Route::GetHold(s, _)
+            | Route::Release(s, _)
+            | Route::Commit(s, _)
+            | Route::Restock(s)
+            | Route::Adjust(s)
+            | Route::Ledger(s) => Some(s),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Health,
+    Sku,
+    Reservations,
+    Hold,
+    Commit,
+    Restock,
+    Adjust,
+    Ledger,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(method: &str, path: &str, expected: Result<&str, u16>) {
+        let got = Route::parse(method, path);
+        match (got, expected) {
+            (Ok(route), Ok(name)) => assert!(
+                format!("{route:?}").starts_with(name),
+                "{method} {path}: {route:?}"
+            ),
+            (Err(e), Err(status)) => assert_eq!(e.status(), status, "{method} {path}: {e:?}"),
+            (got, expected) => panic!("{method} {path}: got {got:?}, expected {expected:?}"),
+        }
+    }
+
+    #[test]
+    fn routes_resolve_or_refuse() {
+        let hold = "h_0123456789abcdef0123456789abcdef";
+        let cases: Vec<(&str, String, Result<&str, u16>)> = vec![
+            ("GET", "/api/health".into(), Ok("Health")),
+            ("GET", "/api/skus/tee-1".into(), Ok("GetSku")),
+            ("PUT", "/api/skus/tee-1".into(), Ok("PutSku")),
+            ("POST", "/api/skus/tee-1".into(), Err(405)),
+            ("POST", "/api/skus/tee-1/reservations".into(), Ok("Reserve")),
+            ("GET", "/api/skus/tee-1/reservations".into(), Err(405)),
+            (
+                "GET",
+                format!("/api/skus/tee-1/reservations/{hold}"),
+                Ok("GetHold"),
+            ),
+            (
+                "DELETE",
+                format!("/api/skus/tee-1/reservations/{hold}"),
+                Ok("Release"),
+            ),
+            (
+                "POST",
+                format!("/api/skus/tee-1/reservations/{hold}/commit"),
+                Ok("Commit"),
+            ),
+            ("GET", "/api/skus/tee-1/reservations/nope".into(), Err(404)),
+            ("POST", "/api/skus/tee-1/restock".into(), Ok("Restock")),
+            ("POST", "/api/skus/tee-1/adjustments".into(), Ok("Adjust")),
+            ("GET", "/api/skus/tee-1/ledger".into(), Ok("Ledger")),
+            ("GET", "/api/skus/bad%20id".into(), Err(400)),
+            ("GET", format!("/api/skus/{}", "x".repeat(65)), Err(400)),
+            ("GET", "/api/skus/".into(), Err(400)),
+            ("GET", "/api/skus/a/b/c".into(), Err(404)),
+            ("GET", "/api/nothing".into(), Err(404)),
+            ("GET", "/elsewhere".into(), Err(404)),
+            ("PATCH", "/api/skus/bad id".into(), Err(405)),
+        ];
+        for (method, path, expected) in cases {
+            check(method, &path, expected);
+        }
+    }
+
+    #[test]
+    fn admin_routes_are_the_writes_of_stock_levels_and_the_ledger() {
+        let sku = || SkuId::parse("a").unwrap();
+        assert!(Route::PutSku(sku()).is_admin());
+        assert!(Route::Ledger(sku()).is_admin());
+        assert!(!Route::Reserve(sku()).is_admin());
+        assert!(!Route::GetSku(sku()).is_admin());
+    }
+}

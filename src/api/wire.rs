@@ -1,0 +1,296 @@
+//! Wire formats: the JSON bodies the API accepts, turned into domain
+//! commands, and the JSON it answers with. Kept apart from the domain types
+//! so the contract can stay fixed while the core changes.
+
+use super::{ApiError, HttpReply};
+use crate::domain::ledger::LedgerEntry;
+use crate::domain::stock::{Command, Hold, Outcome, Reply, SetupSpec, SkuRecord};
+use crate::domain::types::{
+    AdjustReason, BuyerId, Delta, HoldSeconds, Note, Quantity, ReservationId, Units,
+};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// Bodies larger than this are refused with 413 before parsing.
+pub const BODY_BYTES_MAX: usize = 16 * 1024;
+
+/// Parses a JSON body into `T`: 400 if it is not JSON, 422 if it is JSON of
+/// the wrong shape (missing or unknown fields, wrong types, values out of
+/// range: the message names which).
+pub fn parse_body<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.len() > BODY_BYTES_MAX {
+        return Err(ApiError::PayloadTooLarge {
+            max_bytes: BODY_BYTES_MAX,
+        });
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Data => ApiError::InvalidBody(e.to_string()),
+            Category::Syntax | Category::Eof | Category::Io => {
+                ApiError::MalformedJson(e.to_string())
+            }
+        }
+    })
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetupBody {
+    pub on_hand: Units,
+    pub low_stock_threshold: Option<Units>,
+    /// 0 removes the limit.
+    pub per_buyer_limit: Option<u64>,
+    pub hold_seconds: Option<HoldSeconds>,
+}
+
+impl SetupBody {
+    pub fn into_command(self) -> Result<Command, ApiError> {
+        let per_buyer_limit = match self.per_buyer_limit {
+            None => None,
+            Some(0) => Some(None),
+            Some(n) => Some(Some(Quantity::parse(n).map_err(|e| {
+                ApiError::InvalidBody(format!("per_buyer_limit: {e} (or 0 for none)"))
+            })?)),
+        };
+        Ok(Command::Setup(SetupSpec {
+            on_hand: self.on_hand,
+            low_stock_threshold: self.low_stock_threshold,
+            per_buyer_limit,
+            hold_seconds: self.hold_seconds,
+        }))
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReserveBody {
+    pub qty: Quantity,
+    pub buyer: BuyerId,
+}
+
+impl ReserveBody {
+    pub fn into_command(self, hold: ReservationId) -> Command {
+        Command::Reserve {
+            hold,
+            buyer: self.buyer,
+            qty: self.qty,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RestockBody {
+    pub qty: Quantity,
+    pub reason: Option<Note>,
+    pub reference: Option<Note>,
+}
+
+impl RestockBody {
+    pub fn into_command(self) -> Command {
+        Command::Restock {
+            qty: self.qty,
+            reason: self.reason,
+            reference: self.reference,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustBody {
+    pub delta: Delta,
+    pub reason: AdjustReason,
+    pub note: Option<Note>,
+    pub reference: Option<Note>,
+}
+
+impl AdjustBody {
+    pub fn into_command(self) -> Command {
+        Command::Adjust {
+            delta: self.delta,
+            reason: self.reason,
+            note: self.note,
+            reference: self.reference,
+        }
+    }
+}
+
+/// What identifies a request for idempotency: the route and the parsed body
+/// (so whitespace or key order in a retry does not count as a change).
+pub fn fingerprint(method: &str, path: &str, body: &impl Serialize) -> String {
+    let body = serde_json::to_string(body).unwrap_or_default();
+    format!("{method} {path} {body}")
+}
+
+pub fn sku_json(r: &SkuRecord) -> Value {
+    json!({
+        "sku": r.sku,
+        "on_hand": r.on_hand,
+        "reserved": r.reserved,
+        "sold": r.sold,
+        "available": r.available(),
+        "version": r.version,
+        "low_stock": r.is_low(),
+        "low_stock_threshold": r.settings.low_stock_threshold,
+        "per_buyer_limit": r.settings.per_buyer_limit.map_or(0, Quantity::get),
+        "hold_seconds": r.settings.hold_seconds,
+        "created_at": r.created_at_ms,
+        "updated_at": r.updated_at_ms,
+    })
+}
+
+/// A hold with the SKU's numbers after the change, so a storefront can move
+/// its badge from the same answer.
+pub fn hold_json(h: &Hold, sku: &SkuRecord) -> Value {
+    json!({
+        "id": h.id,
+        "sku": sku.sku,
+        "qty": h.qty,
+        "buyer": h.buyer,
+        "status": h.status,
+        "created_at": h.created_at_ms,
+        "expires_at": h.expires_at_ms,
+        "resolved_at": h.resolved_at_ms,
+        "available": sku.available(),
+        "version": sku.version,
+    })
+}
+
+pub fn ledger_json(entries: &[LedgerEntry], limit: usize) -> Value {
+    let next_after = if entries.len() == limit {
+        entries.last().map(|e| e.seq)
+    } else {
+        None
+    };
+    json!({ "entries": entries, "next_after": next_after })
+}
+
+/// The HTTP answer to a core reply. The one place outcomes get statuses.
+pub fn reply_to_http(reply: &Reply) -> HttpReply {
+    match reply {
+        Err(e) => ApiError::Stock(e.clone()).to_reply(),
+        Ok(outcome) => match outcome {
+            Outcome::SkuSet { sku, .. }
+            | Outcome::Restocked { sku }
+            | Outcome::Adjusted { sku } => HttpReply::json(200, sku_json(sku)),
+            Outcome::Reserved { hold, sku } => {
+                let mut reply = HttpReply::json(201, hold_json(hold, sku));
+                let location = format!("/api/skus/{}/reservations/{}", sku.sku, hold.id);
+                reply.headers.push(("Location", location));
+                reply
+            }
+            Outcome::Committed { hold, sku, .. } | Outcome::Released { hold, sku, .. } => {
+                HttpReply::json(200, hold_json(hold, sku))
+            }
+        },
+    }
+}
+
+/// `?after=<seq>&limit=<n>` for the ledger: after defaults to 0, limit to 100
+/// (at most 1000).
+pub fn parse_page(query: &str) -> Result<(u64, usize), ApiError> {
+    let mut after = 0u64;
+    let mut limit = 100usize;
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let bad =
+            || ApiError::InvalidRequest(format!("query parameter {name}: '{value}' is not valid"));
+        match name {
+            "after" => after = value.parse().map_err(|_| bad())?,
+            "limit" => {
+                limit = value.parse().map_err(|_| bad())?;
+                if !(1..=1000).contains(&limit) {
+                    return Err(ApiError::InvalidRequest("limit is from 1 to 1000".into()));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok((after, limit))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn status_of<T: DeserializeOwned>(body: &str) -> u16 {
+        match parse_body::<T>(body.as_bytes()) {
+            Ok(_) => 200,
+            Err(e) => e.status(),
+        }
+    }
+
+    #[test]
+    fn reserve_bodies_are_checked() {
+        let cases = [
+            (r#"{"qty": 2, "buyer": "v1"}"#, 200),
+            (r#"{"qty": 2, "buyer": "v1""#, 400),
+            ("not json", 400),
+            ("", 400),
+            (r#"{"qty": 0, "buyer": "v1"}"#, 422),
+            (r#"{"qty": -1, "buyer": "v1"}"#, 422),
+            (r#"{"qty": 1.5, "buyer": "v1"}"#, 422),
+            (r#"{"qty": "2", "buyer": "v1"}"#, 422),
+            (r#"{"qty": 99999999999999999999999, "buyer": "v1"}"#, 422),
+            (r#"{"qty": 1000000001, "buyer": "v1"}"#, 422),
+            (r#"{"buyer": "v1"}"#, 422),
+            (r#"{"qty": 1}"#, 422),
+            (r#"{"qty": 1, "buyer": "has space"}"#, 422),
+            (r#"{"qty": 1, "buyer": "v1", "extra": true}"#, 422),
+            (r#"[1, 2]"#, 422),
+        ];
+        for (body, status) in cases {
+            assert_eq!(status_of::<ReserveBody>(body), status, "{body}");
+        }
+    }
+
+    #[test]
+    fn oversized_bodies_are_413() {
+        let body = format!(r#"{{"qty": 1, "buyer": "{}"}}"#, "x".repeat(BODY_BYTES_MAX));
+        assert_eq!(status_of::<ReserveBody>(&body), 413);
+    }
+
+    #[test]
+    fn setup_limit_zero_means_none() {
+        let body: SetupBody = parse_body(br#"{"on_hand": 5, "per_buyer_limit": 0}"#).unwrap();
+        match body.into_command().unwrap() {
+            Command::Setup(spec) => assert_eq!(spec.per_buyer_limit, Some(None)),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn adjust_reasons_are_a_closed_set() {
+        assert_eq!(
+            status_of::<AdjustBody>(r#"{"delta": -2, "reason": "damaged"}"#),
+            200
+        );
+        assert_eq!(
+            status_of::<AdjustBody>(r#"{"delta": -2, "reason": "stolen?"}"#),
+            422
+        );
+        assert_eq!(
+            status_of::<AdjustBody>(r#"{"delta": 0, "reason": "recount"}"#),
+            422
+        );
+    }
+
+    #[test]
+    fn fingerprints_ignore_formatting() {
+        let a: ReserveBody = parse_body(br#"{"qty":1,"buyer":"b"}"#).unwrap();
+        let b: ReserveBody = parse_body(b"{ \"buyer\": \"b\",\n \"qty\": 1 }").unwrap();
+        assert_eq!(fingerprint("POST", "/p", &a), fingerprint("POST", "/p", &b));
+    }
+
+    #[test]
+    fn pages_are_bounded() {
+        assert_eq!(parse_page("").unwrap(), (0, 100));
+        assert_eq!(parse_page("after=7&limit=3").unwrap(), (7, 3));
+        assert!(parse_page("limit=0").is_err());
+        assert!(parse_page("limit=1001").is_err());
+        assert!(parse_page("after=-1").is_err());
+    }
+}

@@ -1,0 +1,10 @@
+//! The functional core: stock rules with no I/O, no clock and no `worker`
+//! import. Everything here runs natively under `cargo test`.
+
+pub mod ledger;
+pub mod stock;
+pub mod store;
+pub mod types;
+
+#[cfg(test)]
+mod tests;

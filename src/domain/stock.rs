@@ -1,0 +1,780 @@
+//! The rules of one SKU's stock. Plain Rust: no I/O, no clock, no `worker`.
+//!
+//! A [`Stock`] is the in-memory image of one SKU's Durable Object: its counts
+//! and settings, every live hold, and whatever resolved holds, buyer tallies
+//! and idempotency replays the shell has prefetched for the requests at hand
+//! (see [`Stock::needs`]). [`Stock::step`] applies a sequence of requests at
+//! one instant, each atomically, and records what changed in [`Changes`] so
+//! the shell can persist exactly that.
+//!
+//! Invariants, checked by [`Stock::check_invariants`] after every step of the
+//! simulation: on_hand = available + reserved + sold with nothing negative
+//! (counts are unsigned and available is on_hand − reserved − sold, so the
+//! check is reserved + sold ≤ on_hand); reserved equals the sum of live
+//! holds; every live hold is in the expiry index and no other hold is.
+
+use super::ledger::{LedgerEntry, Movement};
+use super::types::{
+    AdjustReason, BuyerId, Delta, HoldSeconds, IdempotencyKey, Note, Quantity, ReservationId,
+    SkuId, Units,
+};
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeSet, HashMap};
+use std::fmt;
+
+/// Who asked for a movement; recorded on every ledger entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Actor {
+    /// A caller holding the admin token.
+    Admin,
+    /// A buyer reserving through a storefront.
+    Buyer(BuyerId),
+    /// An unauthenticated storefront or payment callback committing or
+    /// releasing a hold it knows the id of.
+    Storefront,
+    /// The object itself: expiry by alarm or at the start of a step.
+    System,
+}
+
+impl fmt::Display for Actor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Actor::Admin => f.write_str("admin"),
+            Actor::Buyer(b) => write!(f, "buyer:{b}"),
+            Actor::Storefront => f.write_str("storefront"),
+            Actor::System => f.write_str("system"),
+        }
+    }
+}
+
+/// Per-SKU settings. Absent fields in a setup keep their current value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    /// At or below this many available units the SKU counts as low.
+    pub low_stock_threshold: Units,
+    /// 限购: the most units one buyer may hold and buy together; None = no limit.
+    pub per_buyer_limit: Option<Quantity>,
+    pub hold_seconds: HoldSeconds,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            low_stock_threshold: Units::parse(0).expect("0 is a valid level"),
+            per_buyer_limit: None,
+            hold_seconds: HoldSeconds::DEFAULT,
+        }
+    }
+}
+
+/// The SKU's durable row: counts, settings and version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkuRecord {
+    pub sku: SkuId,
+    pub on_hand: u64,
+    pub reserved: u64,
+    pub sold: u64,
+    /// Increases by one on every change, expiry included.
+    pub version: u64,
+    pub settings: Settings,
+    pub created_at_ms: u64,
+    pub updated_at_ms: u64,
+}
+
+impl SkuRecord {
+    pub fn available(&self) -> u64 {
+        self.on_hand - self.reserved - self.sold
+    }
+
+    pub fn is_low(&self) -> bool {
+        self.available() <= self.settings.low_stock_threshold.get()
+    }
+}
+
+/// A hold's life: `Held`, then exactly one of the other three, never back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HoldStatus {
+    Held,
+    Committed,
+    Released,
+    Expired,
+}
+
+impl HoldStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HoldStatus::Held => "held",
+            HoldStatus::Committed => "committed",
+            HoldStatus::Released => "released",
+            HoldStatus::Expired => "expired",
+        }
+    }
+}
+
+/// A reservation: qty units set aside for a buyer until `expires_at_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hold {
+    pub id: ReservationId,
+    pub buyer: BuyerId,
+    pub qty: Quantity,
+    pub status: HoldStatus,
+    pub created_at_ms: u64,
+    pub expires_at_ms: u64,
+    pub resolved_at_ms: Option<u64>,
+}
+
+/// What a setup asks for. `None` keeps the current value (or the default on
+/// creation).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetupSpec {
+    pub on_hand: Units,
+    pub low_stock_threshold: Option<Units>,
+    /// `Some(None)` removes the limit (the API's 0).
+    pub per_buyer_limit: Option<Option<Quantity>>,
+    pub hold_seconds: Option<HoldSeconds>,
+}
+
+/// One operation on the SKU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Command {
+    Setup(SetupSpec),
+    Restock {
+        qty: Quantity,
+        reason: Option<Note>,
+        reference: Option<Note>,
+    },
+    Adjust {
+        delta: Delta,
+        reason: AdjustReason,
+        note: Option<Note>,
+        reference: Option<Note>,
+    },
+    /// `hold` is the id the new hold will have, drawn by the shell.
+    Reserve {
+        hold: ReservationId,
+        buyer: BuyerId,
+        qty: Quantity,
+    },
+    Commit {
+        hold: ReservationId,
+    },
+    Release {
+        hold: ReservationId,
+    },
+}
+
+/// A command with who sent it and, if the client gave one, its idempotency
+/// key and a fingerprint of what it asked (so a reused key with another body
+/// is told apart from a retry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    pub key: Option<IdempotencyKey>,
+    pub fingerprint: String,
+    pub actor: Actor,
+    pub command: Command,
+}
+
+/// What a request did, when it did something (or found it already done).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    SkuSet {
+        sku: SkuRecord,
+        created: bool,
+    },
+    Restocked {
+        sku: SkuRecord,
+    },
+    Adjusted {
+        sku: SkuRecord,
+    },
+    Reserved {
+        hold: Hold,
+        sku: SkuRecord,
+    },
+    /// `already` is true when the hold had been committed before: an
+    /// idempotent success that changed nothing.
+    Committed {
+        hold: Hold,
+        sku: SkuRecord,
+        already: bool,
+    },
+    Released {
+        hold: Hold,
+        sku: SkuRecord,
+        already: bool,
+    },
+}
+
+/// Every way a request can be refused. A refused request changes nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "code", rename_all = "snake_case")]
+pub enum StockError {
+    SkuNotFound,
+    InsufficientStock {
+        requested: u64,
+        available: u64,
+    },
+    BuyerLimitExceeded {
+        limit: u64,
+        held: u64,
+        bought: u64,
+        requested: u64,
+    },
+    HoldNotFound,
+    /// The hold was already resolved in a way that forbids this transition.
+    HoldResolved {
+        status: HoldStatus,
+        attempted: HoldStatus,
+    },
+    /// Setting on_hand below what is reserved and sold.
+    OnHandBelowCommitted {
+        requested: u64,
+        reserved: u64,
+        sold: u64,
+    },
+    /// An adjustment that would leave available (or on_hand) negative.
+    AdjustmentBelowCommitted {
+        on_hand: u64,
+        delta: i64,
+        reserved: u64,
+        sold: u64,
+    },
+    StockLevelTooHigh {
+        max: u64,
+    },
+    IdempotencyKeyReused,
+    /// The shell drew a hold id that exists already (2^-128 odds); retrying
+    /// draws another.
+    HoldIdTaken,
+}
+
+pub type Reply = Result<Outcome, StockError>;
+
+/// A stored answer to an idempotent request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Replay {
+    pub fingerprint: String,
+    pub reply: Reply,
+    pub at_ms: u64,
+}
+
+/// What a step changed, for the shell to persist. Ids, not copies: the
+/// shell reads the current values from the [`Stock`] after the step.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changes {
+    pub record: bool,
+    pub holds: BTreeSet<ReservationId>,
+    pub bought: BTreeSet<BuyerId>,
+    pub ledger: Vec<LedgerEntry>,
+    pub replays: Vec<IdempotencyKey>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        *self == Changes::default()
+    }
+}
+
+/// What the shell must load before a step can run (TigerBeetle's prefetch):
+/// resolved holds named by a command, buyer tallies and stored replays.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Needs {
+    pub holds: Vec<ReservationId>,
+    pub buyers: Vec<BuyerId>,
+    pub replays: Vec<IdempotencyKey>,
+}
+
+/// The buyer tallies kept in memory between steps; past this many the cache
+/// is dropped and reloaded on demand.
+const BOUGHT_CACHE_MAX: usize = 10_000;
+
+pub struct Stock {
+    sku: SkuId,
+    record: Option<SkuRecord>,
+    holds: HashMap<ReservationId, Hold>,
+    /// Live holds ordered by expiry, for the alarm and for expiry at step start.
+    expiry: BTreeSet<(u64, ReservationId)>,
+    held_by_buyer: HashMap<BuyerId, u64>,
+    bought: HashMap<BuyerId, u64>,
+    replays: HashMap<IdempotencyKey, Replay>,
+    next_seq: u64,
+    /// The latest instant seen; time never runs backwards inside the object.
+    clock_ms: u64,
+    changes: Changes,
+}
+
+impl Stock {
+    /// Rebuilds a SKU from what the shell persisted: its record (None if it
+    /// was never set up), its live holds and the next ledger sequence number.
+    pub fn load(
+        sku: SkuId,
+        record: Option<SkuRecord>,
+        live_holds: Vec<Hold>,
+        next_seq: u64,
+    ) -> Stock {
+        let clock_ms = record.as_ref().map_or(0, |r| r.updated_at_ms);
+        let mut stock = Stock {
+            sku,
+            record,
+            holds: HashMap::new(),
+            expiry: BTreeSet::new(),
+            held_by_buyer: HashMap::new(),
+            bought: HashMap::new(),
+            replays: HashMap::new(),
+            next_seq,
+            clock_ms,
+            changes: Changes::default(),
+        };
+        for hold in live_holds {
+            if hold.status == HoldStatus::Held {
+                stock.track_live(&hold);
+            }
+            stock.holds.insert(hold.id.clone(), hold);
+        }
+        stock
+    }
+
+    pub fn sku(&self) -> &SkuId {
+        &self.sku
+    }
+
+    pub fn record(&self) -> Option<&SkuRecord> {
+        self.record.as_ref()
+    }
+
+    pub fn hold(&self, id: &ReservationId) -> Option<&Hold> {
+        self.holds.get(id)
+    }
+
+    pub fn live_holds(&self) -> impl Iterator<Item = &Hold> {
+        self.expiry.iter().filter_map(|(_, id)| self.holds.get(id))
+    }
+
+    pub fn bought(&self, buyer: &BuyerId) -> u64 {
+        self.bought.get(buyer).copied().unwrap_or(0)
+    }
+
+    pub fn replay(&self, key: &IdempotencyKey) -> Option<&Replay> {
+        self.replays.get(key)
+    }
+
+    /// When the alarm must next fire: the earliest live hold's expiry.
+    pub fn next_expiry_ms(&self) -> Option<u64> {
+        self.expiry.first().map(|(at, _)| *at)
+    }
+
+    /// What must be loaded before `requests` can be applied. Call it, load,
+    /// provide, and call it again: holds loaded on the first pass can name
+    /// buyers whose tallies the second pass asks for.
+    pub fn needs(&self, requests: &[Request]) -> Needs {
+        let mut needs = Needs::default();
+        for request in requests {
+            if let Some(key) = &request.key {
+                if !self.replays.contains_key(key) {
+                    needs.replays.push(key.clone());
+                }
+            }
+            let buyer = match &request.command {
+                Command::Reserve { buyer, .. } => Some(buyer),
+                Command::Commit { hold } | Command::Release { hold } => {
+                    match self.holds.get(hold) {
+                        Some(h) => Some(&h.buyer),
+                        None => {
+                            needs.holds.push(hold.clone());
+                            None
+                        }
+                    }
+                }
+                _ => None,
+            };
+            if let Some(buyer) = buyer {
+                if !self.bought.contains_key(buyer) {
+                    needs.buyers.push(buyer.clone());
+                }
+            }
+        }
+        needs
+    }
+
+    /// Supplies a hold found in storage (a resolved one: live holds are
+    /// always in memory).
+    pub fn provide_hold(&mut self, hold: Hold) {
+        if !self.holds.contains_key(&hold.id) {
+            if hold.status == HoldStatus::Held {
+                self.track_live(&hold);
+            }
+            self.holds.insert(hold.id.clone(), hold);
+        }
+    }
+
+    pub fn provide_bought(&mut self, buyer: BuyerId, bought: u64) {
+        self.bought.entry(buyer).or_insert(bought);
+    }
+
+    pub fn provide_replay(&mut self, key: IdempotencyKey, replay: Replay) {
+        self.replays.entry(key).or_insert(replay);
+    }
+
+    /// Hands over what the steps since the last call changed.
+    pub fn take_changes(&mut self) -> Changes {
+        std::mem::take(&mut self.changes)
+    }
+
+    /// Drops from memory what is persisted and not needed for the next step:
+    /// resolved holds, replays, and the tally cache when it grows large.
+    pub fn evict(&mut self) {
+        debug_assert!(self.changes.is_empty(), "evict after persisting");
+        self.holds.retain(|_, h| h.status == HoldStatus::Held);
+        self.replays.clear();
+        if self.bought.len() > BOUGHT_CACHE_MAX {
+            self.bought.clear();
+        }
+    }
+
+    /// Applies `requests` in order at `now_ms`, after returning every hold
+    /// due by then. Each request is atomic: a refused one changes nothing,
+    /// and does not stop the ones after it.
+    pub fn step(&mut self, now_ms: u64, requests: &[Request]) -> Vec<Reply> {
+        self.clock_ms = self.clock_ms.max(now_ms);
+        let now = self.clock_ms;
+        self.expire_due(now);
+        requests.iter().map(|r| self.apply(now, r)).collect()
+    }
+
+    fn apply(&mut self, now: u64, request: &Request) -> Reply {
+        let Some(key) = &request.key else {
+            return self.execute(now, &request.actor, &request.command);
+        };
+        if let Some(replay) = self.replays.get(key) {
+            return if replay.fingerprint == request.fingerprint {
+                replay.reply.clone()
+            } else {
+                Err(StockError::IdempotencyKeyReused)
+            };
+        }
+        let reply = self.execute(now, &request.actor, &request.command);
+        let replay = Replay {
+            fingerprint: request.fingerprint.clone(),
+            reply: reply.clone(),
+            at_ms: now,
+        };
+        self.replays.insert(key.clone(), replay);
+        self.changes.replays.push(key.clone());
+        reply
+    }
+
+    fn execute(&mut self, now: u64, actor: &Actor, command: &Command) -> Reply {
+        if let Command::Setup(spec) = command {
+            return self.setup(now, actor, spec);
+        }
+        let record = self.record.as_ref().ok_or(StockError::SkuNotFound)?;
+        match command {
+            Command::Setup(_) => unreachable!("handled above"),
+            Command::Restock {
+                qty,
+                reason,
+                reference,
+            } => {
+                let on_hand = record.on_hand + qty.get();
+                if on_hand > Units::MAX {
+                    return Err(StockError::StockLevelTooHigh { max: Units::MAX });
+                }
+                let qty = qty.get() as i64;
+                let reason = reason.as_ref().map(|n| n.to_string());
+                let entry = Movement::Restock.entry(qty, actor).reason(reason);
+                let sku = self.change(now, entry.reference(reference.clone()), |r| {
+                    r.on_hand = on_hand;
+                });
+                Ok(Outcome::Restocked { sku })
+            }
+            Command::Adjust {
+                delta,
+                reason,
+                note,
+                reference,
+            } => {
+                let committed = record.reserved + record.sold;
+                let on_hand = record.on_hand as i128 + delta.get() as i128;
+                if on_hand < committed as i128 {
+                    return Err(StockError::AdjustmentBelowCommitted {
+                        on_hand: record.on_hand,
+                        delta: delta.get(),
+                        reserved: record.reserved,
+                        sold: record.sold,
+                    });
+                }
+                if on_hand > Units::MAX as i128 {
+                    return Err(StockError::StockLevelTooHigh { max: Units::MAX });
+                }
+                let reason = match note {
+                    Some(note) => format!("{}: {note}", reason_name(*reason)),
+                    None => reason_name(*reason).to_owned(),
+                };
+                let entry = Movement::Adjust
+                    .entry(delta.get(), actor)
+                    .reason(Some(reason))
+                    .reference(reference.clone());
+                let sku = self.change(now, entry, |r| r.on_hand = on_hand as u64);
+                Ok(Outcome::Adjusted { sku })
+            }
+            Command::Reserve { hold, buyer, qty } => self.reserve(now, actor, hold, buyer, *qty),
+            Command::Commit { hold } => self.resolve(now, actor, hold, HoldStatus::Committed),
+            Command::Release { hold } => self.resolve(now, actor, hold, HoldStatus::Released),
+        }
+    }
+
+    fn setup(&mut self, now: u64, actor: &Actor, spec: &SetupSpec) -> Reply {
+        let created = self.record.is_none();
+        let current = self.record.clone().unwrap_or_else(|| SkuRecord {
+            sku: self.sku.clone(),
+            on_hand: 0,
+            reserved: 0,
+            sold: 0,
+            version: 0,
+            settings: Settings::default(),
+            created_at_ms: now,
+            updated_at_ms: now,
+        });
+        let requested = spec.on_hand.get();
+        if requested < current.reserved + current.sold {
+            return Err(StockError::OnHandBelowCommitted {
+                requested,
+                reserved: current.reserved,
+                sold: current.sold,
+            });
+        }
+        let settings = Settings {
+            low_stock_threshold: spec
+                .low_stock_threshold
+                .unwrap_or(current.settings.low_stock_threshold),
+            per_buyer_limit: spec
+                .per_buyer_limit
+                .unwrap_or(current.settings.per_buyer_limit),
+            hold_seconds: spec.hold_seconds.unwrap_or(current.settings.hold_seconds),
+        };
+        let delta = requested as i64 - current.on_hand as i64;
+        self.record = Some(current);
+        let entry = Movement::Setup.entry(delta, actor).reason(Some(if created {
+            "created".to_owned()
+        } else {
+            "updated".to_owned()
+        }));
+        let sku = self.change(now, entry, |r| {
+            r.on_hand = requested;
+            r.settings = settings;
+        });
+        Ok(Outcome::SkuSet { sku, created })
+    }
+
+    fn reserve(
+        &mut self,
+        now: u64,
+        actor: &Actor,
+        id: &ReservationId,
+        buyer: &BuyerId,
+        qty: Quantity,
+    ) -> Reply {
+        let record = self.record.as_ref().ok_or(StockError::SkuNotFound)?;
+        if self.holds.contains_key(id) {
+            return Err(StockError::HoldIdTaken);
+        }
+        let available = record.available();
+        if qty.get() > available {
+            return Err(StockError::InsufficientStock {
+                requested: qty.get(),
+                available,
+            });
+        }
+        if let Some(limit) = record.settings.per_buyer_limit {
+            debug_assert!(self.bought.contains_key(buyer), "buyer tally prefetched");
+            let held = self.held_by_buyer.get(buyer).copied().unwrap_or(0);
+            let bought = self.bought(buyer);
+            if held + bought + qty.get() > limit.get() {
+                return Err(StockError::BuyerLimitExceeded {
+                    limit: limit.get(),
+                    held,
+                    bought,
+                    requested: qty.get(),
+                });
+            }
+        }
+        let hold = Hold {
+            id: id.clone(),
+            buyer: buyer.clone(),
+            qty,
+            status: HoldStatus::Held,
+            created_at_ms: now,
+            expires_at_ms: now + record.settings.hold_seconds.as_ms(),
+            resolved_at_ms: None,
+        };
+        self.track_live(&hold);
+        self.holds.insert(id.clone(), hold.clone());
+        self.changes.holds.insert(id.clone());
+        let entry = Movement::Reserve.entry(qty.get() as i64, actor).hold(&hold);
+        let sku = self.change(now, entry, |r| r.reserved += qty.get());
+        Ok(Outcome::Reserved { hold, sku })
+    }
+
+    /// Moves a live hold to `to` (committed or released). Asking again for
+    /// the state it already reached is an idempotent success; any other
+    /// resolved state refuses.
+    fn resolve(&mut self, now: u64, actor: &Actor, id: &ReservationId, to: HoldStatus) -> Reply {
+        let record = self.record.as_ref().ok_or(StockError::SkuNotFound)?;
+        let hold = self.holds.get(id).ok_or(StockError::HoldNotFound)?.clone();
+        let outcome = |hold: Hold, sku: SkuRecord, already: bool| match to {
+            HoldStatus::Committed => Outcome::Committed { hold, sku, already },
+            _ => Outcome::Released { hold, sku, already },
+        };
+        if hold.status == to {
+            return Ok(outcome(hold, record.clone(), true));
+        }
+        if hold.status != HoldStatus::Held {
+            return Err(StockError::HoldResolved {
+                status: hold.status,
+                attempted: to,
+            });
+        }
+        let hold = self.finish(now, hold, to);
+        let qty = hold.qty.get();
+        if to == HoldStatus::Committed {
+            *self.bought.entry(hold.buyer.clone()).or_insert(0) += qty;
+            self.changes.bought.insert(hold.buyer.clone());
+        }
+        let entry = Movement::for_resolution(to)
+            .entry(qty as i64, actor)
+            .hold(&hold);
+        let sku = self.change(now, entry, |r| {
+            r.reserved -= qty;
+            if to == HoldStatus::Committed {
+                r.sold += qty;
+            }
+        });
+        Ok(outcome(hold, sku, false))
+    }
+
+    /// Returns every hold whose time is up by `now` to available.
+    fn expire_due(&mut self, now: u64) {
+        while let Some((at, id)) = self.expiry.first().cloned() {
+            if at > now {
+                break;
+            }
+            let hold = self.holds[&id].clone();
+            let hold = self.finish(now, hold, HoldStatus::Expired);
+            let qty = hold.qty.get();
+            let entry = Movement::Expire
+                .entry(qty as i64, &Actor::System)
+                .hold(&hold)
+                .reason(Some("hold expired".to_owned()));
+            self.change(now, entry, |r| r.reserved -= qty);
+        }
+    }
+
+    /// Takes a live hold out of the live indexes and stores it resolved.
+    fn finish(&mut self, now: u64, mut hold: Hold, to: HoldStatus) -> Hold {
+        debug_assert_eq!(hold.status, HoldStatus::Held);
+        self.expiry.remove(&(hold.expires_at_ms, hold.id.clone()));
+        if let Some(held) = self.held_by_buyer.get_mut(&hold.buyer) {
+            *held -= hold.qty.get();
+            if *held == 0 {
+                self.held_by_buyer.remove(&hold.buyer);
+            }
+        }
+        hold.status = to;
+        hold.resolved_at_ms = Some(now);
+        self.holds.insert(hold.id.clone(), hold.clone());
+        self.changes.holds.insert(hold.id.clone());
+        hold
+    }
+
+    fn track_live(&mut self, hold: &Hold) {
+        self.expiry.insert((hold.expires_at_ms, hold.id.clone()));
+        *self.held_by_buyer.entry(hold.buyer.clone()).or_insert(0) += hold.qty.get();
+    }
+
+    /// Applies `edit` to the record, bumps the version, and writes the ledger
+    /// entry with the resulting state. The one place a record changes.
+    fn change(
+        &mut self,
+        now: u64,
+        entry: super::ledger::EntryDraft,
+        edit: impl FnOnce(&mut SkuRecord),
+    ) -> SkuRecord {
+        let record = self.record.as_mut().expect("change needs a record");
+        edit(record);
+        record.version += 1;
+        record.updated_at_ms = now;
+        let snapshot = record.clone();
+        self.changes.record = true;
+        self.changes
+            .ledger
+            .push(entry.finish(self.next_seq, now, &snapshot));
+        self.next_seq += 1;
+        snapshot
+    }
+
+    /// The invariants, as a list of what is wrong (empty when all hold).
+    pub fn check_invariants(&self) -> Vec<String> {
+        let mut wrong = Vec::new();
+        let live: u64 = self.live_holds().map(|h| h.qty.get()).sum();
+        match &self.record {
+            None => {
+                if !self.expiry.is_empty() {
+                    wrong.push("holds exist on a SKU never set up".into());
+                }
+            }
+            Some(r) => {
+                if r.reserved + r.sold > r.on_hand {
+                    wrong.push(format!(
+                        "reserved {} + sold {} exceed on_hand {}",
+                        r.reserved, r.sold, r.on_hand
+                    ));
+                }
+                if r.reserved != live {
+                    wrong.push(format!("reserved {} but live holds sum {live}", r.reserved));
+                }
+                if r.on_hand > Units::MAX {
+                    wrong.push(format!("on_hand {} over the maximum", r.on_hand));
+                }
+            }
+        }
+        let live_count = self
+            .holds
+            .values()
+            .filter(|h| h.status == HoldStatus::Held)
+            .count();
+        if live_count != self.expiry.len() {
+            wrong.push(format!(
+                "{live_count} live holds but {} in the expiry index",
+                self.expiry.len()
+            ));
+        }
+        if let Some((at, _)) = self.expiry.first() {
+            if *at <= self.clock_ms {
+                wrong.push(format!(
+                    "a hold due at {at} is still live at {}",
+                    self.clock_ms
+                ));
+            }
+        }
+        let by_buyer: u64 = self.held_by_buyer.values().sum();
+        if by_buyer != live {
+            wrong.push(format!("per-buyer holds sum {by_buyer}, live holds {live}"));
+        }
+        wrong
+    }
+}
+
+fn reason_name(reason: AdjustReason) -> &'static str {
+    match reason {
+        AdjustReason::Damaged => "damaged",
+        AdjustReason::Lost => "lost",
+        AdjustReason::Found => "found",
+        AdjustReason::Recount => "recount",
+        AdjustReason::Returned => "returned",
+        AdjustReason::Correction => "correction",
+    }
+}

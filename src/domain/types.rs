@@ -1,0 +1,390 @@
+//! Newtypes for every value that crosses the edge. Each has one way in,
+//! `parse`, so a value of the type is always valid: the rest of the code never
+//! re-checks a SKU id's characters or a quantity's range.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// Why a raw value was refused, in words fit for a problem's `detail`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid(pub String);
+
+impl fmt::Display for Invalid {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+fn is_id_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')
+}
+
+/// Checks the id grammar shared by SKU ids and buyer ids:
+/// 1 to `max` characters of `[A-Za-z0-9._-]`.
+fn check_id(what: &str, raw: &str, max: usize) -> Result<(), Invalid> {
+    if raw.is_empty() || raw.len() > max || !raw.chars().all(is_id_char) {
+        return Err(Invalid(format!(
+            "{what} must be 1 to {max} characters of A-Z, a-z, 0-9, '.', '_' or '-'"
+        )));
+    }
+    Ok(())
+}
+
+macro_rules! string_newtype {
+    ($(#[$meta:meta])* $name:ident) => {
+        $(#[$meta])*
+        #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+        #[serde(try_from = "String", into = "String")]
+        pub struct $name(String);
+
+        impl $name {
+            pub fn as_str(&self) -> &str {
+                &self.0
+            }
+        }
+
+        impl TryFrom<String> for $name {
+            type Error = Invalid;
+            fn try_from(raw: String) -> Result<Self, Invalid> {
+                Self::parse(&raw)
+            }
+        }
+
+        impl From<$name> for String {
+            fn from(value: $name) -> String {
+                value.0
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(&self.0)
+            }
+        }
+    };
+}
+
+string_newtype!(
+    /// A stock-keeping unit's id: 1–64 of `[A-Za-z0-9._-]`. Checked at the
+    /// edge, before any Durable Object is addressed by it.
+    SkuId
+);
+string_newtype!(
+    /// A buyer's id as the storefront or platform knows it: 1–128 of
+    /// `[A-Za-z0-9._-]`.
+    BuyerId
+);
+string_newtype!(
+    /// A hold's id: `h_` and 32 lowercase hex digits (128 random bits), made
+    /// by the shell so the core stays deterministic.
+    ReservationId
+);
+string_newtype!(
+    /// A client's `Idempotency-Key`: 1–200 visible ASCII characters.
+    IdempotencyKey
+);
+string_newtype!(
+    /// Free text on an adjustment or restock (a reason's detail, a purchase
+    /// order number): up to 200 characters, no control characters.
+    Note
+);
+
+impl SkuId {
+    pub const LENGTH_MAX: usize = 64;
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        check_id("a SKU id", raw, Self::LENGTH_MAX)?;
+        Ok(Self(raw.to_owned()))
+    }
+}
+
+impl BuyerId {
+    pub const LENGTH_MAX: usize = 128;
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        check_id("buyer", raw, Self::LENGTH_MAX)?;
+        Ok(Self(raw.to_owned()))
+    }
+}
+
+impl ReservationId {
+    const PREFIX: &'static str = "h_";
+    const HEX_DIGITS: usize = 32;
+
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        let ok = raw.strip_prefix(Self::PREFIX).is_some_and(|hex| {
+            hex.len() == Self::HEX_DIGITS
+                && hex
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        });
+        if !ok {
+            return Err(Invalid(
+                "a reservation id is 'h_' followed by 32 lowercase hex digits".into(),
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// Builds an id from 16 random bytes supplied by the caller.
+    pub fn from_random(bytes: [u8; 16]) -> Self {
+        let mut id = String::with_capacity(Self::PREFIX.len() + Self::HEX_DIGITS);
+        id.push_str(Self::PREFIX);
+        for b in bytes {
+            id.push_str(&format!("{b:02x}"));
+        }
+        Self(id)
+    }
+}
+
+impl IdempotencyKey {
+    pub const LENGTH_MAX: usize = 200;
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        if raw.is_empty()
+            || raw.len() > Self::LENGTH_MAX
+            || !raw.bytes().all(|b| b.is_ascii_graphic())
+        {
+            return Err(Invalid(format!(
+                "Idempotency-Key must be 1 to {} visible ASCII characters",
+                Self::LENGTH_MAX
+            )));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+}
+
+impl Note {
+    pub const LENGTH_MAX: usize = 200;
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        if raw.chars().count() > Self::LENGTH_MAX || raw.chars().any(char::is_control) {
+            return Err(Invalid(format!(
+                "text fields are at most {} characters with no control characters",
+                Self::LENGTH_MAX
+            )));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+}
+
+/// A count of units moved by one request: 1 to [`Quantity::MAX`]. Zero is not
+/// a quantity; a request that would move nothing is refused at the edge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct Quantity(u64);
+
+impl Quantity {
+    /// A billion units in one request is already absurd; the cap keeps every
+    /// sum far from overflow.
+    pub const MAX: u64 = 1_000_000_000;
+
+    pub fn parse(raw: u64) -> Result<Self, Invalid> {
+        if raw == 0 || raw > Self::MAX {
+            return Err(Invalid(format!(
+                "a quantity is a whole number from 1 to {}",
+                Self::MAX
+            )));
+        }
+        Ok(Self(raw))
+    }
+
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl TryFrom<u64> for Quantity {
+    type Error = Invalid;
+    fn try_from(raw: u64) -> Result<Self, Invalid> {
+        Self::parse(raw)
+    }
+}
+
+impl From<Quantity> for u64 {
+    fn from(q: Quantity) -> u64 {
+        q.0
+    }
+}
+
+/// A stock level (on hand, a threshold): 0 to [`Units::MAX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct Units(u64);
+
+impl Units {
+    /// 10^12 units: more than any warehouse, and small enough that on_hand,
+    /// reserved and sold all fit in a JavaScript number exactly.
+    pub const MAX: u64 = 1_000_000_000_000;
+
+    pub fn parse(raw: u64) -> Result<Self, Invalid> {
+        if raw > Self::MAX {
+            return Err(Invalid(format!(
+                "a stock level is a whole number from 0 to {}",
+                Self::MAX
+            )));
+        }
+        Ok(Self(raw))
+    }
+
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl TryFrom<u64> for Units {
+    type Error = Invalid;
+    fn try_from(raw: u64) -> Result<Self, Invalid> {
+        Self::parse(raw)
+    }
+}
+
+impl From<Units> for u64 {
+    fn from(u: Units) -> u64 {
+        u.0
+    }
+}
+
+/// A signed correction to on_hand: nonzero, |delta| ≤ [`Quantity::MAX`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "i64", into = "i64")]
+pub struct Delta(i64);
+
+impl Delta {
+    pub fn parse(raw: i64) -> Result<Self, Invalid> {
+        if raw == 0 || raw.unsigned_abs() > Quantity::MAX {
+            return Err(Invalid(format!(
+                "delta is a nonzero whole number from -{0} to {0}",
+                Quantity::MAX
+            )));
+        }
+        Ok(Self(raw))
+    }
+
+    pub fn get(self) -> i64 {
+        self.0
+    }
+}
+
+impl TryFrom<i64> for Delta {
+    type Error = Invalid;
+    fn try_from(raw: i64) -> Result<Self, Invalid> {
+        Self::parse(raw)
+    }
+}
+
+impl From<Delta> for i64 {
+    fn from(d: Delta) -> i64 {
+        d.0
+    }
+}
+
+/// How long a hold lives before the alarm returns its units.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct HoldSeconds(u64);
+
+impl HoldSeconds {
+    pub const DEFAULT: HoldSeconds = HoldSeconds(300);
+    /// One second is too short for a person but lets tests watch an expiry.
+    pub const MIN: u64 = 1;
+    /// A day: a hold longer than that is a sale nobody finished.
+    pub const MAX: u64 = 86_400;
+
+    pub fn parse(raw: u64) -> Result<Self, Invalid> {
+        if !(Self::MIN..=Self::MAX).contains(&raw) {
+            return Err(Invalid(format!(
+                "hold_seconds is a whole number from {} to {}",
+                Self::MIN,
+                Self::MAX
+            )));
+        }
+        Ok(Self(raw))
+    }
+
+    pub fn get(self) -> u64 {
+        self.0
+    }
+
+    pub fn as_ms(self) -> u64 {
+        self.0 * 1000
+    }
+}
+
+impl TryFrom<u64> for HoldSeconds {
+    type Error = Invalid;
+    fn try_from(raw: u64) -> Result<Self, Invalid> {
+        Self::parse(raw)
+    }
+}
+
+impl From<HoldSeconds> for u64 {
+    fn from(h: HoldSeconds) -> u64 {
+        h.0
+    }
+}
+
+/// Why on_hand was corrected. A closed set, so reports can group by it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AdjustReason {
+    Damaged,
+    Lost,
+    Found,
+    Recount,
+    Returned,
+    Correction,
+}
+
+impl AdjustReason {
+    pub const ALL: &'static str = "damaged, lost, found, recount, returned, correction";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sku_ids_accept_the_grammar_and_nothing_else() {
+        let cases: &[(&str, bool)] = &[
+            ("A", true),
+            ("sku-1.red_XL", true),
+            (&"x".repeat(64), true),
+            ("", false),
+            (&"x".repeat(65), false),
+            ("a/b", false),
+            ("a b", false),
+            ("ünï", false),
+            ("a%2Fb", false),
+        ];
+        for (raw, ok) in cases {
+            assert_eq!(SkuId::parse(raw).is_ok(), *ok, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn numbers_have_ranges() {
+        assert!(Quantity::parse(0).is_err());
+        assert!(Quantity::parse(1).is_ok());
+        assert!(Quantity::parse(Quantity::MAX + 1).is_err());
+        assert!(Units::parse(0).is_ok());
+        assert!(Units::parse(Units::MAX + 1).is_err());
+        assert!(Delta::parse(0).is_err());
+        assert!(Delta::parse(-5).is_ok());
+        assert!(Delta::parse(i64::MIN).is_err());
+        assert!(HoldSeconds::parse(0).is_err());
+        assert!(HoldSeconds::parse(86_401).is_err());
+    }
+
+    #[test]
+    fn reservation_ids_round_trip() {
+        let id = ReservationId::from_random([0xab; 16]);
+        assert_eq!(ReservationId::parse(id.as_str()), Ok(id));
+        assert!(ReservationId::parse("h_XYZ").is_err());
+        assert!(ReservationId::parse("h_ABABABABABABABABABABABABABABABAB").is_err());
+    }
+
+    #[test]
+    fn idempotency_keys_are_visible_ascii() {
+        assert!(IdempotencyKey::parse("order-42/attempt").is_ok());
+        assert!(IdempotencyKey::parse("").is_err());
+        assert!(IdempotencyKey::parse("has space").is_err());
+        assert!(IdempotencyKey::parse(&"k".repeat(201)).is_err());
+    }
+}

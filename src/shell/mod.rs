@@ -1,0 +1,22 @@
+//! The Cloudflare Worker: the stateless router in front of the SKU objects,
+//! and the objects themselves. Only compiled for wasm32.
+
+mod auth;
+mod http;
+mod router;
+mod sku_object;
+mod sql_store;
+
+pub use sku_object::SkuObject;
+
+use worker::{event, Context, Env, Request, Response, Result};
+
+#[event(start)]
+fn start() {
+    console_error_panic_hook::set_once();
+}
+
+#[event(fetch)]
+async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
+    router::handle(req, env).await
+}

@@ -1,0 +1,187 @@
+//! The SKU object's SQLite schema and the [`Store`] over it. Rows hold the
+//! core's types as JSON, with the columns that queries need beside them.
+
+use crate::domain::ledger::LedgerEntry;
+use crate::domain::stock::{Changes, Hold, HoldStatus, Replay, SkuRecord, Stock};
+use crate::domain::store::Store;
+use crate::domain::types::{BuyerId, IdempotencyKey, ReservationId, SkuId};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use worker::{SqlStorage, SqlStorageValue};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS sku (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS holds (id TEXT PRIMARY KEY, status TEXT NOT NULL, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS holds_by_status ON holds (status);
+CREATE TABLE IF NOT EXISTS buyers (buyer TEXT PRIMARY KEY, bought INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS ledger (seq INTEGER PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS replays (key TEXT PRIMARY KEY, at_ms INTEGER NOT NULL, body TEXT NOT NULL);
+";
+
+#[derive(Debug)]
+pub struct StoreError(pub String);
+
+impl From<worker::Error> for StoreError {
+    fn from(e: worker::Error) -> Self {
+        StoreError(e.to_string())
+    }
+}
+
+impl From<serde_json::Error> for StoreError {
+    fn from(e: serde_json::Error) -> Self {
+        StoreError(format!("stored JSON: {e}"))
+    }
+}
+
+#[derive(Deserialize)]
+struct BodyRow {
+    body: String,
+}
+
+#[derive(Deserialize)]
+struct CountRow {
+    n: i64,
+}
+
+pub struct SqlStore {
+    sql: SqlStorage,
+}
+
+fn text(s: &str) -> SqlStorageValue {
+    SqlStorageValue::String(s.to_owned())
+}
+
+fn int(n: u64) -> SqlStorageValue {
+    SqlStorageValue::Integer(n as i64)
+}
+
+impl SqlStore {
+    pub fn open(sql: SqlStorage) -> Result<SqlStore, StoreError> {
+        sql.exec(SCHEMA, None)?;
+        Ok(SqlStore { sql })
+    }
+
+    fn bodies<T: DeserializeOwned>(
+        &self,
+        query: &str,
+        args: Vec<SqlStorageValue>,
+    ) -> Result<Vec<T>, StoreError> {
+        let rows: Vec<BodyRow> = self.sql.exec(query, args)?.to_array()?;
+        rows.iter()
+            .map(|r| serde_json::from_str(&r.body).map_err(StoreError::from))
+            .collect()
+    }
+
+    fn count(&self, query: &str, args: Vec<SqlStorageValue>) -> Result<u64, StoreError> {
+        let rows: Vec<CountRow> = self.sql.exec(query, args)?.to_array()?;
+        Ok(rows.first().map_or(0, |r| r.n.max(0) as u64))
+    }
+
+    /// Loads the SKU into memory: its record and live holds. `sku` names it
+    /// when no record exists yet; None (an alarm on an empty object) loads
+    /// nothing.
+    pub fn load(&self, sku: Option<&SkuId>) -> Result<Option<Stock>, StoreError> {
+        let record: Option<SkuRecord> = self
+            .bodies("SELECT body FROM sku WHERE id = 1", vec![])?
+            .into_iter()
+            .next();
+        let Some(sku) = record.as_ref().map(|r| r.sku.clone()).or(sku.cloned()) else {
+            return Ok(None);
+        };
+        let live: Vec<Hold> = self.bodies(
+            "SELECT body FROM holds WHERE status = ?",
+            vec![text(HoldStatus::Held.as_str())],
+        )?;
+        let next_seq = self.count("SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM ledger", vec![])?;
+        Ok(Some(Stock::load(sku, record, live, next_seq)))
+    }
+
+    pub fn ledger(&self, after: u64, limit: usize) -> Result<Vec<LedgerEntry>, StoreError> {
+        self.bodies(
+            "SELECT body FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?",
+            vec![int(after), int(limit as u64)],
+        )
+    }
+}
+
+impl Store for SqlStore {
+    type Error = StoreError;
+
+    fn load_hold(&self, id: &ReservationId) -> Result<Option<Hold>, StoreError> {
+        Ok(self
+            .bodies(
+                "SELECT body FROM holds WHERE id = ?",
+                vec![text(id.as_str())],
+            )?
+            .into_iter()
+            .next())
+    }
+
+    fn load_replay(&self, key: &IdempotencyKey) -> Result<Option<Replay>, StoreError> {
+        Ok(self
+            .bodies(
+                "SELECT body FROM replays WHERE key = ?",
+                vec![text(key.as_str())],
+            )?
+            .into_iter()
+            .next())
+    }
+
+    fn load_bought(&self, buyer: &BuyerId) -> Result<u64, StoreError> {
+        self.count(
+            "SELECT bought AS n FROM buyers WHERE buyer = ?",
+            vec![text(buyer.as_str())],
+        )
+    }
+
+    /// Every write of a step runs without an `await` between them, so the
+    /// Durable Object commits them as one implicit transaction, before the
+    /// reply leaves (the output gate).
+    fn save(&mut self, stock: &Stock, changes: &Changes) -> Result<(), StoreError> {
+        if changes.record {
+            if let Some(record) = stock.record() {
+                self.sql.exec(
+                    "INSERT OR REPLACE INTO sku (id, body) VALUES (1, ?)",
+                    vec![text(&serde_json::to_string(record)?)],
+                )?;
+            }
+        }
+        for id in &changes.holds {
+            if let Some(hold) = stock.hold(id) {
+                self.sql.exec(
+                    "INSERT OR REPLACE INTO holds (id, status, body) VALUES (?, ?, ?)",
+                    vec![
+                        text(id.as_str()),
+                        text(hold.status.as_str()),
+                        text(&serde_json::to_string(hold)?),
+                    ],
+                )?;
+            }
+        }
+        for buyer in &changes.bought {
+            self.sql.exec(
+                "INSERT OR REPLACE INTO buyers (buyer, bought) VALUES (?, ?)",
+                vec![text(buyer.as_str()), int(stock.bought(buyer))],
+            )?;
+        }
+        for entry in &changes.ledger {
+            self.sql.exec(
+                "INSERT INTO ledger (seq, body) VALUES (?, ?)",
+                vec![int(entry.seq), text(&serde_json::to_string(entry)?)],
+            )?;
+        }
+        for key in &changes.replays {
+            if let Some(replay) = stock.replay(key) {
+                self.sql.exec(
+                    "INSERT OR REPLACE INTO replays (key, at_ms, body) VALUES (?, ?, ?)",
+                    vec![
+                        text(key.as_str()),
+                        int(replay.at_ms),
+                        text(&serde_json::to_string(replay)?),
+                    ],
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
