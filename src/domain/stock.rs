@@ -302,7 +302,9 @@ pub struct Stock {
     bought: HashMap<BuyerId, u64>,
     replays: HashMap<IdempotencyKey, Replay>,
     next_seq: u64,
-    /// The latest instant seen; time never runs backwards inside the object.
+    /// The latest instant seen; time never runs backwards inside a loaded
+    /// object. A reload restarts it from the last recorded change (keeping it
+    /// across reloads would cost a write on every read).
     clock_ms: u64,
     changes: Changes,
 }
@@ -379,7 +381,14 @@ impl Stock {
                 }
             }
             let buyer = match &request.command {
-                Command::Reserve { buyer, .. } => Some(buyer),
+                Command::Reserve { hold, buyer, .. } => {
+                    // A resolved hold with this id may sit in storage only;
+                    // the core must see it to refuse the id.
+                    if !self.holds.contains_key(hold) {
+                        needs.holds.push(hold.clone());
+                    }
+                    Some(buyer)
+                }
                 Command::Commit { hold } | Command::Release { hold } => {
                     match self.holds.get(hold) {
                         Some(h) => Some(&h.buyer),

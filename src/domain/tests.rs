@@ -1,1 +1,530 @@
+//! Table tests of the stock rules: each row is a script of requests against
+//! one SKU and what the last one must answer, plus the counts afterwards.
 
+use super::ledger::Movement;
+use super::stock::{
+    Actor, Command, HoldStatus, Outcome, Reply, Request, SetupSpec, Stock, StockError,
+};
+use super::types::*;
+
+const T0: u64 = 1_000_000;
+
+fn sku() -> SkuId {
+    SkuId::parse("tee").unwrap()
+}
+
+fn hold_id(n: u8) -> ReservationId {
+    ReservationId::from_random([n; 16])
+}
+
+fn buyer(name: &str) -> BuyerId {
+    BuyerId::parse(name).unwrap()
+}
+
+fn q(n: u64) -> Quantity {
+    Quantity::parse(n).unwrap()
+}
+
+fn setup(on_hand: u64) -> Command {
+    Command::Setup(SetupSpec {
+        on_hand: Units::parse(on_hand).unwrap(),
+        low_stock_threshold: None,
+        per_buyer_limit: None,
+        hold_seconds: None,
+    })
+}
+
+fn setup_limited(on_hand: u64, limit: u64, hold_seconds: u64) -> Command {
+    Command::Setup(SetupSpec {
+        on_hand: Units::parse(on_hand).unwrap(),
+        low_stock_threshold: Some(Units::parse(2).unwrap()),
+        per_buyer_limit: Some(Some(q(limit))),
+        hold_seconds: Some(HoldSeconds::parse(hold_seconds).unwrap()),
+    })
+}
+
+fn reserve(n: u8, who: &str, qty: u64) -> Command {
+    Command::Reserve {
+        hold: hold_id(n),
+        buyer: buyer(who),
+        qty: q(qty),
+    }
+}
+
+fn commit(n: u8) -> Command {
+    Command::Commit { hold: hold_id(n) }
+}
+
+fn release(n: u8) -> Command {
+    Command::Release { hold: hold_id(n) }
+}
+
+fn restock(qty: u64) -> Command {
+    Command::Restock {
+        qty: q(qty),
+        reason: None,
+        reference: None,
+    }
+}
+
+fn adjust(delta: i64) -> Command {
+    Command::Adjust {
+        delta: Delta::parse(delta).unwrap(),
+        reason: AdjustReason::Damaged,
+        note: None,
+        reference: None,
+    }
+}
+
+fn req(command: Command) -> Request {
+    Request {
+        key: None,
+        fingerprint: String::new(),
+        actor: Actor::Admin,
+        command,
+    }
+}
+
+fn keyed(key: &str, fingerprint: &str, command: Command) -> Request {
+    Request {
+        key: Some(IdempotencyKey::parse(key).unwrap()),
+        fingerprint: fingerprint.to_owned(),
+        ..req(command)
+    }
+}
+
+/// A script step: (seconds after T0, request).
+type Script = Vec<(u64, Request)>;
+
+/// Runs every step in memory, keeping all holds (no eviction: this tests the
+/// rules, the simulation tests persistence). Returns the last reply.
+fn run(script: Script) -> (Stock, Reply) {
+    let mut stock = Stock::load(sku(), None, vec![], 1);
+    let mut last = Err(StockError::SkuNotFound);
+    for (seconds, request) in script {
+        for b in stock.needs(std::slice::from_ref(&request)).buyers {
+            stock.provide_bought(b, 0);
+        }
+        last = stock.step(T0 + seconds * 1000, &[request]).remove(0);
+        assert_eq!(stock.check_invariants(), Vec::<String>::new());
+    }
+    (stock, last)
+}
+
+fn counts(stock: &Stock) -> (u64, u64, u64, u64) {
+    let r = stock.record().expect("set up");
+    (r.on_hand, r.reserved, r.sold, r.available())
+}
+
+/// Expected result of the script's last request.
+enum Want {
+    Done,
+    Refused(StockError),
+}
+
+#[test]
+fn operations_and_refusals() {
+    use Want::*;
+    let cases: Vec<(&str, Script, Want, (u64, u64, u64, u64))> = vec![
+        (
+            "setup creates",
+            vec![(0, req(setup(10)))],
+            Done,
+            (10, 0, 0, 10),
+        ),
+        (
+            "setup updates on_hand",
+            vec![(0, req(setup(10))), (1, req(setup(4)))],
+            Done,
+            (4, 0, 0, 4),
+        ),
+        (
+            "setup below reserved + sold is refused",
+            vec![
+                (0, req(setup(10))),
+                (0, req(reserve(1, "a", 3))),
+                (0, req(reserve(2, "b", 3))),
+                (0, req(commit(2))),
+                (1, req(setup(5))),
+            ],
+            Refused(StockError::OnHandBelowCommitted {
+                requested: 5,
+                reserved: 3,
+                sold: 3,
+            }),
+            (10, 3, 3, 4),
+        ),
+        (
+            "restock adds",
+            vec![(0, req(setup(1))), (0, req(restock(5)))],
+            Done,
+            (6, 0, 0, 6),
+        ),
+        (
+            "restock past the maximum is refused",
+            vec![(0, req(setup(Units::MAX))), (0, req(restock(1)))],
+            Refused(StockError::StockLevelTooHigh { max: Units::MAX }),
+            (Units::MAX, 0, 0, Units::MAX),
+        ),
+        (
+            "adjust down",
+            vec![(0, req(setup(5))), (0, req(adjust(-2)))],
+            Done,
+            (3, 0, 0, 3),
+        ),
+        (
+            "adjust below committed is refused",
+            vec![
+                (0, req(setup(5))),
+                (0, req(reserve(1, "a", 4))),
+                (0, req(adjust(-2))),
+            ],
+            Refused(StockError::AdjustmentBelowCommitted {
+                on_hand: 5,
+                delta: -2,
+                reserved: 4,
+                sold: 0,
+            }),
+            (5, 4, 0, 1),
+        ),
+        (
+            "reserve holds",
+            vec![(0, req(setup(5))), (0, req(reserve(1, "a", 2)))],
+            Done,
+            (5, 2, 0, 3),
+        ),
+        (
+            "reserve more than available is refused",
+            vec![
+                (0, req(setup(5))),
+                (0, req(reserve(1, "a", 4))),
+                (0, req(reserve(2, "b", 2))),
+            ],
+            Refused(StockError::InsufficientStock {
+                requested: 2,
+                available: 1,
+            }),
+            (5, 4, 0, 1),
+        ),
+        (
+            "reserve on a SKU never set up is refused",
+            vec![(0, req(reserve(1, "a", 1)))],
+            Refused(StockError::SkuNotFound),
+            (0, 0, 0, 0),
+        ),
+        (
+            "the buyer limit counts holds",
+            vec![
+                (0, req(setup_limited(10, 3, 60))),
+                (0, req(reserve(1, "a", 2))),
+                (0, req(reserve(2, "a", 2))),
+            ],
+            Refused(StockError::BuyerLimitExceeded {
+                limit: 3,
+                held: 2,
+                bought: 0,
+                requested: 2,
+            }),
+            (10, 2, 0, 8),
+        ),
+        (
+            "the buyer limit counts purchases",
+            vec![
+                (0, req(setup_limited(10, 3, 60))),
+                (0, req(reserve(1, "a", 3))),
+                (0, req(commit(1))),
+                (0, req(reserve(2, "a", 1))),
+            ],
+            Refused(StockError::BuyerLimitExceeded {
+                limit: 3,
+                held: 0,
+                bought: 3,
+                requested: 1,
+            }),
+            (10, 0, 3, 7),
+        ),
+        (
+            "the buyer limit is per buyer",
+            vec![
+                (0, req(setup_limited(10, 3, 60))),
+                (0, req(reserve(1, "a", 3))),
+                (0, req(reserve(2, "b", 3))),
+            ],
+            Done,
+            (10, 6, 0, 4),
+        ),
+        (
+            "released units no longer count against the limit",
+            vec![
+                (0, req(setup_limited(10, 3, 60))),
+                (0, req(reserve(1, "a", 3))),
+                (0, req(release(1))),
+                (0, req(reserve(2, "a", 3))),
+            ],
+            Done,
+            (10, 3, 0, 7),
+        ),
+        (
+            "commit moves reserved to sold",
+            vec![
+                (0, req(setup(5))),
+                (0, req(reserve(1, "a", 2))),
+                (1, req(commit(1))),
+            ],
+            Done,
+            (5, 0, 2, 3),
+        ),
+        (
+            "committing twice is an idempotent success",
+            vec![
+                (0, req(setup(5))),
+                (0, req(reserve(1, "a", 2))),
+                (0, req(commit(1))),
+                (0, req(commit(1))),
+            ],
+            Done,
+            (5, 0, 2, 3),
+        ),
+        (
+            "committing a released hold is refused",
+            vec![
+                (0, req(setup(5))),
+                (0, req(reserve(1, "a", 2))),
+                (0, req(release(1))),
+                (0, req(commit(1))),
+            ],
+            Refused(StockError::HoldResolved {
+                status: HoldStatus::Released,
+                attempted: HoldStatus::Committed,
+            }),
+            (5, 0, 0, 5),
+        ),
+        (
+            "committing an expired hold is refused",
+            vec![
+                (0, req(setup_limited(5, 5, 60))),
+                (0, req(reserve(1, "a", 2))),
+                (60, req(commit(1))),
+            ],
+            Refused(StockError::HoldResolved {
+                status: HoldStatus::Expired,
+                attempted: HoldStatus::Committed,
+            }),
+            (5, 0, 0, 5),
+        ),
+        (
+            "a hold is still good one second before expiry",
+            vec![
+                (0, req(setup_limited(5, 5, 60))),
+                (0, req(reserve(1, "a", 2))),
+                (59, req(commit(1))),
+            ],
+            Done,
+            (5, 0, 2, 3),
+        ),
+        (
+            "releasing a committed hold is refused",
+            vec![
+                (0, req(setup(5))),
+                (0, req(reserve(1, "a", 2))),
+                (0, req(commit(1))),
+                (0, req(release(1))),
+            ],
+            Refused(StockError::HoldResolved {
+                status: HoldStatus::Committed,
+                attempted: HoldStatus::Released,
+            }),
+            (5, 0, 2, 3),
+        ),
+        (
+            "releasing twice is an idempotent success",
+            vec![
+                (0, req(setup(5))),
+                (0, req(reserve(1, "a", 2))),
+                (0, req(release(1))),
+                (0, req(release(1))),
+            ],
+            Done,
+            (5, 0, 0, 5),
+        ),
+        (
+            "an unknown hold is not found",
+            vec![(0, req(setup(5))), (0, req(commit(9)))],
+            Refused(StockError::HoldNotFound),
+            (5, 0, 0, 5),
+        ),
+        (
+            "a hold id cannot be reused",
+            vec![
+                (0, req(setup(5))),
+                (0, req(reserve(1, "a", 1))),
+                (0, req(reserve(1, "b", 1))),
+            ],
+            Refused(StockError::HoldIdTaken),
+            (5, 1, 0, 4),
+        ),
+        (
+            "expiry returns units at the start of the next step",
+            vec![
+                (0, req(setup_limited(5, 5, 10))),
+                (0, req(reserve(1, "a", 4))),
+                (10, req(reserve(2, "b", 5))),
+            ],
+            Done,
+            (5, 5, 0, 0),
+        ),
+        (
+            "an idempotent retry answers the same and changes nothing",
+            vec![
+                (0, req(setup(5))),
+                (0, keyed("k1", "r", reserve(1, "a", 2))),
+                (0, keyed("k1", "r", reserve(2, "a", 2))),
+            ],
+            Done,
+            (5, 2, 0, 3),
+        ),
+        (
+            "a reused key with another request is refused",
+            vec![
+                (0, req(setup(5))),
+                (0, keyed("k1", "r-2", reserve(1, "a", 2))),
+                (0, keyed("k1", "r-3", reserve(2, "a", 3))),
+            ],
+            Refused(StockError::IdempotencyKeyReused),
+            (5, 2, 0, 3),
+        ),
+        (
+            "a refusal is replayed too",
+            vec![
+                (0, req(setup(1))),
+                (0, keyed("k1", "r", reserve(1, "a", 2))),
+                (0, req(restock(5))),
+                (0, keyed("k1", "r", reserve(2, "a", 2))),
+            ],
+            Refused(StockError::InsufficientStock {
+                requested: 2,
+                available: 1,
+            }),
+            (6, 0, 0, 6),
+        ),
+    ];
+    for (name, script, want, expected_counts) in cases {
+        let (stock, last) = run(script);
+        match (&want, &last) {
+            (Want::Done, Ok(_)) => {}
+            (Want::Refused(e), Err(got)) => assert_eq!(got, e, "{name}"),
+            (_, got) => panic!("{name}: unexpected {got:?}"),
+        }
+        if stock.record().is_some() {
+            assert_eq!(counts(&stock), expected_counts, "{name}");
+        }
+    }
+}
+
+#[test]
+fn a_repeated_commit_reports_already() {
+    let (_, last) = run(vec![
+        (0, req(setup(5))),
+        (0, req(reserve(1, "a", 2))),
+        (0, req(commit(1))),
+        (0, req(commit(1))),
+    ]);
+    assert!(
+        matches!(last, Ok(Outcome::Committed { already: true, .. })),
+        "{last:?}"
+    );
+}
+
+#[test]
+fn the_ledger_records_every_movement_with_its_resulting_state() {
+    let mut stock = Stock::load(sku(), None, vec![], 1);
+    let script = [
+        (0, setup_limited(10, 10, 5)),
+        (0, reserve(1, "a", 2)),
+        (0, reserve(2, "b", 3)),
+        (1, commit(1)),
+        (2, restock(4)),
+        (2, adjust(-1)),
+    ];
+    for (s, c) in script {
+        let r = req(c);
+        for b in stock.needs(std::slice::from_ref(&r)).buyers {
+            stock.provide_bought(b, 0);
+        }
+        stock.step(T0 + s * 1000, &[r]);
+    }
+    stock.step(T0 + 5_000, &[]); // hold 2 expires
+    let ledger = stock.take_changes().ledger;
+    let movements: Vec<Movement> = ledger.iter().map(|e| e.movement).collect();
+    use Movement::*;
+    assert_eq!(
+        movements,
+        [Setup, Reserve, Reserve, Commit, Restock, Adjust, Expire]
+    );
+    let seqs: Vec<u64> = ledger.iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, [1, 2, 3, 4, 5, 6, 7]);
+    let last = ledger.last().unwrap();
+    assert_eq!(
+        (last.on_hand, last.reserved, last.sold, last.available),
+        (13, 0, 2, 11)
+    );
+    assert_eq!(last.actor, "system");
+    assert_eq!(last.hold, Some(hold_id(2)));
+    assert_eq!(ledger[1].actor, "admin");
+    assert_eq!(ledger[5].reason.as_deref(), Some("damaged"));
+    assert_eq!(ledger[5].qty, -1);
+}
+
+#[test]
+fn the_alarm_time_is_the_earliest_live_expiry() {
+    let (mut stock, _) = run(vec![
+        (0, req(setup_limited(10, 10, 30))),
+        (0, req(reserve(1, "a", 1))),
+        (10, req(reserve(2, "a", 1))),
+    ]);
+    assert_eq!(stock.next_expiry_ms(), Some(T0 + 30_000));
+    stock.step(T0 + 30_000, &[]);
+    assert_eq!(stock.next_expiry_ms(), Some(T0 + 40_000));
+    stock.step(T0 + 40_000, &[]);
+    assert_eq!(stock.next_expiry_ms(), None);
+    assert_eq!(counts(&stock), (10, 0, 0, 10));
+}
+
+#[test]
+fn time_never_runs_backwards() {
+    let (mut stock, _) = run(vec![
+        (0, req(setup_limited(10, 10, 30))),
+        (0, req(reserve(1, "a", 1))),
+    ]);
+    // A clock that jumps back does not extend or shorten a hold.
+    stock.step(T0 + 31_000, &[]);
+    stock.step(T0, &[req(reserve(2, "a", 1))]);
+    let hold = stock.hold(&hold_id(2)).unwrap();
+    assert_eq!(hold.created_at_ms, T0 + 31_000);
+}
+
+#[test]
+fn setup_keeps_settings_not_given() {
+    let (stock, _) = run(vec![
+        (0, req(setup_limited(10, 4, 30))),
+        (1, req(setup(12))),
+    ]);
+    let settings = stock.record().unwrap().settings;
+    assert_eq!(settings.per_buyer_limit, Some(q(4)));
+    assert_eq!(settings.hold_seconds.get(), 30);
+}
+
+#[test]
+fn a_batch_applies_each_request_on_its_own() {
+    let mut stock = Stock::load(sku(), None, vec![], 1);
+    stock.step(T0, &[req(setup(3))]);
+    let batch: Vec<Request> = (1..=5).map(|n| req(reserve(n, "a", 1))).collect();
+    let replies = stock.step(T0, &batch);
+    let ok = replies.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(ok, 3);
+    assert!(matches!(
+        replies[3],
+        Err(StockError::InsufficientStock { .. })
+    ));
+    assert_eq!(counts(&stock), (3, 3, 0, 0));
+}
