@@ -4,6 +4,10 @@
 # so nothing is downloaded at build time.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# The API tests build once, then start wrangler dev on the prebuilt worker.
+if [ -n "${EDGESTOCK_PREBUILT:-}" ] && [ -f build/index.js ]; then
+  exit 0
+fi
 export WASM_BINDGEN_BIN="${WASM_BINDGEN_BIN:-$(command -v wasm-bindgen)}"
 export WASM_OPT_BIN="${WASM_OPT_BIN:-$PWD/node_modules/.bin/wasm-opt}"
 export ESBUILD_BIN="${ESBUILD_BIN:-$PWD/node_modules/.bin/esbuild}"

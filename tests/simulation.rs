@@ -10,8 +10,8 @@
 
 use edgestock::domain::ledger::LedgerEntry;
 use edgestock::domain::stock::{
-    Actor, Changes, Command, Hold, HoldStatus, Replay, Reply, Request, SetupSpec, SkuRecord, Stock,
-    StockError,
+    Actor, Changes, Command, Hold, HoldStatus, LimitChange, Replay, Reply, Request, SetupSpec,
+    SkuRecord, Stock, StockError,
 };
 use edgestock::domain::store::{self, Store};
 use edgestock::domain::types::*;
@@ -34,6 +34,12 @@ impl Rng {
     fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
     }
+}
+
+/// Through JSON and back, as every call to the object and every stored row
+/// goes in the real shell.
+fn wire<T: serde::Serialize + serde::de::DeserializeOwned>(value: &T) -> T {
+    serde_json::from_str(&serde_json::to_string(value).unwrap()).unwrap()
 }
 
 /// The store the simulation persists to: what a crash keeps.
@@ -59,7 +65,7 @@ impl Store for MemoryStore {
     }
     fn save(&mut self, stock: &Stock, changes: &Changes) -> Result<(), ()> {
         if changes.record {
-            self.record = stock.record().cloned();
+            self.record = stock.record().map(wire);
         }
         for id in &changes.holds {
             self.holds
@@ -164,8 +170,10 @@ impl Model {
             }
             self.exists = true;
             self.on_hand = spec.on_hand.get();
-            if let Some(l) = spec.per_buyer_limit {
-                self.limit = l.map(Quantity::get);
+            match spec.per_buyer_limit {
+                LimitChange::Keep => {}
+                LimitChange::Remove => self.limit = None,
+                LimitChange::Set(l) => self.limit = Some(l.get()),
             }
             if let Some(h) = spec.hold_seconds {
                 self.hold_ms = h.get() * 1000;
@@ -279,9 +287,9 @@ impl Workload {
                 on_hand: Units::parse(r.below(40)).unwrap(),
                 low_stock_threshold: None,
                 per_buyer_limit: match r.below(3) {
-                    0 => None,
-                    1 => Some(None),
-                    _ => Some(Some(Quantity::parse(1 + r.below(8)).unwrap())),
+                    0 => LimitChange::Keep,
+                    1 => LimitChange::Remove,
+                    _ => LimitChange::Set(Quantity::parse(1 + r.below(8)).unwrap()),
                 },
                 hold_seconds: r
                     .chance(50)
@@ -400,7 +408,8 @@ fn simulate(seed: u64, steps: usize) -> HashMap<String, u64> {
             1
         };
         let requests: Vec<Request> = (0..batch).map(|_| work.request()).collect();
-        let replies = store::run(&mut store, &mut stock, now, &requests).unwrap();
+        let sent: Vec<Request> = requests.iter().map(wire).collect();
+        let replies = store::run(&mut store, &mut stock, now, &sent).unwrap();
         let expected = model.step(now, &requests);
         for (i, (got, want)) in replies.iter().zip(&expected).enumerate() {
             assert_eq!(
@@ -527,11 +536,11 @@ fn refusals_change_nothing_in_the_store() {
         command: Command::Setup(SetupSpec {
             on_hand: Units::parse(1).unwrap(),
             low_stock_threshold: None,
-            per_buyer_limit: None,
+            per_buyer_limit: LimitChange::Keep,
             hold_seconds: None,
         }),
     };
-    store::run(&mut store, &mut stock, 1, &[setup.clone()]).unwrap();
+    store::run(&mut store, &mut stock, 1, std::slice::from_ref(&setup)).unwrap();
     let before = (store.record.clone(), store.holds.len(), store.ledger.len());
     let greedy = Request {
         command: Command::Reserve {

@@ -94,12 +94,12 @@ impl ApiError {
 
     pub fn to_reply(&self) -> HttpReply {
         let (status, slug, title, detail, extensions) = self.parts();
-        let mut body = Map::new();
+        // Extensions first, so the standard members always win.
+        let mut body = extensions;
         body.insert("type".into(), json!(format!("/problems/{slug}")));
         body.insert("title".into(), json!(title));
         body.insert("status".into(), json!(status));
         body.insert("detail".into(), json!(detail));
-        body.extend(extensions);
         let mut reply = HttpReply::problem(status, Value::Object(body));
         match self {
             ApiError::MethodNotAllowed { allowed } => {
@@ -142,11 +142,11 @@ fn stock_parts(e: &StockError) -> (u16, &'static str, &'static str, String, Map<
             format!("the limit is {limit} per buyer; this buyer holds {held} and bought {bought}, and asked for {requested} more"),
         ),
         StockError::HoldNotFound => (404, "hold-not-found", "Reservation not found", "no reservation with this id on this SKU".to_owned()),
-        StockError::HoldResolved { status, attempted } => (
+        StockError::HoldResolved { hold_status, attempted } => (
             409,
             "hold-resolved",
             "Reservation already resolved",
-            format!("the reservation is {}; it cannot become {}", status.as_str(), attempted_verb(*attempted)),
+            format!("the reservation is {}; it cannot become {}", hold_status.as_str(), attempted_verb(*attempted)),
         ),
         StockError::OnHandBelowCommitted { requested, reserved, sold } => (
             409,

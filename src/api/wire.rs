@@ -4,7 +4,7 @@
 
 use super::{ApiError, HttpReply};
 use crate::domain::ledger::LedgerEntry;
-use crate::domain::stock::{Command, Hold, Outcome, Reply, SetupSpec, SkuRecord};
+use crate::domain::stock::{Command, Hold, LimitChange, Outcome, Reply, SetupSpec, SkuRecord};
 use crate::domain::types::{
     AdjustReason, BuyerId, Delta, HoldSeconds, Note, Quantity, ReservationId, Units,
 };
@@ -48,11 +48,11 @@ pub struct SetupBody {
 impl SetupBody {
     pub fn into_command(self) -> Result<Command, ApiError> {
         let per_buyer_limit = match self.per_buyer_limit {
-            None => None,
-            Some(0) => Some(None),
-            Some(n) => Some(Some(Quantity::parse(n).map_err(|e| {
+            None => LimitChange::Keep,
+            Some(0) => LimitChange::Remove,
+            Some(n) => LimitChange::Set(Quantity::parse(n).map_err(|e| {
                 ApiError::InvalidBody(format!("per_buyer_limit: {e} (or 0 for none)"))
-            })?)),
+            })?),
         };
         Ok(Command::Setup(SetupSpec {
             on_hand: self.on_hand,
@@ -257,8 +257,23 @@ mod tests {
     fn setup_limit_zero_means_none() {
         let body: SetupBody = parse_body(br#"{"on_hand": 5, "per_buyer_limit": 0}"#).unwrap();
         match body.into_command().unwrap() {
-            Command::Setup(spec) => assert_eq!(spec.per_buyer_limit, Some(None)),
+            Command::Setup(spec) => assert_eq!(spec.per_buyer_limit, LimitChange::Remove),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn setup_commands_survive_the_trip_to_the_object() {
+        for limit in ["", r#", "per_buyer_limit": 0"#, r#", "per_buyer_limit": 4"#] {
+            let body: SetupBody =
+                parse_body(format!(r#"{{"on_hand": 5{limit}}}"#).as_bytes()).unwrap();
+            let command = body.into_command().unwrap();
+            let json = serde_json::to_string(&command).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Command>(&json).unwrap(),
+                command,
+                "{json}"
+            );
         }
     }
 

@@ -131,9 +131,18 @@ pub struct Hold {
 pub struct SetupSpec {
     pub on_hand: Units,
     pub low_stock_threshold: Option<Units>,
-    /// `Some(None)` removes the limit (the API's 0).
-    pub per_buyer_limit: Option<Option<Quantity>>,
+    pub per_buyer_limit: LimitChange,
     pub hold_seconds: Option<HoldSeconds>,
+}
+
+/// What a setup does to the purchase limit. An enum rather than
+/// `Option<Option<_>>`, whose "remove" and "keep" look alike in JSON.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LimitChange {
+    Keep,
+    Remove,
+    Set(Quantity),
 }
 
 /// One operation on the SKU.
@@ -227,7 +236,7 @@ pub enum StockError {
     HoldNotFound,
     /// The hold was already resolved in a way that forbids this transition.
     HoldResolved {
-        status: HoldStatus,
+        hold_status: HoldStatus,
         attempted: HoldStatus,
     },
     /// Setting on_hand below what is reserved and sold.
@@ -560,9 +569,11 @@ impl Stock {
             low_stock_threshold: spec
                 .low_stock_threshold
                 .unwrap_or(current.settings.low_stock_threshold),
-            per_buyer_limit: spec
-                .per_buyer_limit
-                .unwrap_or(current.settings.per_buyer_limit),
+            per_buyer_limit: match spec.per_buyer_limit {
+                LimitChange::Keep => current.settings.per_buyer_limit,
+                LimitChange::Remove => None,
+                LimitChange::Set(limit) => Some(limit),
+            },
             hold_seconds: spec.hold_seconds.unwrap_or(current.settings.hold_seconds),
         };
         let delta = requested as i64 - current.on_hand as i64;
@@ -643,7 +654,7 @@ impl Stock {
         }
         if hold.status != HoldStatus::Held {
             return Err(StockError::HoldResolved {
-                status: hold.status,
+                hold_status: hold.status,
                 attempted: to,
             });
         }

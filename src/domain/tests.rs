@@ -3,7 +3,7 @@
 
 use super::ledger::Movement;
 use super::stock::{
-    Actor, Command, HoldStatus, Outcome, Reply, Request, SetupSpec, Stock, StockError,
+    Actor, Command, HoldStatus, LimitChange, Outcome, Reply, Request, SetupSpec, Stock, StockError,
 };
 use super::types::*;
 
@@ -29,7 +29,7 @@ fn setup(on_hand: u64) -> Command {
     Command::Setup(SetupSpec {
         on_hand: Units::parse(on_hand).unwrap(),
         low_stock_threshold: None,
-        per_buyer_limit: None,
+        per_buyer_limit: LimitChange::Keep,
         hold_seconds: None,
     })
 }
@@ -38,7 +38,7 @@ fn setup_limited(on_hand: u64, limit: u64, hold_seconds: u64) -> Command {
     Command::Setup(SetupSpec {
         on_hand: Units::parse(on_hand).unwrap(),
         low_stock_threshold: Some(Units::parse(2).unwrap()),
-        per_buyer_limit: Some(Some(q(limit))),
+        per_buyer_limit: LimitChange::Set(q(limit)),
         hold_seconds: Some(HoldSeconds::parse(hold_seconds).unwrap()),
     })
 }
@@ -96,6 +96,10 @@ fn keyed(key: &str, fingerprint: &str, command: Command) -> Request {
 /// A script step: (seconds after T0, request).
 type Script = Vec<(u64, Request)>;
 
+/// A table row: name, script, what the last request must answer, and
+/// (on_hand, reserved, sold, available) afterwards.
+type Case = (&'static str, Script, Want, (u64, u64, u64, u64));
+
 /// Runs every step in memory, keeping all holds (no eviction: this tests the
 /// rules, the simulation tests persistence). Returns the last reply.
 fn run(script: Script) -> (Stock, Reply) {
@@ -125,7 +129,7 @@ enum Want {
 #[test]
 fn operations_and_refusals() {
     use Want::*;
-    let cases: Vec<(&str, Script, Want, (u64, u64, u64, u64))> = vec![
+    let cases: Vec<Case> = vec![
         (
             "setup creates",
             vec![(0, req(setup(10)))],
@@ -294,7 +298,7 @@ fn operations_and_refusals() {
                 (0, req(commit(1))),
             ],
             Refused(StockError::HoldResolved {
-                status: HoldStatus::Released,
+                hold_status: HoldStatus::Released,
                 attempted: HoldStatus::Committed,
             }),
             (5, 0, 0, 5),
@@ -307,7 +311,7 @@ fn operations_and_refusals() {
                 (60, req(commit(1))),
             ],
             Refused(StockError::HoldResolved {
-                status: HoldStatus::Expired,
+                hold_status: HoldStatus::Expired,
                 attempted: HoldStatus::Committed,
             }),
             (5, 0, 0, 5),
@@ -331,7 +335,7 @@ fn operations_and_refusals() {
                 (0, req(release(1))),
             ],
             Refused(StockError::HoldResolved {
-                status: HoldStatus::Committed,
+                hold_status: HoldStatus::Committed,
                 attempted: HoldStatus::Released,
             }),
             (5, 0, 2, 3),

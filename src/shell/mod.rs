@@ -7,8 +7,6 @@ mod router;
 mod sku_object;
 mod sql_store;
 
-pub use sku_object::SkuObject;
-
 use worker::{event, Context, Env, Request, Response, Result};
 
 #[event(start)]

@@ -1,1 +1,133 @@
-fn main() {}
+//! API tests against the real runtime. One `wrangler dev` serves every test
+//! (each on its own SKU ids); the tests run concurrently; the durability
+//! test then stops the server and starts it again on the same state.
+//!
+//! A custom harness (`harness = false`) so the server is started once and
+//! always stopped. It prints one line per test and `N passed, N failed`.
+
+mod app;
+mod concurrency;
+mod durability;
+mod errors;
+mod harness;
+mod stock;
+
+use app::App;
+use futures::FutureExt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+
+type TestFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+type Test = (&'static str, fn(App) -> TestFuture);
+
+macro_rules! tests {
+    ($($module:ident :: $name:ident),* $(,)?) => {
+        vec![$((
+            concat!(stringify!($module), "::", stringify!($name)),
+            (|app| Box::pin($module::$name(app))) as fn(App) -> TestFuture,
+        )),*]
+    };
+}
+
+fn concurrent_tests() -> Vec<Test> {
+    tests![
+        stock::a_sku_is_set_up_and_read_back,
+        stock::a_sku_never_set_up_is_not_found,
+        stock::reserve_then_commit_moves_units_to_sold,
+        stock::release_returns_units_and_a_second_release_changes_nothing,
+        stock::a_resolved_hold_refuses_the_other_resolution,
+        stock::holds_expire_by_alarm_with_no_traffic,
+        stock::an_expired_hold_cannot_be_committed,
+        stock::the_purchase_limit_counts_holds_and_purchases,
+        stock::restock_and_adjustments_are_recorded_in_the_ledger,
+        stock::refused_stock_changes_leave_the_sku_as_it_was,
+        stock::the_ledger_pages,
+        errors::admin_routes_need_the_right_token,
+        errors::bad_input_is_a_problem_and_changes_nothing,
+        errors::unknown_routes_and_methods_are_problems,
+        errors::unknown_holds_are_not_found,
+        concurrency::a_retry_with_the_same_key_returns_the_same_answer,
+        concurrency::a_reused_key_with_another_body_is_refused,
+        concurrency::concurrent_retries_apply_once,
+        concurrency::a_stampede_of_500_on_100_units_sells_exactly_100,
+    ]
+}
+
+fn main() {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let (passed, failed) = runtime.block_on(run());
+    println!("\n{passed} passed, {failed} failed");
+    if failed > 0 {
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> (usize, usize) {
+    harness::build();
+    let token = format!(
+        "test-{:x}",
+        app::now_ms() ^ u64::from(std::process::id()) << 20
+    );
+    let mut server = harness::Server::new(&token);
+    server.start().await;
+    let app = App {
+        base: server.base(),
+        token,
+        client: reqwest::Client::builder()
+            .pool_max_idle_per_host(64)
+            .build()
+            .expect("client"),
+    };
+
+    let mut outcomes = Vec::new();
+    // `cargo test --test api -- <text>` runs the tests whose names contain it.
+    let filter: Option<String> = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let selected = |name: &str| filter.as_deref().is_none_or(|f| name.contains(f));
+    let handles: Vec<_> = concurrent_tests()
+        .into_iter()
+        .filter(|(name, _)| selected(name))
+        .map(|(name, test)| {
+            let app = app.clone();
+            (
+                name,
+                tokio::spawn(AssertUnwindSafe(test(app)).catch_unwind()),
+            )
+        })
+        .collect();
+    for (name, handle) in handles {
+        let ok = matches!(handle.await, Ok(Ok(())));
+        report(name, ok);
+        outcomes.push(ok);
+    }
+
+    // Sequential: this one restarts the server.
+    if !selected("durability::state_survives_a_restart") {
+        server.stop();
+        let failed = outcomes.iter().filter(|ok| !**ok).count();
+        return (outcomes.len() - failed, failed);
+    }
+    let ok = AssertUnwindSafe(durability::state_survives_a_restart(
+        app.clone(),
+        &mut server,
+    ))
+    .catch_unwind()
+    .await
+    .is_ok();
+    report("durability::state_survives_a_restart", ok);
+    outcomes.push(ok);
+
+    server.stop();
+    let failed = outcomes.iter().filter(|ok| !**ok).count();
+    if failed > 0 {
+        eprintln!("server log: {}", server.log.display());
+    }
+    (outcomes.len() - failed, failed)
+}
+
+fn report(name: &str, ok: bool) {
+    println!("test {name} ... {}", if ok { "ok" } else { "FAILED" });
+}

@@ -1,0 +1,141 @@
+//! Starts and stops the real runtime: `wrangler dev` (workerd) on a free
+//! loopback port, with its own persisted state directory and admin token.
+//! The worker is built once up front; the server runs it prebuilt.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub struct Server {
+    child: Option<Child>,
+    pub port: u16,
+    pub state_dir: PathBuf,
+    pub env_file: PathBuf,
+    pub log: PathBuf,
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Builds the worker once (scripts/build.sh, as wrangler would).
+pub fn build() {
+    let status = Command::new("bash")
+        .arg("scripts/build.sh")
+        .current_dir(root())
+        .status()
+        .expect("run scripts/build.sh");
+    assert!(status.success(), "the worker build failed");
+}
+
+impl Server {
+    /// Prepares a fresh state directory and token file under target/.
+    pub fn new(token: &str) -> Server {
+        let dir = root().join("target").join("api-tests");
+        let state_dir = dir.join("state");
+        let _ = std::fs::remove_dir_all(&state_dir);
+        std::fs::create_dir_all(&state_dir).expect("state dir");
+        let env_file = dir.join("test.env");
+        std::fs::write(&env_file, format!("ADMIN_TOKEN={token}\n")).expect("env file");
+        Server {
+            child: None,
+            port: free_port(),
+            state_dir,
+            env_file,
+            log: dir.join("wrangler.log"),
+        }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts wrangler dev on the same port and state, and waits until the
+    /// worker answers.
+    pub async fn start(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let mut command = Command::new(root().join("node_modules/.bin/wrangler"));
+        command
+            .args(["dev", "--ip", "127.0.0.1", "--port", &self.port.to_string()])
+            .args(["--inspector-port", &free_port().to_string()])
+            .arg("--persist-to")
+            .arg(&self.state_dir)
+            .arg("--env-file")
+            .arg(&self.env_file)
+            .args([
+                "--show-interactive-dev-session=false",
+                "--log-level",
+                "warn",
+            ])
+            .current_dir(root())
+            .env("EDGESTOCK_PREBUILT", "1")
+            .env("WRANGLER_SEND_METRICS", "false")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        // Its own process group, so stopping it stops workerd too.
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        self.child = Some(command.spawn().expect("start wrangler dev"));
+        let health = format!("{}/api/health", self.base());
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(180);
+        loop {
+            if let Ok(r) = client.get(&health).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("wrangler dev exited ({status}); see {}", self.log.display());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "wrangler dev did not answer in time; see {}",
+                self.log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Stops the server: SIGTERM to its process group, then SIGKILL.
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let group = format!("-{}", child.id());
+        let _ = Command::new("kill").args(["-TERM", "--", &group]).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("kill").args(["-KILL", "--", &group]).status();
+        let _ = child.wait();
+        // The port must be free again before a restart binds it.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpListener::bind(("127.0.0.1", self.port)).is_err() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
