@@ -184,23 +184,6 @@ impl Quantity {
         }
         Ok(Self(raw))
     }
-
-    pub fn get(self) -> u64 {
-        self.0
-    }
-}
-
-impl TryFrom<u64> for Quantity {
-    type Error = Invalid;
-    fn try_from(raw: u64) -> Result<Self, Invalid> {
-        Self::parse(raw)
-    }
-}
-
-impl From<Quantity> for u64 {
-    fn from(q: Quantity) -> u64 {
-        q.0
-    }
 }
 
 /// A stock level (on hand, a threshold): 0 to [`Units::MAX`].
@@ -222,23 +205,6 @@ impl Units {
         }
         Ok(Self(raw))
     }
-
-    pub fn get(self) -> u64 {
-        self.0
-    }
-}
-
-impl TryFrom<u64> for Units {
-    type Error = Invalid;
-    fn try_from(raw: u64) -> Result<Self, Invalid> {
-        Self::parse(raw)
-    }
-}
-
-impl From<Units> for u64 {
-    fn from(u: Units) -> u64 {
-        u.0
-    }
 }
 
 /// A signed correction to on_hand: nonzero, |delta| ≤ [`Quantity::MAX`].
@@ -255,23 +221,6 @@ impl Delta {
             )));
         }
         Ok(Self(raw))
-    }
-
-    pub fn get(self) -> i64 {
-        self.0
-    }
-}
-
-impl TryFrom<i64> for Delta {
-    type Error = Invalid;
-    fn try_from(raw: i64) -> Result<Self, Invalid> {
-        Self::parse(raw)
-    }
-}
-
-impl From<Delta> for i64 {
-    fn from(d: Delta) -> i64 {
-        d.0
     }
 }
 
@@ -298,27 +247,40 @@ impl HoldSeconds {
         Ok(Self(raw))
     }
 
-    pub fn get(self) -> u64 {
-        self.0
-    }
-
     pub fn as_ms(self) -> u64 {
         self.0 * 1000
     }
 }
 
-impl TryFrom<u64> for HoldSeconds {
-    type Error = Invalid;
-    fn try_from(raw: u64) -> Result<Self, Invalid> {
-        Self::parse(raw)
-    }
+/// The conversions every numeric newtype shares: serde goes through `parse`
+/// (`try_from`), and `get` reads the value out.
+macro_rules! numeric_newtype {
+    ($name:ident, $raw:ty) => {
+        impl $name {
+            pub fn get(self) -> $raw {
+                self.0
+            }
+        }
+
+        impl TryFrom<$raw> for $name {
+            type Error = Invalid;
+            fn try_from(raw: $raw) -> Result<Self, Invalid> {
+                Self::parse(raw)
+            }
+        }
+
+        impl From<$name> for $raw {
+            fn from(value: $name) -> $raw {
+                value.0
+            }
+        }
+    };
 }
 
-impl From<HoldSeconds> for u64 {
-    fn from(h: HoldSeconds) -> u64 {
-        h.0
-    }
-}
+numeric_newtype!(Quantity, u64);
+numeric_newtype!(Units, u64);
+numeric_newtype!(Delta, i64);
+numeric_newtype!(HoldSeconds, u64);
 
 /// Why on_hand was corrected. A closed set, so reports can group by it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -133,9 +133,14 @@ impl App {
     }
 
     pub async fn get_sku(&self, sku: &str) -> Reply {
+        self.bare(Method::GET, format!("/api/skus/{sku}")).await
+    }
+
+    /// A request with no body and no headers.
+    pub async fn bare(&self, method: Method, path: String) -> Reply {
         self.send(Call {
-            method: Method::GET,
-            path: format!("/api/skus/{sku}"),
+            method,
+            path,
             body: None,
             headers: vec![],
         })
@@ -175,33 +180,24 @@ impl App {
     }
 
     pub async fn commit(&self, sku: &str, hold: &str) -> Reply {
-        self.send(Call {
-            method: Method::POST,
-            path: format!("/api/skus/{sku}/reservations/{hold}/commit"),
-            body: None,
-            headers: vec![],
-        })
+        self.bare(
+            Method::POST,
+            format!("/api/skus/{sku}/reservations/{hold}/commit"),
+        )
         .await
     }
 
     pub async fn release(&self, sku: &str, hold: &str) -> Reply {
-        self.send(Call {
-            method: Method::DELETE,
-            path: format!("/api/skus/{sku}/reservations/{hold}"),
-            body: None,
-            headers: vec![],
-        })
+        self.bare(
+            Method::DELETE,
+            format!("/api/skus/{sku}/reservations/{hold}"),
+        )
         .await
     }
 
     pub async fn get_hold(&self, sku: &str, hold: &str) -> Reply {
-        self.send(Call {
-            method: Method::GET,
-            path: format!("/api/skus/{sku}/reservations/{hold}"),
-            body: None,
-            headers: vec![],
-        })
-        .await
+        self.bare(Method::GET, format!("/api/skus/{sku}/reservations/{hold}"))
+            .await
     }
 
     pub async fn admin_post(&self, sku: &str, what: &str, body: Value) -> Reply {
