@@ -10,8 +10,8 @@
 
 use edgestock::domain::ledger::LedgerEntry;
 use edgestock::domain::stock::{
-    Actor, Changes, Command, Hold, HoldStatus, LimitChange, Replay, Reply, Request, SetupSpec,
-    SkuRecord, Stock, StockError,
+    Actor, Changes, Command, DeductionMode, Hold, HoldStatus, LimitChange, Replay, Reply, Request,
+    SetupSpec, SkuRecord, Stock, StockError,
 };
 use edgestock::domain::store::{self, Store};
 use edgestock::domain::types::*;
@@ -107,6 +107,7 @@ struct Model {
     on_hand: u64,
     limit: Option<u64>,
     hold_ms: u64,
+    mode: DeductionMode,
     holds: HashMap<ReservationId, (BuyerId, u64, u64, HoldStatus)>,
     bought: HashMap<BuyerId, u64>,
     replays: HashMap<IdempotencyKey, (String, Result<(), String>)>,
@@ -167,6 +168,10 @@ impl Model {
             }
             if !self.exists {
                 self.hold_ms = 300_000;
+                self.mode = DeductionMode::Hold;
+            }
+            if let Some(m) = spec.deduction {
+                self.mode = m;
             }
             self.exists = true;
             self.on_hand = spec.on_hand.get();
@@ -198,7 +203,14 @@ impl Model {
                 }
                 self.on_hand = next as u64;
             }
-            Command::Reserve { hold, buyer, qty } => {
+            Command::Place { .. } if self.mode == DeductionMode::AtPayment => {}
+            Command::Reserve { hold, buyer, qty }
+            | Command::Place {
+                hold, buyer, qty, ..
+            }
+            | Command::Sell {
+                hold, buyer, qty, ..
+            } => {
                 if self.holds.contains_key(hold) {
                     return err("hold_id_taken");
                 }
@@ -218,16 +230,24 @@ impl Model {
                     }
                 }
                 let expires = self.clock + self.hold_ms;
-                self.holds.insert(
-                    hold.clone(),
-                    (buyer.clone(), qty.get(), expires, HoldStatus::Held),
-                );
-            }
-            Command::Commit { hold } | Command::Release { hold } => {
-                let to = if matches!(c, Command::Commit { .. }) {
+                let sale = matches!(c, Command::Sell { .. })
+                    || (matches!(c, Command::Place { .. }) && self.mode == DeductionMode::AtOrder);
+                let status = if sale {
                     HoldStatus::Committed
                 } else {
-                    HoldStatus::Released
+                    HoldStatus::Held
+                };
+                if sale {
+                    *self.bought.entry(buyer.clone()).or_insert(0) += qty.get();
+                }
+                self.holds
+                    .insert(hold.clone(), (buyer.clone(), qty.get(), expires, status));
+            }
+            Command::Commit { hold } | Command::Release { hold } | Command::Return { hold } => {
+                let (to, from) = match c {
+                    Command::Commit { .. } => (HoldStatus::Committed, HoldStatus::Held),
+                    Command::Release { .. } => (HoldStatus::Released, HoldStatus::Held),
+                    _ => (HoldStatus::Returned, HoldStatus::Committed),
                 };
                 let Some(h) = self.holds.get_mut(hold) else {
                     return err("hold_not_found");
@@ -235,12 +255,15 @@ impl Model {
                 if h.3 == to {
                     return Ok(());
                 }
-                if h.3 != HoldStatus::Held {
+                if h.3 != from {
                     return err("hold_resolved");
                 }
                 h.3 = to;
-                if to == HoldStatus::Committed {
-                    *self.bought.entry(h.0.clone()).or_insert(0) += h.1;
+                let bought = self.bought.entry(h.0.clone()).or_insert(0);
+                match to {
+                    HoldStatus::Committed => *bought += h.1,
+                    HoldStatus::Returned => *bought -= h.1,
+                    _ => {}
                 }
             }
         }
@@ -294,6 +317,12 @@ impl Workload {
                 hold_seconds: r
                     .chance(50)
                     .then(|| HoldSeconds::parse(1 + r.below(30)).unwrap()),
+                deduction: match r.below(4) {
+                    0 => Some(DeductionMode::Hold),
+                    1 => Some(DeductionMode::AtOrder),
+                    2 => Some(DeductionMode::AtPayment),
+                    _ => None,
+                },
             }),
             4..=9 => Command::Restock {
                 qty: Quantity::parse(1 + r.below(10)).unwrap(),
@@ -327,10 +356,39 @@ impl Workload {
                     qty,
                 }
             }
-            60..=84 => Command::Commit {
+            60..=69 => {
+                let mut bytes = [0u8; 16];
+                bytes[..8].copy_from_slice(&r.next().to_le_bytes());
+                bytes[8] = 3;
+                let hold = ReservationId::from_random(bytes);
+                let qty = Quantity::parse(1 + r.below(5)).unwrap();
+                let order = OrderId::from_bytes([r.below(4) as u8; 16]);
+                let place = r.chance(50);
+                self.ids.push(hold.clone());
+                let buyer = self.buyer();
+                if place {
+                    Command::Place {
+                        hold,
+                        buyer,
+                        qty,
+                        order,
+                    }
+                } else {
+                    Command::Sell {
+                        hold,
+                        buyer,
+                        qty,
+                        order,
+                    }
+                }
+            }
+            70..=84 => Command::Commit {
                 hold: self.known_hold(),
             },
-            _ => Command::Release {
+            85..=92 => Command::Release {
+                hold: self.known_hold(),
+            },
+            _ => Command::Return {
                 hold: self.known_hold(),
             },
         }
@@ -496,6 +554,9 @@ fn randomized_sequences_keep_the_invariants_and_match_the_model() {
     }
     // The workload must reach every outcome, or the run proves little.
     let outcomes = [
+        "ok place",
+        "ok sell",
+        "ok return",
         "ok setup",
         "ok restock",
         "ok adjust",
@@ -538,6 +599,7 @@ fn refusals_change_nothing_in_the_store() {
             low_stock_threshold: None,
             per_buyer_limit: LimitChange::Keep,
             hold_seconds: None,
+            deduction: None,
         }),
     };
     store::run(&mut store, &mut stock, 1, std::slice::from_ref(&setup)).unwrap();

@@ -2,7 +2,7 @@
 //! response: an RFC 9457 problem (`application/problem+json`).
 
 use super::HttpReply;
-use crate::domain::stock::{HoldStatus, StockError};
+use crate::domain::stock::StockError;
 use serde_json::{json, Map, Value};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,7 +146,7 @@ fn stock_parts(e: &StockError) -> (u16, &'static str, &'static str, String, Map<
             409,
             "hold-resolved",
             "Reservation already resolved",
-            format!("the reservation is {}; it cannot become {}", hold_status.as_str(), attempted_verb(*attempted)),
+            format!("the reservation is {}; it cannot become {}", hold_status.as_str(), attempted.as_str()),
         ),
         StockError::OnHandBelowCommitted { requested, reserved, sold } => (
             409,
@@ -180,13 +180,4 @@ fn stock_parts(e: &StockError) -> (u16, &'static str, &'static str, String, Map<
         ),
     };
     (status, slug, title, detail, extensions)
-}
-
-fn attempted_verb(to: HoldStatus) -> &'static str {
-    match to {
-        HoldStatus::Committed => "committed",
-        HoldStatus::Released => "released",
-        HoldStatus::Expired => "expired",
-        HoldStatus::Held => "held",
-    }
 }

@@ -4,7 +4,9 @@
 
 use super::{ApiError, HttpReply};
 use crate::domain::ledger::LedgerEntry;
-use crate::domain::stock::{Command, Hold, LimitChange, Outcome, Reply, SetupSpec, SkuRecord};
+use crate::domain::stock::{
+    Command, DeductionMode, Hold, LimitChange, Outcome, Reply, SetupSpec, SkuRecord,
+};
 use crate::domain::types::{
     AdjustReason, BuyerId, Delta, HoldSeconds, Note, Quantity, ReservationId, Units,
 };
@@ -43,6 +45,9 @@ pub struct SetupBody {
     /// 0 removes the limit.
     pub per_buyer_limit: Option<u64>,
     pub hold_seconds: Option<HoldSeconds>,
+    /// hold (预扣库存, the default), at_order (拍下减库存) or at_payment
+    /// (付款减库存).
+    pub deduction: Option<DeductionMode>,
 }
 
 impl SetupBody {
@@ -59,6 +64,7 @@ impl SetupBody {
             low_stock_threshold: self.low_stock_threshold,
             per_buyer_limit,
             hold_seconds: self.hold_seconds,
+            deduction: self.deduction,
         }))
     }
 }
@@ -137,6 +143,7 @@ pub fn sku_json(r: &SkuRecord) -> Value {
         "low_stock_threshold": r.settings.low_stock_threshold,
         "per_buyer_limit": r.settings.per_buyer_limit.map_or(0, Quantity::get),
         "hold_seconds": r.settings.hold_seconds,
+        "deduction": r.settings.deduction,
         "created_at": r.created_at_ms,
         "updated_at": r.updated_at_ms,
     })
@@ -154,6 +161,7 @@ pub fn hold_json(h: &Hold, sku: &SkuRecord) -> Value {
         "created_at": h.created_at_ms,
         "expires_at": h.expires_at_ms,
         "resolved_at": h.resolved_at_ms,
+        "order": h.order,
         "available": sku.available(),
         "version": sku.version,
     })
@@ -182,9 +190,11 @@ pub fn reply_to_http(reply: &Reply) -> HttpReply {
                 reply.headers.push(("Location", location));
                 reply
             }
-            Outcome::Committed { hold, sku, .. } | Outcome::Released { hold, sku, .. } => {
-                HttpReply::json(200, hold_json(hold, sku))
-            }
+            Outcome::Committed { hold, sku, .. }
+            | Outcome::Released { hold, sku, .. }
+            | Outcome::Returned { hold, sku, .. } => HttpReply::json(200, hold_json(hold, sku)),
+            Outcome::Sold { hold, sku } => HttpReply::json(201, hold_json(hold, sku)),
+            Outcome::Deferred { sku } => HttpReply::json(200, sku_json(sku)),
         },
     }
 }

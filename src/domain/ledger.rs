@@ -2,7 +2,7 @@
 //! number on a SKU can be explained by reading its entries in order.
 
 use super::stock::{Actor, Hold, HoldStatus, SkuRecord};
-use super::types::{BuyerId, Note, ReservationId};
+use super::types::{BuyerId, Note, OrderId, ReservationId};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -12,9 +12,13 @@ pub enum Movement {
     Restock,
     Adjust,
     Reserve,
+    /// Reserve and commit in one step (an order's at-order or at-payment line).
+    Sell,
     Commit,
     Release,
     Expire,
+    /// A sale's units back to available.
+    Return,
 }
 
 impl Movement {
@@ -23,6 +27,7 @@ impl Movement {
             HoldStatus::Committed => Movement::Commit,
             HoldStatus::Released => Movement::Release,
             HoldStatus::Expired => Movement::Expire,
+            HoldStatus::Returned => Movement::Return,
             HoldStatus::Held => Movement::Reserve,
         }
     }
@@ -36,6 +41,7 @@ impl Movement {
             actor: actor.to_string(),
             hold: None,
             buyer: None,
+            order: None,
             reason: None,
             reference: None,
         }
@@ -50,6 +56,7 @@ pub struct EntryDraft {
     actor: String,
     hold: Option<ReservationId>,
     buyer: Option<BuyerId>,
+    order: Option<OrderId>,
     reason: Option<String>,
     reference: Option<Note>,
 }
@@ -58,6 +65,7 @@ impl EntryDraft {
     pub fn hold(mut self, hold: &Hold) -> Self {
         self.hold = Some(hold.id.clone());
         self.buyer = Some(hold.buyer.clone());
+        self.order = hold.order.clone();
         self
     }
 
@@ -79,6 +87,7 @@ impl EntryDraft {
             qty: self.qty,
             hold: self.hold,
             buyer: self.buyer,
+            order: self.order,
             actor: self.actor,
             reason: self.reason,
             reference: self.reference,
@@ -100,6 +109,9 @@ pub struct LedgerEntry {
     pub qty: i64,
     pub hold: Option<ReservationId>,
     pub buyer: Option<BuyerId>,
+    /// The order the hold belongs to, for order lines.
+    #[serde(default)]
+    pub order: Option<OrderId>,
     pub actor: String,
     pub reason: Option<String>,
     pub reference: Option<Note>,

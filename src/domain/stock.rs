@@ -15,8 +15,8 @@
 
 use super::ledger::{LedgerEntry, Movement};
 use super::types::{
-    AdjustReason, BuyerId, Delta, HoldSeconds, IdempotencyKey, Note, Quantity, ReservationId,
-    SkuId, Units,
+    AdjustReason, BuyerId, Delta, HoldSeconds, IdempotencyKey, Note, OrderId, Quantity,
+    ReservationId, SkuId, Units,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
@@ -30,6 +30,8 @@ pub enum Actor {
     Admin,
     /// A buyer reserving through a storefront.
     Buyer(BuyerId),
+    /// An order object placing, paying, cancelling or refunding its lines.
+    Order(OrderId),
     /// An unauthenticated storefront or payment callback committing or
     /// releasing a hold it knows the id of.
     Storefront,
@@ -42,10 +44,26 @@ impl fmt::Display for Actor {
         match self {
             Actor::Admin => f.write_str("admin"),
             Actor::Buyer(b) => write!(f, "buyer:{b}"),
+            Actor::Order(o) => write!(f, "order:{o}"),
             Actor::Storefront => f.write_str("storefront"),
             Actor::System => f.write_str("system"),
         }
     }
+}
+
+/// When an order's units stop being available: the three modes common in
+/// Chinese e-commerce.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DeductionMode {
+    /// 预扣库存: placing an order holds the units until payment or timeout.
+    #[default]
+    Hold,
+    /// 拍下减库存: placing an order sells the units; cancelling returns them.
+    AtOrder,
+    /// 付款减库存: nothing is held at order time; paying takes the units, or
+    /// fails if they are gone.
+    AtPayment,
 }
 
 /// Per-SKU settings. Absent fields in a setup keep their current value.
@@ -56,6 +74,9 @@ pub struct Settings {
     /// 限购: the most units one buyer may hold and buy together; None = no limit.
     pub per_buyer_limit: Option<Quantity>,
     pub hold_seconds: HoldSeconds,
+    /// How orders take this SKU's units.
+    #[serde(default)]
+    pub deduction: DeductionMode,
 }
 
 impl Default for Settings {
@@ -64,6 +85,7 @@ impl Default for Settings {
             low_stock_threshold: Units::parse(0).expect("0 is a valid level"),
             per_buyer_limit: None,
             hold_seconds: HoldSeconds::DEFAULT,
+            deduction: DeductionMode::Hold,
         }
     }
 }
@@ -92,7 +114,9 @@ impl SkuRecord {
     }
 }
 
-/// A hold's life: `Held`, then exactly one of the other three, never back.
+/// A hold's life: `Held`, then exactly one of committed, released or
+/// expired, never back. A committed hold (a sale) may later be `Returned`
+/// (库存回补: a cancelled paid order, a refund with restock).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum HoldStatus {
@@ -100,6 +124,7 @@ pub enum HoldStatus {
     Committed,
     Released,
     Expired,
+    Returned,
 }
 
 impl HoldStatus {
@@ -109,6 +134,7 @@ impl HoldStatus {
             HoldStatus::Committed => "committed",
             HoldStatus::Released => "released",
             HoldStatus::Expired => "expired",
+            HoldStatus::Returned => "returned",
         }
     }
 }
@@ -123,6 +149,9 @@ pub struct Hold {
     pub created_at_ms: u64,
     pub expires_at_ms: u64,
     pub resolved_at_ms: Option<u64>,
+    /// The order this hold is a line of, if any.
+    #[serde(default)]
+    pub order: Option<OrderId>,
 }
 
 /// What a setup asks for. `None` keeps the current value (or the default on
@@ -133,6 +162,7 @@ pub struct SetupSpec {
     pub low_stock_threshold: Option<Units>,
     pub per_buyer_limit: LimitChange,
     pub hold_seconds: Option<HoldSeconds>,
+    pub deduction: Option<DeductionMode>,
 }
 
 /// What a setup does to the purchase limit. An enum rather than
@@ -171,6 +201,25 @@ pub enum Command {
         hold: ReservationId,
     },
     Release {
+        hold: ReservationId,
+    },
+    /// An order's line, taken according to the SKU's [`DeductionMode`]: a
+    /// hold, a sale, or (at payment) nothing yet.
+    Place {
+        hold: ReservationId,
+        buyer: BuyerId,
+        qty: Quantity,
+        order: OrderId,
+    },
+    /// Reserve and commit at once: an at-payment line being paid.
+    Sell {
+        hold: ReservationId,
+        buyer: BuyerId,
+        qty: Quantity,
+        order: OrderId,
+    },
+    /// Give a sale's units back to available (committed → returned).
+    Return {
         hold: ReservationId,
     },
 }
@@ -212,6 +261,20 @@ pub enum Outcome {
         already: bool,
     },
     Released {
+        hold: Hold,
+        sku: SkuRecord,
+        already: bool,
+    },
+    /// A sale made in one step (at-order placing, at-payment paying).
+    Sold {
+        hold: Hold,
+        sku: SkuRecord,
+    },
+    /// An at-payment line placed: nothing taken yet.
+    Deferred {
+        sku: SkuRecord,
+    },
+    Returned {
         hold: Hold,
         sku: SkuRecord,
         already: bool,
@@ -390,7 +453,9 @@ impl Stock {
                 }
             }
             let buyer = match &request.command {
-                Command::Reserve { hold, buyer, .. } => {
+                Command::Reserve { hold, buyer, .. }
+                | Command::Place { hold, buyer, .. }
+                | Command::Sell { hold, buyer, .. } => {
                     // A resolved hold with this id may sit in storage only;
                     // the core must see it to refuse the id.
                     if !self.holds.contains_key(hold) {
@@ -398,7 +463,7 @@ impl Stock {
                     }
                     Some(buyer)
                 }
-                Command::Commit { hold } | Command::Release { hold } => {
+                Command::Commit { hold } | Command::Release { hold } | Command::Return { hold } => {
                     match self.holds.get(hold) {
                         Some(h) => Some(&h.buyer),
                         None => {
@@ -539,9 +604,48 @@ impl Stock {
                 let sku = self.change(now, entry, |r| r.on_hand = on_hand as u64);
                 Ok(Outcome::Adjusted { sku })
             }
-            Command::Reserve { hold, buyer, qty } => self.reserve(now, actor, hold, buyer, *qty),
+            Command::Reserve { hold, buyer, qty } => {
+                self.take(now, actor, hold, buyer, *qty, None, HoldStatus::Held)
+            }
+            Command::Place {
+                hold,
+                buyer,
+                qty,
+                order,
+            } => match record.settings.deduction {
+                DeductionMode::Hold => {
+                    self.take(now, actor, hold, buyer, *qty, Some(order), HoldStatus::Held)
+                }
+                DeductionMode::AtOrder => self.take(
+                    now,
+                    actor,
+                    hold,
+                    buyer,
+                    *qty,
+                    Some(order),
+                    HoldStatus::Committed,
+                ),
+                DeductionMode::AtPayment => Ok(Outcome::Deferred {
+                    sku: record.clone(),
+                }),
+            },
+            Command::Sell {
+                hold,
+                buyer,
+                qty,
+                order,
+            } => self.take(
+                now,
+                actor,
+                hold,
+                buyer,
+                *qty,
+                Some(order),
+                HoldStatus::Committed,
+            ),
             Command::Commit { hold } => self.resolve(now, actor, hold, HoldStatus::Committed),
             Command::Release { hold } => self.resolve(now, actor, hold, HoldStatus::Released),
+            Command::Return { hold } => self.resolve(now, actor, hold, HoldStatus::Returned),
         }
     }
 
@@ -575,6 +679,7 @@ impl Stock {
                 LimitChange::Set(limit) => Some(limit),
             },
             hold_seconds: spec.hold_seconds.unwrap_or(current.settings.hold_seconds),
+            deduction: spec.deduction.unwrap_or(current.settings.deduction),
         };
         let delta = requested as i64 - current.on_hand as i64;
         self.record = Some(current);
@@ -590,13 +695,19 @@ impl Stock {
         Ok(Outcome::SkuSet { sku, created })
     }
 
-    fn reserve(
+    /// Takes `qty` units for a buyer as a new hold: `Held` (a reservation
+    /// with an expiry) or `Committed` (a sale in one step). Both check
+    /// availability and the purchase limit the same way.
+    #[allow(clippy::too_many_arguments)]
+    fn take(
         &mut self,
         now: u64,
         actor: &Actor,
         id: &ReservationId,
         buyer: &BuyerId,
         qty: Quantity,
+        order: Option<&OrderId>,
+        status: HoldStatus,
     ) -> Reply {
         let record = self.record.as_ref().ok_or(StockError::SkuNotFound)?;
         if self.holds.contains_key(id) {
@@ -622,56 +733,99 @@ impl Stock {
                 });
             }
         }
+        let sale = status == HoldStatus::Committed;
         let hold = Hold {
             id: id.clone(),
             buyer: buyer.clone(),
             qty,
-            status: HoldStatus::Held,
+            status,
             created_at_ms: now,
             expires_at_ms: now + record.settings.hold_seconds.as_ms(),
-            resolved_at_ms: None,
+            resolved_at_ms: sale.then_some(now),
+            order: order.cloned(),
         };
-        self.track_live(&hold);
+        if sale {
+            *self.bought.entry(buyer.clone()).or_insert(0) += qty.get();
+            self.changes.bought.insert(buyer.clone());
+        } else {
+            self.track_live(&hold);
+        }
         self.holds.insert(id.clone(), hold.clone());
         self.changes.holds.insert(id.clone());
-        let entry = Movement::Reserve.entry(qty.get() as i64, actor).hold(&hold);
-        let sku = self.change(now, entry, |r| r.reserved += qty.get());
-        Ok(Outcome::Reserved { hold, sku })
+        let movement = if sale {
+            Movement::Sell
+        } else {
+            Movement::Reserve
+        };
+        let entry = movement.entry(qty.get() as i64, actor).hold(&hold);
+        let sku = self.change(now, entry, |r| {
+            if sale {
+                r.sold += qty.get();
+            } else {
+                r.reserved += qty.get();
+            }
+        });
+        Ok(if sale {
+            Outcome::Sold { hold, sku }
+        } else {
+            Outcome::Reserved { hold, sku }
+        })
     }
 
-    /// Moves a live hold to `to` (committed or released). Asking again for
-    /// the state it already reached is an idempotent success; any other
-    /// resolved state refuses.
+    /// Moves a hold to `to`: a live hold to committed or released, a
+    /// committed one to returned. Asking again for the state it already
+    /// reached is an idempotent success; any other state refuses.
     fn resolve(&mut self, now: u64, actor: &Actor, id: &ReservationId, to: HoldStatus) -> Reply {
         let record = self.record.as_ref().ok_or(StockError::SkuNotFound)?;
         let hold = self.holds.get(id).ok_or(StockError::HoldNotFound)?.clone();
         let outcome = |hold: Hold, sku: SkuRecord, already: bool| match to {
             HoldStatus::Committed => Outcome::Committed { hold, sku, already },
+            HoldStatus::Returned => Outcome::Returned { hold, sku, already },
             _ => Outcome::Released { hold, sku, already },
         };
         if hold.status == to {
             return Ok(outcome(hold, record.clone(), true));
         }
-        if hold.status != HoldStatus::Held {
+        let from = match to {
+            HoldStatus::Returned => HoldStatus::Committed,
+            _ => HoldStatus::Held,
+        };
+        if hold.status != from {
             return Err(StockError::HoldResolved {
                 hold_status: hold.status,
                 attempted: to,
             });
         }
-        let hold = self.finish(now, hold, to);
         let qty = hold.qty.get();
-        if to == HoldStatus::Committed {
-            *self.bought.entry(hold.buyer.clone()).or_insert(0) += qty;
+        let hold = if from == HoldStatus::Held {
+            self.finish(now, hold, to)
+        } else {
+            let mut hold = hold;
+            hold.status = to;
+            hold.resolved_at_ms = Some(now);
+            self.holds.insert(hold.id.clone(), hold.clone());
+            self.changes.holds.insert(hold.id.clone());
+            hold
+        };
+        let bought = self.bought.entry(hold.buyer.clone()).or_insert(0);
+        match to {
+            HoldStatus::Committed => *bought += qty,
+            HoldStatus::Returned => *bought = bought.saturating_sub(qty),
+            _ => {}
+        }
+        if matches!(to, HoldStatus::Committed | HoldStatus::Returned) {
             self.changes.bought.insert(hold.buyer.clone());
         }
         let entry = Movement::for_resolution(to)
             .entry(qty as i64, actor)
             .hold(&hold);
-        let sku = self.change(now, entry, |r| {
-            r.reserved -= qty;
-            if to == HoldStatus::Committed {
+        let sku = self.change(now, entry, |r| match to {
+            HoldStatus::Committed => {
+                r.reserved -= qty;
                 r.sold += qty;
             }
+            HoldStatus::Returned => r.sold -= qty,
+            _ => r.reserved -= qty,
         });
         Ok(outcome(hold, sku, false))
     }

@@ -3,7 +3,8 @@
 
 use super::ledger::Movement;
 use super::stock::{
-    Actor, Command, HoldStatus, LimitChange, Outcome, Reply, Request, SetupSpec, Stock, StockError,
+    Actor, Command, DeductionMode, HoldStatus, LimitChange, Outcome, Reply, Request, SetupSpec,
+    Stock, StockError,
 };
 use super::types::*;
 
@@ -31,6 +32,7 @@ fn setup(on_hand: u64) -> Command {
         low_stock_threshold: None,
         per_buyer_limit: LimitChange::Keep,
         hold_seconds: None,
+        deduction: None,
     })
 }
 
@@ -40,7 +42,44 @@ fn setup_limited(on_hand: u64, limit: u64, hold_seconds: u64) -> Command {
         low_stock_threshold: Some(Units::parse(2).unwrap()),
         per_buyer_limit: LimitChange::Set(q(limit)),
         hold_seconds: Some(HoldSeconds::parse(hold_seconds).unwrap()),
+        deduction: None,
     })
+}
+
+fn setup_mode(on_hand: u64, mode: DeductionMode) -> Command {
+    Command::Setup(SetupSpec {
+        on_hand: Units::parse(on_hand).unwrap(),
+        low_stock_threshold: None,
+        per_buyer_limit: LimitChange::Keep,
+        hold_seconds: None,
+        deduction: Some(mode),
+    })
+}
+
+fn order_id() -> OrderId {
+    OrderId::from_bytes([9; 16])
+}
+
+fn place(n: u8, who: &str, qty: u64) -> Command {
+    Command::Place {
+        hold: hold_id(n),
+        buyer: buyer(who),
+        qty: q(qty),
+        order: order_id(),
+    }
+}
+
+fn sell(n: u8, who: &str, qty: u64) -> Command {
+    Command::Sell {
+        hold: hold_id(n),
+        buyer: buyer(who),
+        qty: q(qty),
+        order: order_id(),
+    }
+}
+
+fn give_back(n: u8) -> Command {
+    Command::Return { hold: hold_id(n) }
 }
 
 fn reserve(n: u8, who: &str, qty: u64) -> Command {
@@ -411,6 +450,103 @@ fn operations_and_refusals() {
             }),
             (6, 0, 0, 6),
         ),
+        (
+            "placing in hold mode holds",
+            vec![
+                (0, req(setup_mode(5, DeductionMode::Hold))),
+                (0, req(place(1, "a", 2))),
+            ],
+            Done,
+            (5, 2, 0, 3),
+        ),
+        (
+            "placing at order sells",
+            vec![
+                (0, req(setup_mode(5, DeductionMode::AtOrder))),
+                (0, req(place(1, "a", 2))),
+            ],
+            Done,
+            (5, 0, 2, 3),
+        ),
+        (
+            "placing at payment takes nothing",
+            vec![
+                (0, req(setup_mode(5, DeductionMode::AtPayment))),
+                (0, req(place(1, "a", 9))),
+            ],
+            Done,
+            (5, 0, 0, 5),
+        ),
+        (
+            "placing at order checks availability",
+            vec![
+                (0, req(setup_mode(5, DeductionMode::AtOrder))),
+                (0, req(place(1, "a", 6))),
+            ],
+            Refused(StockError::InsufficientStock {
+                requested: 6,
+                available: 5,
+            }),
+            (5, 0, 0, 5),
+        ),
+        (
+            "selling at payment can find it sold out",
+            vec![
+                (0, req(setup_mode(5, DeductionMode::AtPayment))),
+                (0, req(reserve(1, "b", 4))),
+                (0, req(sell(2, "a", 2))),
+            ],
+            Refused(StockError::InsufficientStock {
+                requested: 2,
+                available: 1,
+            }),
+            (5, 4, 0, 1),
+        ),
+        (
+            "returning a sale gives the units back",
+            vec![
+                (0, req(setup(5))),
+                (0, req(sell(1, "a", 2))),
+                (0, req(give_back(1))),
+            ],
+            Done,
+            (5, 0, 0, 5),
+        ),
+        (
+            "returning twice changes nothing",
+            vec![
+                (0, req(setup(5))),
+                (0, req(sell(1, "a", 2))),
+                (0, req(give_back(1))),
+                (0, req(give_back(1))),
+            ],
+            Done,
+            (5, 0, 0, 5),
+        ),
+        (
+            "a live hold cannot be returned",
+            vec![
+                (0, req(setup(5))),
+                (0, req(reserve(1, "a", 2))),
+                (0, req(give_back(1))),
+            ],
+            Refused(StockError::HoldResolved {
+                hold_status: HoldStatus::Held,
+                attempted: HoldStatus::Returned,
+            }),
+            (5, 2, 0, 3),
+        ),
+        (
+            "returned units no longer count against the limit",
+            vec![
+                (0, req(setup_limited(10, 3, 60))),
+                (0, req(sell(1, "a", 3))),
+                (0, req(give_back(1))),
+                (0, req(reserve(2, "a", 3))),
+            ],
+            Done,
+            (10, 3, 0, 7),
+        ),
     ];
     for (name, script, want, expected_counts) in cases {
         let (stock, last) = run(script);
@@ -531,4 +667,20 @@ fn a_batch_applies_each_request_on_its_own() {
         Err(StockError::InsufficientStock { .. })
     ));
     assert_eq!(counts(&stock), (3, 3, 0, 0));
+}
+
+#[test]
+fn order_lines_carry_their_order_into_holds_and_the_ledger() {
+    let mut stock = Stock::load(sku(), None, vec![], 1);
+    stock.step(T0, &[req(setup(5))]);
+    let request = Request {
+        actor: Actor::Order(order_id()),
+        ..req(place(1, "a", 2))
+    };
+    stock.step(T0, &[request]);
+    assert_eq!(stock.hold(&hold_id(1)).unwrap().order, Some(order_id()));
+    let ledger = stock.take_changes().ledger;
+    let entry = ledger.last().unwrap();
+    assert_eq!(entry.order, Some(order_id()));
+    assert_eq!(entry.actor, format!("order:{}", order_id()));
 }

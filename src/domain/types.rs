@@ -80,6 +80,12 @@ string_newtype!(
     ReservationId
 );
 string_newtype!(
+    /// An order's id: `o_` and 32 lowercase hex digits. Derived from the
+    /// buyer and Idempotency-Key when the client gives one, so a retried
+    /// create reaches the same order object.
+    OrderId
+);
+string_newtype!(
     /// A client's `Idempotency-Key`: 1–200 visible ASCII characters.
     IdempotencyKey
 );
@@ -106,17 +112,8 @@ impl BuyerId {
 }
 
 impl ReservationId {
-    const PREFIX: &'static str = "h_";
-    const HEX_DIGITS: usize = 32;
-
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
-        let ok = raw.strip_prefix(Self::PREFIX).is_some_and(|hex| {
-            hex.len() == Self::HEX_DIGITS
-                && hex
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-        });
-        if !ok {
+        if !is_hex_id(raw, "h_") {
             return Err(Invalid(
                 "a reservation id is 'h_' followed by 32 lowercase hex digits".into(),
             ));
@@ -124,14 +121,45 @@ impl ReservationId {
         Ok(Self(raw.to_owned()))
     }
 
-    /// Builds an id from 16 random bytes supplied by the caller.
+    /// Builds an id from 16 bytes supplied by the caller: random, or for an
+    /// order's line a digest of the order id and line number.
     pub fn from_random(bytes: [u8; 16]) -> Self {
-        let mut id = String::with_capacity(Self::PREFIX.len() + Self::HEX_DIGITS);
-        id.push_str(Self::PREFIX);
-        for b in bytes {
-            id.push_str(&format!("{b:02x}"));
+        Self(hex_id("h_", bytes))
+    }
+}
+
+/// `prefix` and 32 lowercase hex digits: the shape of hold and order ids.
+fn is_hex_id(raw: &str, prefix: &str) -> bool {
+    raw.strip_prefix(prefix).is_some_and(|hex| {
+        hex.len() == 32
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
+}
+
+fn hex_id(prefix: &str, bytes: [u8; 16]) -> String {
+    let mut id = String::with_capacity(prefix.len() + 32);
+    id.push_str(prefix);
+    for b in bytes {
+        id.push_str(&format!("{b:02x}"));
+    }
+    id
+}
+
+impl OrderId {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        if !is_hex_id(raw, "o_") {
+            return Err(Invalid(
+                "an order id is 'o_' followed by 32 lowercase hex digits".into(),
+            ));
         }
-        Self(id)
+        Ok(Self(raw.to_owned()))
+    }
+
+    /// Builds an id from 16 bytes: random, or a digest of buyer and key.
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(hex_id("o_", bytes))
     }
 }
 
