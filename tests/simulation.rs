@@ -8,14 +8,15 @@
 //! A failure names its seed; `SIM_SEED=<seed> cargo test --test simulation`
 //! replays exactly that run.
 
-use edgestock::domain::ledger::LedgerEntry;
 use edgestock::domain::stock::{
-    Actor, Changes, Command, DeductionMode, Hold, HoldStatus, LimitChange, Replay, Reply, Request,
-    SetupSpec, SkuRecord, Stock, StockError,
+    Actor, Command, DeductionMode, HoldStatus, LimitChange, Reply, Request, SetupSpec, StockError,
 };
-use edgestock::domain::store::{self, Store};
+use edgestock::domain::store;
+
+mod common;
+use common::{wire, MemoryStore};
 use edgestock::domain::types::*;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 /// splitmix64: tiny, seedable, good enough to drive a workload.
 struct Rng(u64);
@@ -33,70 +34,6 @@ impl Rng {
     }
     fn chance(&mut self, percent: u64) -> bool {
         self.below(100) < percent
-    }
-}
-
-/// Through JSON and back, as every call to the object and every stored row
-/// goes in the real shell.
-fn wire<T: serde::Serialize + serde::de::DeserializeOwned>(value: &T) -> T {
-    serde_json::from_str(&serde_json::to_string(value).unwrap()).unwrap()
-}
-
-/// The store the simulation persists to: what a crash keeps.
-#[derive(Default)]
-struct MemoryStore {
-    record: Option<SkuRecord>,
-    holds: BTreeMap<ReservationId, Hold>,
-    bought: HashMap<BuyerId, u64>,
-    ledger: Vec<LedgerEntry>,
-    replays: HashMap<IdempotencyKey, Replay>,
-}
-
-impl Store for MemoryStore {
-    type Error = ();
-    fn load_hold(&self, id: &ReservationId) -> Result<Option<Hold>, ()> {
-        Ok(self.holds.get(id).cloned())
-    }
-    fn load_replay(&self, key: &IdempotencyKey) -> Result<Option<Replay>, ()> {
-        Ok(self.replays.get(key).cloned())
-    }
-    fn load_bought(&self, buyer: &BuyerId) -> Result<u64, ()> {
-        Ok(self.bought.get(buyer).copied().unwrap_or(0))
-    }
-    fn save(&mut self, stock: &Stock, changes: &Changes) -> Result<(), ()> {
-        if changes.record {
-            self.record = stock.record().map(wire);
-        }
-        for id in &changes.holds {
-            self.holds
-                .insert(id.clone(), stock.hold(id).unwrap().clone());
-        }
-        for b in &changes.bought {
-            self.bought.insert(b.clone(), stock.bought(b));
-        }
-        self.ledger.extend(changes.ledger.iter().cloned());
-        for k in &changes.replays {
-            self.replays
-                .insert(k.clone(), stock.replay(k).unwrap().clone());
-        }
-        Ok(())
-    }
-}
-
-impl MemoryStore {
-    fn reload(&self, sku: &SkuId) -> Stock {
-        let live = self
-            .holds
-            .values()
-            .filter(|h| h.status == HoldStatus::Held)
-            .cloned()
-            .collect();
-        Stock::load(
-            sku.clone(),
-            self.record.clone(),
-            live,
-            self.ledger.len() as u64 + 1,
-        )
     }
 }
 

@@ -2,6 +2,7 @@
 //! import. Everything here runs natively under `cargo test`.
 
 pub mod ledger;
+pub mod order;
 pub mod stock;
 pub mod store;
 pub mod types;

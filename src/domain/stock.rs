@@ -270,9 +270,11 @@ pub enum Outcome {
         hold: Hold,
         sku: SkuRecord,
     },
-    /// An at-payment line placed: nothing taken yet.
+    /// An at-payment line placed: nothing taken yet; the order should be
+    /// paid by `pay_by_ms` (this SKU's hold time from now).
     Deferred {
         sku: SkuRecord,
+        pay_by_ms: u64,
     },
     Returned {
         hold: Hold,
@@ -627,6 +629,7 @@ impl Stock {
                 ),
                 DeductionMode::AtPayment => Ok(Outcome::Deferred {
                     sku: record.clone(),
+                    pay_by_ms: now + record.settings.hold_seconds.as_ms(),
                 }),
             },
             Command::Sell {

@@ -1,0 +1,633 @@
+//! The rules of one order: its status machine, and what each transition
+//! asks of each SKU. Plain Rust; the order object is a shell that runs
+//! [`Order::plan`] → SKU calls → [`Order::observe`] until the plan is empty,
+//! then [`Order::settle`].
+//!
+//! Every SKU call an order makes carries an idempotency key derived from the
+//! order id, the line and the operation, and every hold id is derived from
+//! the order id and the line. So a transition interrupted by a crash is
+//! finished by running it again from its start: the SKUs answer the calls
+//! already made with the answers they gave, and nothing is done twice. That
+//! is also why orders never deadlock and never leak: no lock is held across
+//! SKUs, a refused line makes the order give back every line it took, and a
+//! hold that nobody resolves expires at its SKU.
+
+use super::stock::{Command, DeductionMode, HoldStatus, Outcome, Reply, StockError};
+use super::types::{BuyerId, IdempotencyKey, Invalid, OrderId, Quantity, ReservationId, SkuId};
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// An order has at most this many lines.
+pub const LINES_MAX: usize = 20;
+
+/// Where the order came from: `own`, `douyin`, `kuaishou`, `taobao`, …:
+/// 1–32 of `[a-z0-9_-]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Channel(String);
+
+impl Channel {
+    pub fn parse(raw: &str) -> Result<Channel, Invalid> {
+        let ok = !raw.is_empty()
+            && raw.len() <= 32
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !ok {
+            return Err(Invalid(
+                "channel is 1 to 32 of a-z, 0-9, '_' or '-' (own, douyin, kuaishou, taobao, …)"
+                    .into(),
+            ));
+        }
+        Ok(Channel(raw.to_owned()))
+    }
+}
+
+impl TryFrom<String> for Channel {
+    type Error = Invalid;
+    fn try_from(raw: String) -> Result<Self, Invalid> {
+        Channel::parse(&raw)
+    }
+}
+
+impl From<Channel> for String {
+    fn from(c: Channel) -> String {
+        c.0
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OrderStatus {
+    /// Taking its lines from the SKUs (only seen if that was interrupted).
+    Placing,
+    /// A line could not be had; nothing is held.
+    Rejected,
+    Reserved,
+    Paid,
+    /// Paying found an at-payment line sold out, or a hold gone; nothing is
+    /// held or sold.
+    Failed,
+    Shipped,
+    Delivered,
+    Cancelled,
+    Expired,
+    Refunded,
+}
+
+impl OrderStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OrderStatus::Placing => "placing",
+            OrderStatus::Rejected => "rejected",
+            OrderStatus::Reserved => "reserved",
+            OrderStatus::Paid => "paid",
+            OrderStatus::Failed => "failed",
+            OrderStatus::Shipped => "shipped",
+            OrderStatus::Delivered => "delivered",
+            OrderStatus::Cancelled => "cancelled",
+            OrderStatus::Expired => "expired",
+            OrderStatus::Refunded => "refunded",
+        }
+    }
+}
+
+impl fmt::Display for OrderStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the order has at one SKU for one line.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum LineState {
+    Unplaced,
+    /// A hold with an expiry (hold mode).
+    Held,
+    /// Placed at an at-payment SKU: nothing taken yet.
+    Deferred,
+    /// Units sold to this order (at-order placing, or paid).
+    Sold,
+    Released,
+    Returned,
+    /// The SKU refused this line; `reason` says why.
+    Failed {
+        reason: LineFailure,
+    },
+}
+
+/// Why a SKU refused a line, as a client can act on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LineFailure {
+    SoldOut { requested: u64, available: u64 },
+    OverBuyerLimit { limit: u64, held: u64, bought: u64 },
+    UnknownSku,
+    HoldExpired,
+    Other { code: String },
+}
+
+impl LineFailure {
+    fn from_error(e: &StockError) -> LineFailure {
+        match e {
+            StockError::InsufficientStock {
+                requested,
+                available,
+            } => LineFailure::SoldOut {
+                requested: *requested,
+                available: *available,
+            },
+            StockError::BuyerLimitExceeded {
+                limit,
+                held,
+                bought,
+                ..
+            } => LineFailure::OverBuyerLimit {
+                limit: *limit,
+                held: *held,
+                bought: *bought,
+            },
+            StockError::SkuNotFound => LineFailure::UnknownSku,
+            StockError::HoldResolved { .. } | StockError::HoldNotFound => LineFailure::HoldExpired,
+            other => LineFailure::Other {
+                code: serde_json::to_value(other)
+                    .ok()
+                    .and_then(|v| v["code"].as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+            },
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub sku: SkuId,
+    pub qty: Quantity,
+    pub hold: ReservationId,
+    /// Learned from the SKU when the line is placed.
+    pub mode: Option<DeductionMode>,
+    /// When this line's SKU stops waiting for payment: its hold's expiry.
+    pub pay_by_ms: Option<u64>,
+    #[serde(flatten)]
+    pub state: LineState,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TimelineEntry {
+    pub at_ms: u64,
+    pub status: OrderStatus,
+    pub actor: String,
+    pub note: Option<String>,
+}
+
+/// A transition under way. Persisted before any SKU is called, so an
+/// interrupted one is finished by the object's alarm.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "intent", rename_all = "snake_case")]
+pub enum Intent {
+    Place,
+    Pay {
+        payment_ref: String,
+    },
+    Cancel {
+        reason: Option<String>,
+    },
+    Expire,
+    Refund {
+        restock: bool,
+        reason: Option<String>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shipment {
+    pub carrier: String,
+    pub tracking_number: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Order {
+    pub id: OrderId,
+    pub buyer: BuyerId,
+    pub channel: Channel,
+    pub lines: Vec<OrderLine>,
+    pub status: OrderStatus,
+    pub created_at_ms: u64,
+    /// Pay by then, or the order expires (the earliest line's hold time).
+    pub expires_at_ms: Option<u64>,
+    pub payment_ref: Option<String>,
+    pub shipment: Option<Shipment>,
+    /// For refunds: whether the units went back to stock.
+    pub restocked: Option<bool>,
+    pub timeline: Vec<TimelineEntry>,
+    pub pending: Option<Intent>,
+    /// Identifies the create request, for idempotent retries.
+    pub fingerprint: String,
+}
+
+/// One call an order needs made at a SKU.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkuStep {
+    pub line: usize,
+    pub sku: SkuId,
+    pub key: IdempotencyKey,
+    pub command: Command,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "code", rename_all = "snake_case")]
+pub enum OrderError {
+    IllegalTransition {
+        from: OrderStatus,
+        to: &'static str,
+    },
+    /// Paid already, under another payment reference.
+    AlreadyPaid,
+    /// The payment deadline has passed.
+    PastDeadline,
+    /// Another transition is under way; retry shortly.
+    Busy,
+}
+
+/// What [`Order::begin`] decided.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// The intent is pending: run the plan.
+    Started,
+    /// Asked for what is already true (paying again with the same reference).
+    AlreadyDone,
+}
+
+/// A request to change an order that needs no SKU (shipping, delivery).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "change", rename_all = "snake_case")]
+pub enum Change {
+    Ship { shipment: Shipment },
+    Deliver,
+}
+
+fn digest16(parts: &[&str]) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part.as_bytes());
+        hasher.update([0u8]);
+    }
+    let full = hasher.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
+}
+
+/// A line's hold id, derived from the order id and the line number, so a
+/// re-run transition names the same hold.
+pub fn line_hold_id(order: &OrderId, line: usize) -> ReservationId {
+    ReservationId::from_random(digest16(&[order.as_str(), &line.to_string()]))
+}
+
+/// The order id for a create with an Idempotency-Key: the same buyer and key
+/// always reach the same order object.
+pub fn order_id_for_key(buyer: &BuyerId, key: &IdempotencyKey) -> OrderId {
+    OrderId::from_bytes(digest16(&["order", buyer.as_str(), key.as_str()]))
+}
+
+impl Order {
+    /// A new order, pending its placing. `lines` are merged by SKU already.
+    pub fn new(
+        id: OrderId,
+        buyer: BuyerId,
+        channel: Channel,
+        lines: Vec<(SkuId, Quantity, ReservationId)>,
+        fingerprint: String,
+        now: u64,
+    ) -> Order {
+        let lines = lines
+            .into_iter()
+            .map(|(sku, qty, hold)| OrderLine {
+                sku,
+                qty,
+                hold,
+                mode: None,
+                pay_by_ms: None,
+                state: LineState::Unplaced,
+            })
+            .collect();
+        Order {
+            id,
+            buyer,
+            channel,
+            lines,
+            status: OrderStatus::Placing,
+            created_at_ms: now,
+            expires_at_ms: None,
+            payment_ref: None,
+            shipment: None,
+            restocked: None,
+            timeline: Vec::new(),
+            pending: Some(Intent::Place),
+            fingerprint,
+        }
+    }
+
+    /// Starts a transition, or refuses it as illegal from the current status.
+    pub fn begin(&mut self, intent: Intent, now: u64) -> Result<Begin, OrderError> {
+        if let Some(pending) = &self.pending {
+            return if *pending == intent {
+                Ok(Begin::Started)
+            } else {
+                Err(OrderError::Busy)
+            };
+        }
+        use OrderStatus::*;
+        let illegal = |from: OrderStatus| OrderError::IllegalTransition {
+            from,
+            to: intent_target(&intent),
+        };
+        match (&intent, self.status) {
+            (Intent::Pay { payment_ref }, Paid | Shipped | Delivered) => {
+                return if self.payment_ref.as_deref() == Some(payment_ref.as_str()) {
+                    Ok(Begin::AlreadyDone)
+                } else {
+                    Err(OrderError::AlreadyPaid)
+                };
+            }
+            (Intent::Pay { .. }, Reserved) => {
+                if self.expires_at_ms.is_some_and(|at| now >= at) {
+                    return Err(OrderError::PastDeadline);
+                }
+            }
+            (Intent::Cancel { .. }, Reserved | Paid) => {}
+            (Intent::Expire, Reserved) => {}
+            (Intent::Refund { .. }, Paid | Shipped | Delivered) => {}
+            (_, from) => return Err(illegal(from)),
+        }
+        // Lines deferred to payment hold nothing: cancelling or expiring
+        // them needs no SKU call.
+        if matches!(intent, Intent::Cancel { .. } | Intent::Expire) {
+            for line in &mut self.lines {
+                if line.state == LineState::Deferred {
+                    line.state = LineState::Released;
+                }
+            }
+        }
+        self.pending = Some(intent);
+        Ok(Begin::Started)
+    }
+
+    /// Ship or deliver: transitions with no stock effect.
+    pub fn change(&mut self, change: Change, actor: &str, now: u64) -> Result<(), OrderError> {
+        if self.pending.is_some() {
+            return Err(OrderError::Busy);
+        }
+        match (&change, self.status) {
+            (Change::Ship { shipment }, OrderStatus::Paid) => {
+                self.shipment = Some(shipment.clone());
+                let note = format!("{} {}", shipment.carrier, shipment.tracking_number);
+                self.record(OrderStatus::Shipped, actor, Some(note), now);
+                Ok(())
+            }
+            (Change::Deliver, OrderStatus::Shipped) => {
+                self.record(OrderStatus::Delivered, actor, None, now);
+                Ok(())
+            }
+            (change, from) => Err(OrderError::IllegalTransition {
+                from,
+                to: match change {
+                    Change::Ship { .. } => "shipped",
+                    Change::Deliver => "delivered",
+                },
+            }),
+        }
+    }
+
+    fn step(&self, line: usize, op: &str, command: Command) -> SkuStep {
+        let key = format!("{}/{line}/{op}", self.id);
+        SkuStep {
+            line,
+            sku: self.lines[line].sku.clone(),
+            key: IdempotencyKey::parse(&key).expect("order keys are well-formed"),
+            command,
+        }
+    }
+
+    fn any_failed(&self) -> bool {
+        self.lines
+            .iter()
+            .any(|l| matches!(l.state, LineState::Failed { .. }))
+    }
+
+    /// Gives back whatever the order holds or bought: the compensation of a
+    /// refused placing or payment, and the work of cancel and expire.
+    fn give_back(&self) -> Vec<SkuStep> {
+        (0..self.lines.len())
+            .filter_map(|i| {
+                let hold = self.lines[i].hold.clone();
+                match self.lines[i].state {
+                    LineState::Held => Some(self.step(i, "release", Command::Release { hold })),
+                    LineState::Sold => Some(self.step(i, "return", Command::Return { hold })),
+                    _ => None,
+                }
+            })
+            .collect()
+    }
+
+    /// The SKU calls the pending transition still needs. Empty when it is
+    /// ready to [`settle`](Order::settle).
+    pub fn plan(&self) -> Vec<SkuStep> {
+        let Some(intent) = &self.pending else {
+            return Vec::new();
+        };
+        let for_lines = |state: LineState, op: &str, make: &dyn Fn(&OrderLine) -> Command| {
+            (0..self.lines.len())
+                .filter(|i| self.lines[*i].state == state)
+                .map(|i| self.step(i, op, make(&self.lines[i])))
+                .collect::<Vec<_>>()
+        };
+        match intent {
+            Intent::Place => {
+                let place = for_lines(LineState::Unplaced, "place", &|l| Command::Place {
+                    hold: l.hold.clone(),
+                    buyer: self.buyer.clone(),
+                    qty: l.qty,
+                    order: self.id.clone(),
+                });
+                if !place.is_empty() {
+                    return place;
+                }
+                if self.any_failed() {
+                    return self.give_back();
+                }
+                Vec::new()
+            }
+            Intent::Pay { .. } => {
+                if self.any_failed() {
+                    return self.give_back();
+                }
+                let sell = for_lines(LineState::Deferred, "sell", &|l| Command::Sell {
+                    hold: l.hold.clone(),
+                    buyer: self.buyer.clone(),
+                    qty: l.qty,
+                    order: self.id.clone(),
+                });
+                if !sell.is_empty() {
+                    return sell;
+                }
+                for_lines(LineState::Held, "commit", &|l| Command::Commit {
+                    hold: l.hold.clone(),
+                })
+            }
+            Intent::Cancel { .. } | Intent::Expire => self.give_back(),
+            Intent::Refund { restock, .. } => {
+                if *restock {
+                    self.give_back()
+                } else {
+                    Vec::new()
+                }
+            }
+        }
+    }
+
+    /// Records a SKU's answer to one planned step.
+    pub fn observe(&mut self, step: &SkuStep, reply: &Reply) {
+        let line = &mut self.lines[step.line];
+        line.state = match (&step.command, reply) {
+            (_, Ok(Outcome::Reserved { sku, hold })) => {
+                line.mode = Some(sku.settings.deduction);
+                line.pay_by_ms = Some(hold.expires_at_ms);
+                LineState::Held
+            }
+            (Command::Place { .. }, Ok(Outcome::Sold { sku, hold })) => {
+                line.mode = Some(sku.settings.deduction);
+                line.pay_by_ms = Some(hold.expires_at_ms);
+                LineState::Sold
+            }
+            (_, Ok(Outcome::Deferred { sku, pay_by_ms })) => {
+                line.mode = Some(sku.settings.deduction);
+                line.pay_by_ms = Some(*pay_by_ms);
+                LineState::Deferred
+            }
+            (_, Ok(Outcome::Sold { .. } | Outcome::Committed { .. })) => LineState::Sold,
+            (_, Ok(Outcome::Released { .. })) => LineState::Released,
+            (_, Ok(Outcome::Returned { .. })) => LineState::Returned,
+            // A hold that is gone by the time it is released gave its units
+            // back already.
+            (Command::Release { .. }, Err(StockError::HoldResolved { hold_status, .. }))
+                if *hold_status != HoldStatus::Committed =>
+            {
+                LineState::Released
+            }
+            (Command::Release { .. }, Err(StockError::HoldNotFound)) => LineState::Released,
+            (_, Err(e)) => LineState::Failed {
+                reason: LineFailure::from_error(e),
+            },
+            (_, Ok(_)) => line.state.clone(),
+        };
+    }
+
+    /// Finishes the pending transition once its plan is empty: sets the
+    /// status and writes the timeline.
+    pub fn settle(&mut self, actor: &str, now: u64) -> Option<OrderStatus> {
+        if !self.plan().is_empty() {
+            return None;
+        }
+        let intent = self.pending.take()?;
+        let (status, note) = match &intent {
+            Intent::Place if self.any_failed() => {
+                (OrderStatus::Rejected, Some(self.failures_note()))
+            }
+            Intent::Place => {
+                self.expires_at_ms = self.lines.iter().filter_map(|l| l.pay_by_ms).min();
+                (OrderStatus::Reserved, None)
+            }
+            Intent::Pay { .. } if self.any_failed() => {
+                (OrderStatus::Failed, Some(self.failures_note()))
+            }
+            Intent::Pay { payment_ref } => {
+                self.payment_ref = Some(payment_ref.clone());
+                (OrderStatus::Paid, Some(format!("payment {payment_ref}")))
+            }
+            Intent::Cancel { reason } => (OrderStatus::Cancelled, reason.clone()),
+            Intent::Expire => (OrderStatus::Expired, Some("not paid in time".to_owned())),
+            Intent::Refund { restock, reason } => {
+                self.restocked = Some(*restock);
+                let stock = if *restock {
+                    "units back to stock"
+                } else {
+                    "units not restocked"
+                };
+                let note = match reason {
+                    Some(r) => format!("{r}; {stock}"),
+                    None => stock.to_owned(),
+                };
+                (OrderStatus::Refunded, Some(note))
+            }
+        };
+        self.record(status, actor, note, now);
+        Some(status)
+    }
+
+    fn failures_note(&self) -> String {
+        self.lines
+            .iter()
+            .filter_map(|l| match &l.state {
+                LineState::Failed { reason } => {
+                    Some(format!("{}: {}", l.sku, failure_words(reason)))
+                }
+                _ => None,
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn record(&mut self, status: OrderStatus, actor: &str, note: Option<String>, now: u64) {
+        self.status = status;
+        self.timeline.push(TimelineEntry {
+            at_ms: now,
+            status,
+            actor: actor.to_owned(),
+            note,
+        });
+    }
+
+    /// Lines the SKUs refused, for a 409's body.
+    pub fn failed_lines(&self) -> Vec<(&OrderLine, &LineFailure)> {
+        self.lines
+            .iter()
+            .filter_map(|l| match &l.state {
+                LineState::Failed { reason } => Some((l, reason)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// True when the order holds or has bought nothing at any SKU.
+    pub fn holds_nothing(&self) -> bool {
+        self.lines
+            .iter()
+            .all(|l| !matches!(l.state, LineState::Held | LineState::Sold))
+    }
+}
+
+pub fn failure_words(f: &LineFailure) -> String {
+    match f {
+        LineFailure::SoldOut {
+            requested,
+            available,
+        } => format!("sold out ({available} left, {requested} asked)"),
+        LineFailure::OverBuyerLimit { limit, .. } => format!("over the buyer's limit of {limit}"),
+        LineFailure::UnknownSku => "unknown SKU".to_owned(),
+        LineFailure::HoldExpired => "the hold expired before payment".to_owned(),
+        LineFailure::Other { code } => code.clone(),
+    }
+}
+
+fn intent_target(intent: &Intent) -> &'static str {
+    match intent {
+        Intent::Place => "reserved",
+        Intent::Pay { .. } => "paid",
+        Intent::Cancel { .. } => "cancelled",
+        Intent::Expire => "expired",
+        Intent::Refund { .. } => "refunded",
+    }
+}

@@ -1,0 +1,155 @@
+//! Test support shared by the native test binaries: an in-memory store
+//! that keeps what a crash keeps, and a world of SKUs that orders run
+//! against.
+#![allow(dead_code)]
+
+use edgestock::domain::ledger::LedgerEntry;
+use edgestock::domain::order::{Order, SkuStep};
+use edgestock::domain::stock::{
+    Actor, Changes, Hold, HoldStatus, Replay, Reply, Request, SkuRecord, Stock,
+};
+use edgestock::domain::store::{self, Store};
+use edgestock::domain::types::{BuyerId, IdempotencyKey, ReservationId, SkuId};
+use std::collections::{BTreeMap, HashMap};
+
+/// Through JSON and back, as every call to the object and every stored row
+/// goes in the real shell.
+pub fn wire<T: serde::Serialize + serde::de::DeserializeOwned>(value: &T) -> T {
+    serde_json::from_str(&serde_json::to_string(value).unwrap()).unwrap()
+}
+
+/// The store the simulation persists to: what a crash keeps.
+#[derive(Default)]
+pub struct MemoryStore {
+    pub record: Option<SkuRecord>,
+    pub holds: BTreeMap<ReservationId, Hold>,
+    pub bought: HashMap<BuyerId, u64>,
+    pub ledger: Vec<LedgerEntry>,
+    pub replays: HashMap<IdempotencyKey, Replay>,
+}
+
+impl Store for MemoryStore {
+    type Error = ();
+    fn load_hold(&self, id: &ReservationId) -> Result<Option<Hold>, ()> {
+        Ok(self.holds.get(id).cloned())
+    }
+    fn load_replay(&self, key: &IdempotencyKey) -> Result<Option<Replay>, ()> {
+        Ok(self.replays.get(key).cloned())
+    }
+    fn load_bought(&self, buyer: &BuyerId) -> Result<u64, ()> {
+        Ok(self.bought.get(buyer).copied().unwrap_or(0))
+    }
+    fn save(&mut self, stock: &Stock, changes: &Changes) -> Result<(), ()> {
+        if changes.record {
+            self.record = stock.record().map(wire);
+        }
+        for id in &changes.holds {
+            self.holds
+                .insert(id.clone(), stock.hold(id).unwrap().clone());
+        }
+        for b in &changes.bought {
+            self.bought.insert(b.clone(), stock.bought(b));
+        }
+        self.ledger.extend(changes.ledger.iter().cloned());
+        for k in &changes.replays {
+            self.replays
+                .insert(k.clone(), stock.replay(k).unwrap().clone());
+        }
+        Ok(())
+    }
+}
+
+impl MemoryStore {
+    pub fn reload(&self, sku: &SkuId) -> Stock {
+        let live = self
+            .holds
+            .values()
+            .filter(|h| h.status == HoldStatus::Held)
+            .cloned()
+            .collect();
+        Stock::load(
+            sku.clone(),
+            self.record.clone(),
+            live,
+            self.ledger.len() as u64 + 1,
+        )
+    }
+}
+
+/// Every SKU an order may touch, each with its store and loaded stock.
+#[derive(Default)]
+pub struct World {
+    pub skus: BTreeMap<SkuId, (MemoryStore, Stock)>,
+}
+
+impl World {
+    pub fn sku(&mut self, sku: &SkuId) -> &mut (MemoryStore, Stock) {
+        self.skus.entry(sku.clone()).or_insert_with(|| {
+            let store = MemoryStore::default();
+            let stock = store.reload(sku);
+            (store, stock)
+        })
+    }
+
+    /// Runs one request at a SKU through the same path as the object.
+    pub fn run(&mut self, sku: &SkuId, now: u64, request: Request) -> Reply {
+        let (store, stock) = self.sku(sku);
+        let request = wire(&request);
+        store::run(store, stock, now, &[request]).unwrap().remove(0)
+    }
+
+    /// One planned order step, sent as the order object sends it.
+    pub fn call(&mut self, order: &Order, step: &SkuStep, now: u64) -> Reply {
+        let request = Request {
+            key: Some(step.key.clone()),
+            fingerprint: serde_json::to_string(&step.command).unwrap(),
+            actor: Actor::Order(order.id.clone()),
+            command: step.command.clone(),
+        };
+        wire(&self.run(&step.sku, now, request))
+    }
+
+    /// Runs the order's pending transition to its end, as the object does;
+    /// with `crash_after`, stops after that many SKU calls instead (the
+    /// caller then drops the in-memory order). Returns whether it finished.
+    pub fn drive(&mut self, order: &mut Order, now: u64, crash_after: Option<usize>) -> bool {
+        let mut calls = 0;
+        loop {
+            let plan = order.plan();
+            if plan.is_empty() {
+                order.settle("test", now);
+                return true;
+            }
+            for step in plan {
+                if crash_after == Some(calls) {
+                    return false;
+                }
+                let reply = self.call(order, &step, now);
+                order.observe(&step, &reply);
+                calls += 1;
+            }
+        }
+    }
+
+    /// Every SKU's invariants, after expiring what is due at `now`.
+    pub fn tick(&mut self, now: u64) {
+        for (store, stock) in self.skus.values_mut() {
+            store::run(store, stock, now, &[]).unwrap();
+            let wrong = stock.check_invariants();
+            assert!(wrong.is_empty(), "{wrong:?}");
+        }
+    }
+
+    pub fn counts(&self, sku: &SkuId) -> (u64, u64, u64, u64) {
+        let r = self.skus[sku].1.record().expect("set up");
+        (r.on_hand, r.reserved, r.sold, r.available())
+    }
+}
+
+pub fn live(store: &MemoryStore) -> usize {
+    store
+        .holds
+        .values()
+        .filter(|h| h.status == HoldStatus::Held)
+        .count()
+}
