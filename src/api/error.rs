@@ -2,6 +2,7 @@
 //! response: an RFC 9457 problem (`application/problem+json`).
 
 use super::HttpReply;
+use crate::domain::order::OrderError;
 use crate::domain::stock::StockError;
 use serde_json::{json, Map, Value};
 
@@ -26,6 +27,21 @@ pub enum ApiError {
         allowed: &'static [&'static str],
     },
     Stock(StockError),
+    Order(OrderError),
+    OrderNotFound,
+    /// Some lines of a new order could not be had; nothing is held.
+    /// `failed_lines` names each and why.
+    LinesRefused {
+        failed_lines: Value,
+    },
+    /// Paying found lines gone; the order is now `failed` and holds nothing.
+    PaymentFailed {
+        failed_lines: Value,
+    },
+    /// The same Idempotency-Key came with a different request.
+    IdempotencyKeyReused,
+    /// A step of ours was interrupted; the same request can be retried.
+    Retry,
     /// Something on our side failed; the log has the cause, the client only
     /// learns that it was not their fault.
     Internal,
@@ -85,6 +101,45 @@ impl ApiError {
                 none,
             ),
             ApiError::Stock(e) => stock_parts(e),
+            ApiError::Order(e) => order_parts(e),
+            ApiError::OrderNotFound => (
+                404,
+                "order-not-found",
+                "Order not found",
+                "no order with this id".into(),
+                none,
+            ),
+            ApiError::LinesRefused { failed_lines } => {
+                let mut ext = Map::new();
+                ext.insert("failed_lines".into(), failed_lines.clone());
+                (
+                    409,
+                    "lines-refused",
+                    "Order lines refused",
+                    "some lines could not be had, so nothing was held; failed_lines says which and why"
+                        .into(),
+                    ext,
+                )
+            }
+            ApiError::PaymentFailed { failed_lines } => {
+                let mut ext = Map::new();
+                ext.insert("failed_lines".into(), failed_lines.clone());
+                (
+                    409,
+                    "payment-failed",
+                    "Payment could not take the stock",
+                    "some lines were gone at payment; the order is failed and holds nothing".into(),
+                    ext,
+                )
+            }
+            ApiError::IdempotencyKeyReused => stock_parts(&StockError::IdempotencyKeyReused),
+            ApiError::Retry => (
+                503,
+                "retry",
+                "Please retry",
+                "the request was interrupted; retrying it is safe".into(),
+                none,
+            ),
         }
     }
 
@@ -177,6 +232,41 @@ fn stock_parts(e: &StockError) -> (u16, &'static str, &'static str, String, Map<
             "retry",
             "Please retry",
             "a reservation id collided; retrying draws another".to_owned(),
+        ),
+    };
+    (status, slug, title, detail, extensions)
+}
+
+fn order_parts(e: &OrderError) -> (u16, &'static str, &'static str, String, Map<String, Value>) {
+    let mut extensions = Map::new();
+    let (status, slug, title, detail) = match e {
+        OrderError::IllegalTransition { from, to } => {
+            extensions.insert("from".into(), json!(from));
+            extensions.insert("to".into(), json!(to));
+            (
+                409,
+                "illegal-transition",
+                "Transition not allowed",
+                format!("an order cannot go from {from} to {to}"),
+            )
+        }
+        OrderError::AlreadyPaid => (
+            409,
+            "already-paid",
+            "Already paid",
+            "the order was paid with another payment reference".to_owned(),
+        ),
+        OrderError::PastDeadline => (
+            409,
+            "payment-deadline-passed",
+            "Payment deadline passed",
+            "the order was not paid in time; its stock has been or is being released".to_owned(),
+        ),
+        OrderError::Busy => (
+            409,
+            "order-busy",
+            "Order busy",
+            "another change to this order is under way; retry shortly".to_owned(),
         ),
     };
     (status, slug, title, detail, extensions)

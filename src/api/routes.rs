@@ -3,7 +3,8 @@
 //! bad id is refused here, before any Durable Object is addressed.
 
 use super::ApiError;
-use crate::domain::types::{ReservationId, SkuId};
+use crate::domain::stock::StockError;
+use crate::domain::types::{BuyerId, OrderId, ReservationId, SkuId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -17,6 +18,55 @@ pub enum Route {
     Restock(SkuId),
     Adjust(SkuId),
     Ledger(SkuId),
+    SkuHolds(SkuId),
+    CreateOrder,
+    GetOrder(OrderId),
+    OrderAction(OrderId, OrderAction),
+    BuyerOrders(BuyerId),
+}
+
+/// The order transitions a client asks for by path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OrderAction {
+    Pay,
+    Ship,
+    Deliver,
+    Cancel,
+    Refund,
+}
+
+impl OrderAction {
+    fn parse(raw: &str) -> Option<OrderAction> {
+        Some(match raw {
+            "pay" => OrderAction::Pay,
+            "ship" => OrderAction::Ship,
+            "deliver" => OrderAction::Deliver,
+            "cancel" => OrderAction::Cancel,
+            "refund" => OrderAction::Refund,
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    Health,
+    Sku,
+    Reservations,
+    Hold,
+    Commit,
+    Restock,
+    Adjust,
+    Ledger,
+    SkuHolds,
+    Orders,
+    Order,
+    OrderAction(OrderAction),
+    BuyerOrders,
+}
+
+fn not_found_hold() -> ApiError {
+    ApiError::Stock(StockError::HoldNotFound)
 }
 
 impl Route {
@@ -37,67 +87,60 @@ impl Route {
             ["skus", _, "restock"] => (Shape::Restock, &["POST"]),
             ["skus", _, "adjustments"] => (Shape::Adjust, &["POST"]),
             ["skus", _, "ledger"] => (Shape::Ledger, &["GET"]),
+            ["skus", _, "holds"] => (Shape::SkuHolds, &["GET"]),
+            ["orders"] => (Shape::Orders, &["POST"]),
+            ["orders", _] => (Shape::Order, &["GET"]),
+            ["orders", _, action] => match OrderAction::parse(action) {
+                Some(a) => (Shape::OrderAction(a), &["POST"]),
+                None => return Err(ApiError::RouteNotFound),
+            },
+            ["buyers", _, "orders"] => (Shape::BuyerOrders, &["GET"]),
             _ => return Err(ApiError::RouteNotFound),
         };
         if !allowed.contains(&method) {
             return Err(ApiError::MethodNotAllowed { allowed });
         }
-        if shape == Shape::Health {
-            return Ok(Route::Health);
-        }
-        let sku = SkuId::parse(segments[1]).map_err(|e| ApiError::InvalidRequest(e.0))?;
-        let hold = || {
-            ReservationId::parse(segments[3])
-                .map_err(|_| ApiError::Stock(crate::domain::stock::StockError::HoldNotFound))
-        };
+        let invalid = |e: crate::domain::types::Invalid| ApiError::InvalidRequest(e.0);
+        let sku = || SkuId::parse(segments[1]).map_err(invalid);
+        let hold = || ReservationId::parse(segments[3]).map_err(|_| not_found_hold());
+        let order = || OrderId::parse(segments[1]).map_err(|_| ApiError::OrderNotFound);
         Ok(match (shape, method) {
-            (Shape::Sku, "GET") => Route::GetSku(sku),
-            (Shape::Sku, _) => Route::PutSku(sku),
-            (Shape::Reservations, _) => Route::Reserve(sku),
-            (Shape::Hold, "GET") => Route::GetHold(sku, hold()?),
-            (Shape::Hold, _) => Route::Release(sku, hold()?),
-            (Shape::Commit, _) => Route::Commit(sku, hold()?),
-            (Shape::Restock, _) => Route::Restock(sku),
-            (Shape::Adjust, _) => Route::Adjust(sku),
-            (Shape::Ledger, _) => Route::Ledger(sku),
             (Shape::Health, _) => Route::Health,
+            (Shape::Sku, "GET") => Route::GetSku(sku()?),
+            (Shape::Sku, _) => Route::PutSku(sku()?),
+            (Shape::Reservations, _) => Route::Reserve(sku()?),
+            (Shape::Hold, "GET") => Route::GetHold(sku()?, hold()?),
+            (Shape::Hold, _) => Route::Release(sku()?, hold()?),
+            (Shape::Commit, _) => Route::Commit(sku()?, hold()?),
+            (Shape::Restock, _) => Route::Restock(sku()?),
+            (Shape::Adjust, _) => Route::Adjust(sku()?),
+            (Shape::Ledger, _) => Route::Ledger(sku()?),
+            (Shape::SkuHolds, _) => Route::SkuHolds(sku()?),
+            (Shape::Orders, _) => Route::CreateOrder,
+            (Shape::Order, _) => Route::GetOrder(order()?),
+            (Shape::OrderAction(a), _) => Route::OrderAction(order()?, a),
+            (Shape::BuyerOrders, _) => {
+                Route::BuyerOrders(BuyerId::parse(segments[1]).map_err(invalid)?)
+            }
         })
     }
 
-    /// Routes that need the admin bearer token.
+    /// Routes that need the admin bearer token: stock levels, the ledger,
+    /// the holds list, and the merchant's order steps.
     pub fn is_admin(&self) -> bool {
         matches!(
             self,
-            Route::PutSku(_) | Route::Restock(_) | Route::Adjust(_) | Route::Ledger(_)
+            Route::PutSku(_)
+                | Route::Restock(_)
+                | Route::Adjust(_)
+                | Route::Ledger(_)
+                | Route::SkuHolds(_)
+                | Route::OrderAction(
+                    _,
+                    OrderAction::Ship | OrderAction::Deliver | OrderAction::Refund
+                )
         )
     }
-
-    pub fn sku(&self) -> Option<&SkuId> {
-        match self {
-            Route::Health => None,
-            Route::GetSku(s)
-            | Route::PutSku(s)
-            | Route::Reserve(s)
-            | Route::GetHold(s, _)
-            | Route::Release(s, _)
-            | Route::Commit(s, _)
-            | Route::Restock(s)
-            | Route::Adjust(s)
-            | Route::Ledger(s) => Some(s),
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Shape {
-    Health,
-    Sku,
-    Reservations,
-    Hold,
-    Commit,
-    Restock,
-    Adjust,
-    Ledger,
 }
 
 #[cfg(test)]
@@ -152,6 +195,32 @@ mod tests {
             ("GET", "/api/nothing".into(), Err(404)),
             ("GET", "/elsewhere".into(), Err(404)),
             ("PATCH", "/api/skus/bad id".into(), Err(405)),
+            ("GET", "/api/skus/tee-1/holds".into(), Ok("SkuHolds")),
+            ("POST", "/api/orders".into(), Ok("CreateOrder")),
+            ("GET", "/api/orders".into(), Err(405)),
+            (
+                "GET",
+                format!("/api/orders/o_{}", "a".repeat(32)),
+                Ok("GetOrder"),
+            ),
+            ("GET", "/api/orders/o_nope".into(), Err(404)),
+            (
+                "POST",
+                format!("/api/orders/o_{}/pay", "a".repeat(32)),
+                Ok("OrderAction"),
+            ),
+            (
+                "POST",
+                format!("/api/orders/o_{}/teleport", "a".repeat(32)),
+                Err(404),
+            ),
+            (
+                "GET",
+                format!("/api/orders/o_{}/pay", "a".repeat(32)),
+                Err(405),
+            ),
+            ("GET", "/api/buyers/fan-1/orders".into(), Ok("BuyerOrders")),
+            ("GET", "/api/buyers/bad buyer/orders".into(), Err(400)),
         ];
         for (method, path, expected) in cases {
             check(method, &path, expected);

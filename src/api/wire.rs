@@ -4,11 +4,12 @@
 
 use super::{ApiError, HttpReply};
 use crate::domain::ledger::LedgerEntry;
+use crate::domain::order::{failure_words, Change, Channel, Intent, Order, Shipment, LINES_MAX};
 use crate::domain::stock::{
     Command, DeductionMode, Hold, LimitChange, Outcome, Reply, SetupSpec, SkuRecord,
 };
 use crate::domain::types::{
-    AdjustReason, BuyerId, Delta, HoldSeconds, Note, Quantity, ReservationId, Units,
+    AdjustReason, BuyerId, Delta, HoldSeconds, Note, Quantity, ReservationId, SkuId, Units,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -168,12 +169,27 @@ pub fn hold_json(h: &Hold, sku: &SkuRecord) -> Value {
 }
 
 pub fn ledger_json(entries: &[LedgerEntry], limit: usize) -> Value {
+    let entries: Vec<(u64, Value)> = entries
+        .iter()
+        .map(|e| (e.seq, serde_json::to_value(e).unwrap_or(Value::Null)))
+        .collect();
+    ledger_page_json("entries", &entries, limit)
+}
+
+/// One page of a sequence-numbered list: `{<name>: [...], next_after}`,
+/// where next_after is the last seq when the page is full (there may be
+/// more), else null.
+pub fn ledger_page_json(name: &str, entries: &[(u64, Value)], limit: usize) -> Value {
     let next_after = if entries.len() == limit {
-        entries.last().map(|e| e.seq)
+        entries.last().map(|(seq, _)| *seq)
     } else {
         None
     };
-    json!({ "entries": entries, "next_after": next_after })
+    let items: Vec<&Value> = entries.iter().map(|(_, v)| v).collect();
+    let mut page = serde_json::Map::new();
+    page.insert(name.to_owned(), json!(items));
+    page.insert("next_after".to_owned(), json!(next_after));
+    Value::Object(page)
 }
 
 /// The HTTP answer to a core reply. The one place outcomes get statuses.
@@ -220,6 +236,191 @@ pub fn parse_page(query: &str) -> Result<(u64, usize), ApiError> {
         }
     }
     Ok((after, limit))
+}
+
+// ---- orders ----
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineBody {
+    pub sku: SkuId,
+    pub qty: Quantity,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateOrderBody {
+    pub buyer: BuyerId,
+    pub channel: Channel,
+    pub lines: Vec<LineBody>,
+}
+
+impl CreateOrderBody {
+    /// The lines with duplicate SKUs merged (one hold per SKU), in the order
+    /// first given: 1 to [`LINES_MAX`] of them.
+    pub fn merged_lines(&self) -> Result<Vec<(SkuId, Quantity)>, ApiError> {
+        let mut merged: Vec<(SkuId, Quantity)> = Vec::new();
+        for line in &self.lines {
+            match merged.iter_mut().find(|(sku, _)| *sku == line.sku) {
+                Some((_, qty)) => {
+                    *qty = Quantity::parse(qty.get() + line.qty.get()).map_err(|e| {
+                        ApiError::InvalidBody(format!("lines for {}: {e}", line.sku))
+                    })?;
+                }
+                None => merged.push((line.sku.clone(), line.qty)),
+            }
+        }
+        if merged.is_empty() || merged.len() > LINES_MAX {
+            return Err(ApiError::InvalidBody(format!(
+                "an order has 1 to {LINES_MAX} lines of distinct SKUs"
+            )));
+        }
+        Ok(merged)
+    }
+}
+
+fn short_text(field: &str, raw: &str, max: usize) -> Result<String, ApiError> {
+    let ok =
+        !raw.trim().is_empty() && raw.chars().count() <= max && !raw.chars().any(char::is_control);
+    if !ok {
+        return Err(ApiError::InvalidBody(format!(
+            "{field} is 1 to {max} characters with no control characters"
+        )));
+    }
+    Ok(raw.to_owned())
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayBody {
+    /// The payment provider's reference: paying twice with the same one is
+    /// one payment.
+    pub payment_ref: String,
+}
+
+impl PayBody {
+    pub fn into_intent(self) -> Result<Intent, ApiError> {
+        Ok(Intent::Pay {
+            payment_ref: short_text("payment_ref", &self.payment_ref, 128)?,
+        })
+    }
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShipBody {
+    pub carrier: String,
+    pub tracking_number: String,
+}
+
+impl ShipBody {
+    pub fn into_change(self) -> Result<Change, ApiError> {
+        Ok(Change::Ship {
+            shipment: Shipment {
+                carrier: short_text("carrier", &self.carrier, 64)?,
+                tracking_number: short_text("tracking_number", &self.tracking_number, 64)?,
+            },
+        })
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBody {
+    pub reason: Option<Note>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeliverBody {}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RefundBody {
+    /// Whether the units go back to stock (a returned item may be damaged).
+    pub restock: bool,
+    pub reason: Option<Note>,
+}
+
+pub fn order_json(o: &Order) -> Value {
+    let lines: Vec<Value> = o
+        .lines
+        .iter()
+        .map(|l| {
+            let mut line = serde_json::to_value(&l.state).unwrap_or(Value::Null);
+            let extra = json!({
+                "sku": l.sku,
+                "qty": l.qty,
+                "hold": l.hold,
+                "mode": l.mode,
+            });
+            if let (Value::Object(line), Value::Object(extra)) = (&mut line, extra) {
+                line.extend(extra);
+            }
+            line
+        })
+        .collect();
+    let timeline: Vec<Value> = o
+        .timeline
+        .iter()
+        .map(|t| json!({ "at": t.at_ms, "status": t.status, "actor": t.actor, "note": t.note }))
+        .collect();
+    json!({
+        "id": o.id,
+        "status": o.status,
+        "buyer": o.buyer,
+        "channel": o.channel,
+        "lines": lines,
+        "created_at": o.created_at_ms,
+        "expires_at": o.expires_at_ms,
+        "payment_ref": o.payment_ref,
+        "shipment": o.shipment,
+        "restocked": o.restocked,
+        "timeline": timeline,
+    })
+}
+
+/// Each refused line: which SKU, how many, why (a code and words).
+pub fn failed_lines_json(o: &Order) -> Value {
+    o.failed_lines()
+        .into_iter()
+        .map(|(line, failure)| {
+            let mut reason = serde_json::to_value(failure).unwrap_or(Value::Null);
+            let code = match &reason {
+                Value::String(s) => s.clone(),
+                Value::Object(m) => m.keys().next().cloned().unwrap_or_default(),
+                _ => String::new(),
+            };
+            if let Value::Object(m) = &mut reason {
+                reason = m.values().next().cloned().unwrap_or(Value::Null);
+            }
+            json!({
+                "sku": line.sku,
+                "qty": line.qty,
+                "reason": code,
+                "detail": failure_words(failure),
+                "facts": reason,
+            })
+        })
+        .collect()
+}
+
+/// A buyer's list entry for an order.
+pub fn order_summary_json(o: &Order) -> Value {
+    json!({
+        "id": o.id,
+        "status": o.status,
+        "channel": o.channel,
+        "created_at": o.created_at_ms,
+        "updated_at": o.timeline.last().map_or(o.created_at_ms, |t| t.at_ms),
+        "lines": o.lines.iter().map(|l| json!({"sku": l.sku, "qty": l.qty})).collect::<Vec<_>>(),
+    })
+}
+
+/// A SKU's live holds, with the orders they belong to.
+pub fn holds_json(sku: &SkuRecord, holds: &[&Hold]) -> Value {
+    let holds: Vec<Value> = holds.iter().map(|h| hold_json(h, sku)).collect();
+    json!({ "sku": sku.sku, "reserved": sku.reserved, "holds": holds })
 }
 
 #[cfg(test)]
@@ -308,6 +509,36 @@ mod tests {
         let a: ReserveBody = parse_body(br#"{"qty":1,"buyer":"b"}"#).unwrap();
         let b: ReserveBody = parse_body(b"{ \"buyer\": \"b\",\n \"qty\": 1 }").unwrap();
         assert_eq!(fingerprint("POST", "/p", &a), fingerprint("POST", "/p", &b));
+    }
+
+    #[test]
+    fn order_lines_merge_by_sku_and_are_bounded() {
+        let body: CreateOrderBody = parse_body(
+            br#"{"buyer": "b", "channel": "douyin", "lines": [{"sku": "a", "qty": 1}, {"sku": "b", "qty": 2}, {"sku": "a", "qty": 3}]}"#,
+        )
+        .unwrap();
+        let lines = body.merged_lines().unwrap();
+        let lines: Vec<(String, u64)> = lines
+            .iter()
+            .map(|(s, q)| (s.to_string(), q.get()))
+            .collect();
+        assert_eq!(lines, [("a".to_string(), 4), ("b".to_string(), 2)]);
+        let empty: CreateOrderBody =
+            parse_body(br#"{"buyer": "b", "channel": "own", "lines": []}"#).unwrap();
+        assert_eq!(empty.merged_lines().unwrap_err().status(), 422);
+        let many: Vec<String> = (0..21)
+            .map(|i| format!(r#"{{"sku": "s{i}", "qty": 1}}"#))
+            .collect();
+        let body = format!(
+            r#"{{"buyer": "b", "channel": "own", "lines": [{}]}}"#,
+            many.join(",")
+        );
+        let many: CreateOrderBody = parse_body(body.as_bytes()).unwrap();
+        assert_eq!(many.merged_lines().unwrap_err().status(), 422);
+        assert_eq!(
+            status_of::<CreateOrderBody>(r#"{"buyer": "b", "channel": "TikTok!", "lines": []}"#),
+            422
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The functional core: stock rules with no I/O, no clock and no `worker`
 //! import. Everything here runs natively under `cargo test`.
 
+pub mod event;
 pub mod ledger;
 pub mod order;
 pub mod stock;

@@ -2,7 +2,10 @@
 //! and the objects themselves. Only compiled for wasm32.
 
 mod auth;
+mod buyer_object;
+mod events;
 mod http;
+mod order_object;
 mod router;
 mod sku_object;
 mod sql_store;

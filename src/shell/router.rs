@@ -1,16 +1,28 @@
 //! The stateless edge: route, authenticate, parse and check the body, then
-//! hand one typed call to the SKU's object. Nothing invalid reaches an
-//! object, and nothing here holds state.
+//! hand one typed call to the object that owns the thing: a SKU, an order,
+//! or a buyer's order index. Nothing invalid reaches an object, and nothing
+//! here holds state.
 
 use super::auth::require_admin;
+use super::buyer_object::BuyerClient;
 use super::http::to_response;
+use super::order_object::{OrderCall, OrderClient, OrderOp};
 use super::sku_object::{SkuCall, SkuClient, SkuOp};
-use crate::api::wire::{self, parse_body, AdjustBody, ReserveBody, RestockBody, SetupBody};
+use crate::api::routes::OrderAction;
+use crate::api::wire::{
+    self, parse_body, AdjustBody, CancelBody, CreateOrderBody, DeliverBody, PayBody, RefundBody,
+    ReserveBody, RestockBody, SetupBody, ShipBody,
+};
 use crate::api::{ApiError, HttpReply, Route};
+use crate::domain::order::{order_id_for_key, Intent};
 use crate::domain::stock::{Actor, Command, Request as StockRequest};
-use crate::domain::types::{IdempotencyKey, ReservationId};
+use crate::domain::types::{IdempotencyKey, OrderId, ReservationId, SkuId};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
 use serde_json::json;
 use worker::{console_error, Env, Request, Response, Result};
+
+type Outcome<T> = std::result::Result<T, ApiError>;
 
 pub async fn handle(mut req: Request, env: Env) -> Result<Response> {
     match dispatch(&mut req, &env).await {
@@ -19,60 +31,207 @@ pub async fn handle(mut req: Request, env: Env) -> Result<Response> {
     }
 }
 
-async fn dispatch(req: &mut Request, env: &Env) -> std::result::Result<Response, ApiError> {
+/// What a request carries besides its route: for idempotency and bodies.
+struct Incoming<'a> {
+    req: &'a mut Request,
+    method: String,
+    path: String,
+}
+
+impl Incoming<'_> {
+    fn key(&self) -> Outcome<Option<IdempotencyKey>> {
+        match self.req.headers().get("Idempotency-Key").ok().flatten() {
+            None => Ok(None),
+            Some(raw) => IdempotencyKey::parse(&raw)
+                .map(Some)
+                .map_err(|e| ApiError::InvalidHeader(e.0)),
+        }
+    }
+
+    fn fingerprint(&self, body: &impl Serialize) -> String {
+        wire::fingerprint(&self.method, &self.path, body)
+    }
+
+    /// A SKU step: the command with who asked and the idempotency key.
+    fn step(&self, fingerprint: String, actor: Actor, command: Command) -> Outcome<SkuOp> {
+        Ok(SkuOp::Step {
+            request: StockRequest {
+                key: self.key()?,
+                fingerprint,
+                actor,
+                command,
+            },
+        })
+    }
+}
+
+async fn dispatch(req: &mut Request, env: &Env) -> Outcome<Response> {
     let url = req.url().map_err(|_| ApiError::RouteNotFound)?;
-    let path = url.path().to_owned();
-    let method = req.method().to_string();
-    let route = Route::parse(&method, &path)?;
+    let route = Route::parse(req.method().as_ref(), url.path())?;
     if route.is_admin() {
         require_admin(req, env)?;
     }
-    let Some(sku) = route.sku().cloned() else {
-        return reply(HttpReply::json(200, json!({ "ok": true })));
+    let mut incoming = Incoming {
+        method: req.method().to_string(),
+        path: url.path().to_owned(),
+        req,
     };
-    let op = match route {
-        Route::Health => unreachable!("no SKU"),
-        Route::GetSku(_) => SkuOp::Get,
-        Route::GetHold(_, hold) => SkuOp::GetHold { hold },
-        Route::Ledger(_) => {
-            let (after, limit) = wire::parse_page(url.query().unwrap_or(""))?;
-            SkuOp::Ledger { after, limit }
+    let query = url.query().unwrap_or("");
+    match route {
+        Route::Health => reply(HttpReply::json(200, json!({ "ok": true }))),
+        Route::GetSku(sku) => sku_call(env, sku, SkuOp::Get).await,
+        Route::GetHold(sku, hold) => sku_call(env, sku, SkuOp::GetHold { hold }).await,
+        Route::SkuHolds(sku) => sku_call(env, sku, SkuOp::Holds).await,
+        Route::Ledger(sku) => {
+            let (after, limit) = wire::parse_page(query)?;
+            sku_call(env, sku, SkuOp::Ledger { after, limit }).await
         }
-        Route::PutSku(_) => {
-            let body: SetupBody = read_body(req).await?;
-            let fp = wire::fingerprint(&method, &path, &body);
-            step(req, fp, Actor::Admin, body.into_command()?)?
+        Route::PutSku(sku) => {
+            let body: SetupBody = read_body(incoming.req).await?;
+            let op = incoming.step(
+                incoming.fingerprint(&body),
+                Actor::Admin,
+                body.into_command()?,
+            )?;
+            sku_call(env, sku, op).await
         }
-        Route::Restock(_) => {
-            let body: RestockBody = read_body(req).await?;
-            let fp = wire::fingerprint(&method, &path, &body);
-            step(req, fp, Actor::Admin, body.into_command())?
+        Route::Restock(sku) => {
+            let body: RestockBody = read_body(incoming.req).await?;
+            let op = incoming.step(
+                incoming.fingerprint(&body),
+                Actor::Admin,
+                body.into_command(),
+            )?;
+            sku_call(env, sku, op).await
         }
-        Route::Adjust(_) => {
-            let body: AdjustBody = read_body(req).await?;
-            let fp = wire::fingerprint(&method, &path, &body);
-            step(req, fp, Actor::Admin, body.into_command())?
+        Route::Adjust(sku) => {
+            let body: AdjustBody = read_body(incoming.req).await?;
+            let op = incoming.step(
+                incoming.fingerprint(&body),
+                Actor::Admin,
+                body.into_command(),
+            )?;
+            sku_call(env, sku, op).await
         }
-        Route::Reserve(_) => {
-            let body: ReserveBody = read_body(req).await?;
-            let fp = wire::fingerprint(&method, &path, &body);
+        Route::Reserve(sku) => {
+            let body: ReserveBody = read_body(incoming.req).await?;
+            let fingerprint = incoming.fingerprint(&body);
             let actor = Actor::Buyer(body.buyer.clone());
-            step(req, fp, actor, body.into_command(new_hold_id()?))?
+            let op = incoming.step(fingerprint, actor, body.into_command(new_hold_id()?))?;
+            sku_call(env, sku, op).await
         }
-        Route::Commit(_, hold) => {
-            let fp = wire::fingerprint(&method, &path, &());
-            step(req, fp, Actor::Storefront, Command::Commit { hold })?
+        Route::Commit(sku, hold) => {
+            let op = incoming.step(
+                incoming.fingerprint(&()),
+                Actor::Storefront,
+                Command::Commit { hold },
+            )?;
+            sku_call(env, sku, op).await
         }
-        Route::Release(_, hold) => {
-            let fp = wire::fingerprint(&method, &path, &());
-            step(req, fp, Actor::Storefront, Command::Release { hold })?
+        Route::Release(sku, hold) => {
+            let op = incoming.step(
+                incoming.fingerprint(&()),
+                Actor::Storefront,
+                Command::Release { hold },
+            )?;
+            sku_call(env, sku, op).await
         }
+        Route::CreateOrder => {
+            let body: CreateOrderBody = read_body(incoming.req).await?;
+            let lines = body.merged_lines()?;
+            // With a key, a retried create reaches the same order object.
+            let order = match incoming.key()? {
+                Some(key) => order_id_for_key(&body.buyer, &key),
+                None => OrderId::from_bytes(random_bytes()?),
+            };
+            let op = OrderOp::Create {
+                fingerprint: incoming.fingerprint(&body),
+                buyer: body.buyer,
+                channel: body.channel,
+                lines,
+            };
+            order_call(env, order, op).await
+        }
+        Route::GetOrder(order) => order_call(env, order, OrderOp::Get).await,
+        Route::OrderAction(order, action) => {
+            let op = order_action(&mut incoming, action).await?;
+            order_call(env, order, op).await
+        }
+        Route::BuyerOrders(buyer) => {
+            let (after, limit) = wire::parse_page(query)?;
+            BuyerClient::list(env, &buyer, after, limit)
+                .await
+                .map_err(internal)
+        }
+    }
+}
+
+async fn order_action(incoming: &mut Incoming<'_>, action: OrderAction) -> Outcome<OrderOp> {
+    let key = incoming.key()?;
+    let transition = |intent: Intent, actor: &str, fingerprint: String| OrderOp::Transition {
+        intent,
+        actor: actor.to_owned(),
+        key: key.clone(),
+        fingerprint,
     };
+    Ok(match action {
+        OrderAction::Pay => {
+            let body: PayBody = read_body(incoming.req).await?;
+            let fingerprint = incoming.fingerprint(&body);
+            transition(body.into_intent()?, "payment", fingerprint)
+        }
+        OrderAction::Cancel => {
+            let body: CancelBody = read_optional_body(incoming.req).await?;
+            let fingerprint = incoming.fingerprint(&body);
+            let intent = Intent::Cancel {
+                reason: body.reason.map(|r| r.to_string()),
+            };
+            transition(intent, "buyer", fingerprint)
+        }
+        OrderAction::Refund => {
+            let body: RefundBody = read_body(incoming.req).await?;
+            let fingerprint = incoming.fingerprint(&body);
+            let intent = Intent::Refund {
+                restock: body.restock,
+                reason: body.reason.map(|r| r.to_string()),
+            };
+            transition(intent, "admin", fingerprint)
+        }
+        OrderAction::Ship => {
+            let body: ShipBody = read_body(incoming.req).await?;
+            OrderOp::Change {
+                fingerprint: incoming.fingerprint(&body),
+                change: body.into_change()?,
+                actor: "admin".into(),
+                key,
+            }
+        }
+        OrderAction::Deliver => {
+            let body: DeliverBody = read_optional_body(incoming.req).await?;
+            OrderOp::Change {
+                fingerprint: incoming.fingerprint(&body),
+                change: crate::domain::order::Change::Deliver,
+                actor: "admin".into(),
+                key,
+            }
+        }
+    })
+}
+
+async fn sku_call(env: &Env, sku: SkuId, op: SkuOp) -> Outcome<Response> {
     let client = SkuClient::new(env, &sku).map_err(internal)?;
     client.call(&SkuCall { sku, op }).await.map_err(internal)
 }
 
-fn reply(r: HttpReply) -> std::result::Result<Response, ApiError> {
+async fn order_call(env: &Env, order: OrderId, op: OrderOp) -> Outcome<Response> {
+    let client = OrderClient::new(env, &order).map_err(internal)?;
+    client
+        .call(&OrderCall { order, op })
+        .await
+        .map_err(internal)
+}
+
+fn reply(r: HttpReply) -> Outcome<Response> {
     to_response(&r).map_err(internal)
 }
 
@@ -81,31 +240,24 @@ fn internal(e: worker::Error) -> ApiError {
     ApiError::Internal
 }
 
-fn step(
-    req: &Request,
-    fingerprint: String,
-    actor: Actor,
-    command: Command,
-) -> std::result::Result<SkuOp, ApiError> {
-    let key = match req.headers().get("Idempotency-Key").ok().flatten() {
-        None => None,
-        Some(raw) => Some(IdempotencyKey::parse(&raw).map_err(|e| ApiError::InvalidHeader(e.0))?),
-    };
-    Ok(SkuOp::Step {
-        request: StockRequest {
-            key,
-            fingerprint,
-            actor,
-            command,
-        },
-    })
+/// Reads a JSON body: 415 for a media type that is not JSON (or text/plain),
+/// 413 past the cap (by Content-Length before reading, and by size after),
+/// then [`parse_body`].
+async fn read_body<T: DeserializeOwned>(req: &mut Request) -> Outcome<T> {
+    let bytes = read_bytes(req).await?;
+    parse_body(&bytes)
 }
 
-/// Reads a JSON body: 415 for a media type that is not JSON (or text/plain), 413 past the cap (by
-/// Content-Length before reading, and by size after), then [`parse_body`].
-async fn read_body<T: serde::de::DeserializeOwned>(
-    req: &mut Request,
-) -> std::result::Result<T, ApiError> {
+/// As [`read_body`], but an empty body means `{}` (cancel, deliver).
+async fn read_optional_body<T: DeserializeOwned + Default>(req: &mut Request) -> Outcome<T> {
+    let bytes = read_bytes(req).await?;
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    parse_body(&bytes)
+}
+
+async fn read_bytes(req: &mut Request) -> Outcome<Vec<u8>> {
     let headers = req.headers();
     if let Some(ct) = headers.get("Content-Type").ok().flatten() {
         let media = ct
@@ -137,14 +289,21 @@ async fn read_body<T: serde::de::DeserializeOwned>(
         .bytes()
         .await
         .map_err(|_| ApiError::MalformedJson("the body could not be read".into()))?;
-    parse_body(&bytes)
+    if bytes.len() > wire::BODY_BYTES_MAX {
+        return Err(too_large);
+    }
+    Ok(bytes)
 }
 
-fn new_hold_id() -> std::result::Result<ReservationId, ApiError> {
+fn random_bytes() -> Outcome<[u8; 16]> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|e| {
         console_error!("router: no randomness: {e}");
         ApiError::Internal
     })?;
-    Ok(ReservationId::from_random(bytes))
+    Ok(bytes)
+}
+
+fn new_hold_id() -> Outcome<ReservationId> {
+    Ok(ReservationId::from_random(random_bytes()?))
 }

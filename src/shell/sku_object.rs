@@ -8,11 +8,15 @@
 //! event interleaves with a step, and its writes commit together before the
 //! reply is released.
 
+use super::events;
 use super::http::to_response;
+use super::order_object::internal_request;
 use super::sql_store::{SqlStore, StoreError};
-use crate::api::wire::{hold_json, ledger_json, reply_to_http, sku_json};
+use crate::api::wire::{hold_json, holds_json, ledger_json, reply_to_http, sku_json};
 use crate::api::{ApiError, HttpReply};
+use crate::domain::event::Event;
 use crate::domain::stock::Stock;
+use crate::domain::stock::{Hold, Reply};
 use crate::domain::stock::{Request as StockRequest, StockError};
 use crate::domain::store;
 use crate::domain::store::Store;
@@ -20,8 +24,8 @@ use crate::domain::types::{ReservationId, SkuId};
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
 use worker::{
-    console_error, durable_object, js_sys, Date, DurableObject, Env, Method, Request, RequestInit,
-    Response, Result, ScheduledTime, State, Stub,
+    console_error, durable_object, js_sys, Date, DurableObject, Env, Request, Response, Result,
+    ScheduledTime, State, Stub,
 };
 
 /// What the router asks of a SKU object. Internal: only the router's stub
@@ -35,10 +39,24 @@ pub struct SkuCall {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum SkuOp {
-    Step { request: StockRequest },
+    Step {
+        request: StockRequest,
+    },
+    /// A step for another object (an order): answers the core's `Reply` as
+    /// JSON, not HTTP.
+    Apply {
+        request: StockRequest,
+    },
+    /// The live holds, with the orders they belong to.
+    Holds,
     Get,
-    GetHold { hold: ReservationId },
-    Ledger { after: u64, limit: usize },
+    GetHold {
+        hold: ReservationId,
+    },
+    Ledger {
+        after: u64,
+        limit: usize,
+    },
 }
 
 /// A typed client for a SKU object's stub.
@@ -52,12 +70,7 @@ impl SkuClient {
     }
 
     pub async fn call(&self, call: &SkuCall) -> Result<Response> {
-        let body =
-            serde_json::to_string(call).map_err(|e| worker::Error::RustError(e.to_string()))?;
-        let mut init = RequestInit::new();
-        init.with_method(Method::Post).with_body(Some(body.into()));
-        let request = Request::new_with_init("https://sku.internal/call", &init)?;
-        self.0.fetch_with_request(request).await
+        self.0.fetch_with_request(internal_request(call)?).await
     }
 }
 
@@ -95,9 +108,7 @@ impl DurableObject for SkuObject {
 
     async fn alarm(&self) -> Result<Response> {
         self.armed.set(None);
-        if let Err(e) = self.with_stock(None, |store, stock| {
-            store::run(store, stock, now_ms(), &[]).map(|_| ())
-        }) {
+        if let Err(e) = self.with_stock(None, |store, stock| run(store, stock, &[]).map(|_| ())) {
             console_error!("sku object: alarm failed: {}", e.0);
         }
         self.sync_alarm().await;
@@ -109,6 +120,20 @@ fn now_ms() -> u64 {
     Date::now().as_millis()
 }
 
+/// Runs a step now and emits a stock event if the SKU changed.
+fn run(
+    store: &mut SqlStore,
+    stock: &mut Stock,
+    requests: &[StockRequest],
+) -> std::result::Result<Vec<Reply>, StoreError> {
+    let version = stock.record().map(|r| r.version);
+    let replies = store::run(store, stock, now_ms(), requests)?;
+    if let Some(record) = stock.record().filter(|r| Some(r.version) != version) {
+        events::emit(&Event::stock(record));
+    }
+    Ok(replies)
+}
+
 impl SkuObject {
     fn handle(&self, call: SkuCall) -> HttpReply {
         let sku = call.sku.clone();
@@ -116,12 +141,23 @@ impl SkuObject {
             // Every call runs a step, so holds past their time are returned
             // before anything is read or decided.
             let requests = match &call.op {
-                SkuOp::Step { request } => vec![request.clone()],
+                SkuOp::Step { request } | SkuOp::Apply { request } => vec![request.clone()],
                 _ => vec![],
             };
-            let replies = store::run(store, stock, now_ms(), &requests)?;
+            let replies = run(store, stock, &requests)?;
             Ok(match call.op {
                 SkuOp::Step { .. } => reply_to_http(&replies[0]),
+                SkuOp::Apply { .. } => HttpReply::json(
+                    200,
+                    serde_json::to_value(&replies[0]).map_err(|e| StoreError(e.to_string()))?,
+                ),
+                SkuOp::Holds => match stock.record() {
+                    Some(record) => {
+                        let holds: Vec<&Hold> = stock.live_holds().collect();
+                        HttpReply::json(200, holds_json(record, &holds))
+                    }
+                    None => ApiError::Stock(StockError::SkuNotFound).to_reply(),
+                },
                 SkuOp::Get => match stock.record() {
                     Some(record) => HttpReply::json(200, sku_json(record)),
                     None => ApiError::Stock(StockError::SkuNotFound).to_reply(),

@@ -1,0 +1,124 @@
+//! The buyer's order index: one object per buyer id, listing that buyer's
+//! orders with their latest status, so `GET /api/buyers/{buyer}/orders`
+//! needs no scan across orders. Order objects keep it up to date.
+
+use super::http::to_response;
+use super::order_object::internal_request;
+use crate::api::wire::ledger_page_json;
+use crate::api::{ApiError, HttpReply};
+use crate::domain::types::{BuyerId, OrderId};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use worker::{
+    console_error, durable_object, DurableObject, Env, Request, Response, Result, SqlStorageValue,
+    State,
+};
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BuyerCall {
+    Upsert { order: OrderId, summary: Value },
+    List { after: u64, limit: usize },
+}
+
+pub struct BuyerClient;
+
+impl BuyerClient {
+    async fn call(env: &Env, buyer: &BuyerId, call: &BuyerCall) -> Result<Response> {
+        let stub = env.durable_object("BUYER")?.get_by_name(buyer.as_str())?;
+        stub.fetch_with_request(internal_request(call)?).await
+    }
+
+    pub async fn upsert(env: &Env, buyer: &BuyerId, order: &OrderId, summary: Value) -> Result<()> {
+        let call = BuyerCall::Upsert {
+            order: order.clone(),
+            summary,
+        };
+        let response = Self::call(env, buyer, &call).await?;
+        match response.status_code() {
+            200 => Ok(()),
+            status => Err(worker::Error::RustError(format!(
+                "buyer index answered {status}"
+            ))),
+        }
+    }
+
+    pub async fn list(env: &Env, buyer: &BuyerId, after: u64, limit: usize) -> Result<Response> {
+        Self::call(env, buyer, &BuyerCall::List { after, limit }).await
+    }
+}
+
+#[durable_object]
+pub struct BuyerObject {
+    state: State,
+}
+
+#[derive(Deserialize)]
+struct Row {
+    seq: i64,
+    body: String,
+}
+
+impl DurableObject for BuyerObject {
+    fn new(state: State, _env: Env) -> Self {
+        let schema = "CREATE TABLE IF NOT EXISTS orders (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, body TEXT NOT NULL);";
+        if let Err(e) = state.storage().sql().exec(schema, None) {
+            console_error!("buyer object: schema: {e}");
+        }
+        BuyerObject { state }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let reply = match req.json::<BuyerCall>().await {
+            Ok(call) => self.handle(call).unwrap_or_else(|e| {
+                console_error!("buyer object: {e}");
+                ApiError::Internal.to_reply()
+            }),
+            Err(_) => ApiError::Internal.to_reply(),
+        };
+        to_response(&reply)
+    }
+}
+
+impl BuyerObject {
+    fn handle(&self, call: BuyerCall) -> Result<HttpReply> {
+        let sql = self.state.storage().sql();
+        match call {
+            BuyerCall::Upsert { order, summary } => {
+                // Keeps the order's place (seq) in the list; replaces its body.
+                sql.exec(
+                    "INSERT INTO orders (id, body) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+                    vec![
+                        SqlStorageValue::String(order.to_string()),
+                        SqlStorageValue::String(summary.to_string()),
+                    ],
+                )?;
+                Ok(HttpReply::json(200, serde_json::json!({ "ok": true })))
+            }
+            BuyerCall::List { after, limit } => {
+                let rows: Vec<Row> = sql
+                    .exec(
+                        "SELECT seq, body FROM orders WHERE seq > ? ORDER BY seq LIMIT ?",
+                        vec![
+                            SqlStorageValue::Integer(after as i64),
+                            SqlStorageValue::Integer(limit as i64),
+                        ],
+                    )?
+                    .to_array()?;
+                let entries: Vec<(u64, Value)> = rows
+                    .iter()
+                    .map(|r| {
+                        (
+                            r.seq as u64,
+                            serde_json::from_str(&r.body).unwrap_or(Value::Null),
+                        )
+                    })
+                    .collect();
+                Ok(HttpReply::json(
+                    200,
+                    ledger_page_json("orders", &entries, limit),
+                ))
+            }
+        }
+    }
+}

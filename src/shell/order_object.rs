@@ -1,0 +1,484 @@
+//! The order Durable Object: one per order id, a thin shell over [`Order`].
+//! It persists the order with its pending transition before calling any SKU,
+//! runs the plan against the SKU objects, settles, persists again, and keeps
+//! an alarm: at the payment deadline to expire an unpaid order, or a few
+//! seconds out while a transition is under way, so a crash mid-way is
+//! finished by the alarm (every SKU call is idempotent, see domain/order.rs).
+
+use super::buyer_object::BuyerClient;
+use super::events;
+use super::http::to_response;
+use super::sku_object::{SkuCall, SkuClient, SkuOp};
+use crate::api::wire::{failed_lines_json, order_json, order_summary_json};
+use crate::api::{ApiError, HttpReply};
+use crate::domain::event::Event;
+use crate::domain::order::{
+    line_hold_id, Begin, Change, Channel, Intent, Order, OrderStatus, SkuStep,
+};
+use crate::domain::stock::{Actor, Reply, Request as StockRequest};
+use crate::domain::types::{BuyerId, IdempotencyKey, OrderId, Quantity, SkuId};
+use futures_util::lock::Mutex;
+use serde::{Deserialize, Serialize};
+use std::cell::RefCell;
+use worker::{
+    console_error, durable_object, js_sys, Date, DurableObject, Env, Method, Request, RequestInit,
+    Response, Result, ScheduledTime, SqlStorageValue, State, Stub,
+};
+
+/// How soon the alarm looks again at a transition left under way.
+const RESUME_AFTER_MS: u64 = 5_000;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct OrderCall {
+    pub order: OrderId,
+    pub op: OrderOp,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OrderOp {
+    Create {
+        buyer: BuyerId,
+        channel: Channel,
+        lines: Vec<(SkuId, Quantity)>,
+        fingerprint: String,
+    },
+    Get,
+    Transition {
+        intent: Intent,
+        actor: String,
+        key: Option<IdempotencyKey>,
+        fingerprint: String,
+    },
+    Change {
+        change: Change,
+        actor: String,
+        key: Option<IdempotencyKey>,
+        fingerprint: String,
+    },
+}
+
+pub struct OrderClient(Stub);
+
+impl OrderClient {
+    pub fn new(env: &Env, order: &OrderId) -> Result<OrderClient> {
+        Ok(OrderClient(
+            env.durable_object("ORDER")?.get_by_name(order.as_str())?,
+        ))
+    }
+
+    pub async fn call(&self, call: &OrderCall) -> Result<Response> {
+        self.0.fetch_with_request(internal_request(call)?).await
+    }
+}
+
+/// A POST carrying `body` as JSON, for object-to-object calls.
+pub fn internal_request(body: &impl Serialize) -> Result<Request> {
+    let body = serde_json::to_string(body).map_err(|e| worker::Error::RustError(e.to_string()))?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_body(Some(body.into()));
+    Request::new_with_init("https://object.internal/call", &init)
+}
+
+#[durable_object]
+pub struct OrderObject {
+    state: State,
+    env: Env,
+    /// None until loaded from storage (and after a failed transition, so the
+    /// next call reloads what was really saved).
+    order: RefCell<Option<Option<Order>>>,
+    /// One transition at a time: calls to the SKUs yield, and a second
+    /// request must not interleave with the first.
+    lock: Mutex<()>,
+}
+
+/// Why a transition stopped before its end.
+struct Interrupted(String);
+
+impl From<worker::Error> for Interrupted {
+    fn from(e: worker::Error) -> Self {
+        Interrupted(e.to_string())
+    }
+}
+
+fn now_ms() -> u64 {
+    Date::now().as_millis()
+}
+
+impl DurableObject for OrderObject {
+    fn new(state: State, env: Env) -> Self {
+        let sql = state.storage().sql();
+        let schema = "CREATE TABLE IF NOT EXISTS order_state (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS replays (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, status INTEGER NOT NULL, body TEXT NOT NULL);";
+        if let Err(e) = sql.exec(schema, None) {
+            console_error!("order object: schema: {e}");
+        }
+        OrderObject {
+            state,
+            env,
+            order: RefCell::new(None),
+            lock: Mutex::new(()),
+        }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let reply = match req.json::<OrderCall>().await {
+            Ok(call) => {
+                let _turn = self.lock.lock().await;
+                self.handle(call).await.unwrap_or_else(|e| e.to_reply())
+            }
+            Err(e) => {
+                console_error!("order object: unreadable call: {e}");
+                ApiError::Internal.to_reply()
+            }
+        };
+        to_response(&reply)
+    }
+
+    async fn alarm(&self) -> Result<Response> {
+        let _turn = self.lock.lock().await;
+        let Ok(Some(mut order)) = self.load() else {
+            return Response::ok("");
+        };
+        let intent = match &order.pending {
+            Some(intent) => Some(intent.clone()),
+            None if order.status == OrderStatus::Reserved
+                && order.expires_at_ms.is_some_and(|at| now_ms() >= at) =>
+            {
+                Some(Intent::Expire)
+            }
+            None => None,
+        };
+        if let Some(intent) = intent {
+            if let Err(e) = self.transition(&mut order, intent, "system").await {
+                console_error!("order object {}: alarm: {}", order.id, e.0);
+            }
+        } else {
+            self.arm(&order).await;
+        }
+        Response::ok("")
+    }
+}
+
+impl OrderObject {
+    fn load(&self) -> std::result::Result<Option<Order>, ApiError> {
+        if let Some(order) = self.order.borrow().as_ref() {
+            return Ok(order.clone());
+        }
+        #[derive(Deserialize)]
+        struct Row {
+            body: String,
+        }
+        let rows: Vec<Row> = self
+            .state
+            .storage()
+            .sql()
+            .exec("SELECT body FROM order_state WHERE id = 1", None)
+            .and_then(|c| c.to_array())
+            .map_err(internal)?;
+        let order = match rows.first() {
+            Some(row) => Some(serde_json::from_str(&row.body).map_err(internal)?),
+            None => None,
+        };
+        *self.order.borrow_mut() = Some(order.clone());
+        Ok(order)
+    }
+
+    fn save(&self, order: &Order) -> std::result::Result<(), ApiError> {
+        let body = serde_json::to_string(order).map_err(internal)?;
+        self.state
+            .storage()
+            .sql()
+            .exec(
+                "INSERT OR REPLACE INTO order_state (id, body) VALUES (1, ?)",
+                vec![SqlStorageValue::String(body)],
+            )
+            .map_err(internal)?;
+        *self.order.borrow_mut() = Some(Some(order.clone()));
+        Ok(())
+    }
+
+    async fn handle(&self, call: OrderCall) -> std::result::Result<HttpReply, ApiError> {
+        match call.op {
+            OrderOp::Create {
+                buyer,
+                channel,
+                lines,
+                fingerprint,
+            } => {
+                let mut order = match self.load()? {
+                    Some(existing) if existing.fingerprint != fingerprint => {
+                        return Err(ApiError::IdempotencyKeyReused)
+                    }
+                    Some(existing) => existing,
+                    None => {
+                        let lines = lines
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, (sku, qty))| (sku, qty, line_hold_id(&call.order, i)))
+                            .collect();
+                        let order =
+                            Order::new(call.order, buyer, channel, lines, fingerprint, now_ms());
+                        self.save(&order)?;
+                        order
+                    }
+                };
+                // A retry of a create that was interrupted finishes it.
+                if order.pending.is_some() {
+                    self.run(&mut order, "buyer").await?;
+                }
+                Ok(match order.status {
+                    OrderStatus::Rejected => ApiError::LinesRefused {
+                        failed_lines: failed_lines_json(&order),
+                    }
+                    .to_reply(),
+                    _ => {
+                        let mut reply = HttpReply::json(201, order_json(&order));
+                        reply
+                            .headers
+                            .push(("Location", format!("/api/orders/{}", order.id)));
+                        reply
+                    }
+                })
+            }
+            OrderOp::Get => {
+                let order = self.load()?.ok_or(ApiError::OrderNotFound)?;
+                Ok(HttpReply::json(200, order_json(&order)))
+            }
+            OrderOp::Transition {
+                intent,
+                actor,
+                key,
+                fingerprint,
+            } => {
+                if let Some(reply) = self.replay(key.as_ref(), &fingerprint)? {
+                    return Ok(reply);
+                }
+                let mut order = self.load()?.ok_or(ApiError::OrderNotFound)?;
+                let reply = match order.begin(intent.clone(), now_ms()) {
+                    Err(e) => ApiError::Order(e).to_reply(),
+                    Ok(Begin::AlreadyDone) => HttpReply::json(200, order_json(&order)),
+                    Ok(Begin::Started) => {
+                        self.save(&order)?;
+                        self.run(&mut order, &actor).await?;
+                        if matches!(intent, Intent::Pay { .. })
+                            && order.status == OrderStatus::Failed
+                        {
+                            ApiError::PaymentFailed {
+                                failed_lines: failed_lines_json(&order),
+                            }
+                            .to_reply()
+                        } else {
+                            HttpReply::json(200, order_json(&order))
+                        }
+                    }
+                };
+                self.remember(key.as_ref(), &fingerprint, &reply)?;
+                Ok(reply)
+            }
+            OrderOp::Change {
+                change,
+                actor,
+                key,
+                fingerprint,
+            } => {
+                if let Some(reply) = self.replay(key.as_ref(), &fingerprint)? {
+                    return Ok(reply);
+                }
+                let mut order = self.load()?.ok_or(ApiError::OrderNotFound)?;
+                let seen = order.timeline.len();
+                let reply = match order.change(change, &actor, now_ms()) {
+                    Err(e) => ApiError::Order(e).to_reply(),
+                    Ok(()) => {
+                        self.save(&order)?;
+                        self.after_change(&order, seen).await;
+                        HttpReply::json(200, order_json(&order))
+                    }
+                };
+                self.remember(key.as_ref(), &fingerprint, &reply)?;
+                Ok(reply)
+            }
+        }
+    }
+
+    /// Runs the pending transition; on interruption the pending intent stays
+    /// saved, the alarm resumes it, and the client is told to retry.
+    async fn run(&self, order: &mut Order, actor: &str) -> std::result::Result<(), ApiError> {
+        let Some(intent) = order.pending.clone() else {
+            return Ok(());
+        };
+        self.transition(order, intent, actor).await.map_err(|e| {
+            console_error!("order object {}: {}", order.id, e.0);
+            *self.order.borrow_mut() = None;
+            ApiError::Retry
+        })
+    }
+
+    async fn transition(
+        &self,
+        order: &mut Order,
+        intent: Intent,
+        actor: &str,
+    ) -> std::result::Result<(), Interrupted> {
+        if order.pending.is_none() {
+            order
+                .begin(intent, now_ms())
+                .map_err(|e| Interrupted(format!("{e:?}")))?;
+            self.save(order).map_err(|_| Interrupted("save".into()))?;
+        }
+        self.set_alarm(now_ms() + RESUME_AFTER_MS).await;
+        let seen = order.timeline.len();
+        loop {
+            let plan = order.plan();
+            if plan.is_empty() {
+                break;
+            }
+            for step in plan {
+                let reply = self.call_sku(order, &step).await?;
+                order.observe(&step, &reply);
+            }
+        }
+        order.settle(actor, now_ms());
+        self.save(order).map_err(|_| Interrupted("save".into()))?;
+        self.after_change(order, seen).await;
+        Ok(())
+    }
+
+    async fn call_sku(
+        &self,
+        order: &Order,
+        step: &SkuStep,
+    ) -> std::result::Result<Reply, Interrupted> {
+        let request = StockRequest {
+            key: Some(step.key.clone()),
+            fingerprint: serde_json::to_string(&step.command).unwrap_or_default(),
+            actor: Actor::Order(order.id.clone()),
+            command: step.command.clone(),
+        };
+        let call = SkuCall {
+            sku: step.sku.clone(),
+            op: SkuOp::Apply { request },
+        };
+        let mut response = SkuClient::new(&self.env, &step.sku)?.call(&call).await?;
+        if response.status_code() != 200 {
+            return Err(Interrupted(format!(
+                "SKU {} answered {}",
+                step.sku,
+                response.status_code()
+            )));
+        }
+        Ok(response.json::<Reply>().await?)
+    }
+
+    /// Events for each new timeline entry, the buyer's index, and the alarm.
+    async fn after_change(&self, order: &Order, seen: usize) {
+        for entry in &order.timeline[seen.min(order.timeline.len())..] {
+            events::emit(&Event::order_status(order, entry));
+        }
+        if order.timeline.len() > seen {
+            if let Err(e) = BuyerClient::upsert(
+                &self.env,
+                &order.buyer,
+                &order.id,
+                order_summary_json(order),
+            )
+            .await
+            {
+                console_error!("order object {}: buyer index: {e}", order.id);
+            }
+        }
+        self.arm(order).await;
+    }
+
+    /// Points the alarm at what this order waits for next, if anything.
+    async fn arm(&self, order: &Order) {
+        match (order.status, order.expires_at_ms) {
+            (OrderStatus::Reserved, Some(at)) => self.set_alarm(at).await,
+            _ if order.pending.is_some() => self.set_alarm(now_ms() + RESUME_AFTER_MS).await,
+            _ => {
+                if let Err(e) = self.state.storage().delete_alarm().await {
+                    console_error!("order object: delete alarm: {e}");
+                }
+            }
+        }
+    }
+
+    async fn set_alarm(&self, at_ms: u64) {
+        let date = js_sys::Date::new(&(at_ms as f64).into());
+        if let Err(e) = self
+            .state
+            .storage()
+            .set_alarm(ScheduledTime::new(date))
+            .await
+        {
+            console_error!("order object: set alarm: {e}");
+        }
+    }
+
+    fn replay(
+        &self,
+        key: Option<&IdempotencyKey>,
+        fingerprint: &str,
+    ) -> std::result::Result<Option<HttpReply>, ApiError> {
+        let Some(key) = key else { return Ok(None) };
+        #[derive(Deserialize)]
+        struct Row {
+            fingerprint: String,
+            status: i64,
+            body: String,
+        }
+        let rows: Vec<Row> = self
+            .state
+            .storage()
+            .sql()
+            .exec(
+                "SELECT fingerprint, status, body FROM replays WHERE key = ?",
+                vec![SqlStorageValue::String(key.to_string())],
+            )
+            .and_then(|c| c.to_array())
+            .map_err(internal)?;
+        let Some(row) = rows.first() else {
+            return Ok(None);
+        };
+        if row.fingerprint != fingerprint {
+            return Err(ApiError::IdempotencyKeyReused);
+        }
+        let body = serde_json::from_str(&row.body).map_err(internal)?;
+        let status = row.status as u16;
+        Ok(Some(if status >= 400 {
+            HttpReply::problem(status, body)
+        } else {
+            HttpReply::json(status, body)
+        }))
+    }
+
+    fn remember(
+        &self,
+        key: Option<&IdempotencyKey>,
+        fingerprint: &str,
+        reply: &HttpReply,
+    ) -> std::result::Result<(), ApiError> {
+        let (Some(key), false) = (key, reply.status == 503) else {
+            return Ok(());
+        };
+        self.state
+            .storage()
+            .sql()
+            .exec(
+                "INSERT OR REPLACE INTO replays (key, fingerprint, status, body) VALUES (?, ?, ?, ?)",
+                vec![
+                    SqlStorageValue::String(key.to_string()),
+                    SqlStorageValue::String(fingerprint.to_owned()),
+                    SqlStorageValue::Integer(i64::from(reply.status)),
+                    SqlStorageValue::String(reply.body.to_string()),
+                ],
+            )
+            .map_err(internal)?;
+        Ok(())
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    console_error!("order object: {e}");
+    ApiError::Internal
+}
