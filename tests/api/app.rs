@@ -228,3 +228,51 @@ impl App {
         }
     }
 }
+
+impl App {
+    pub async fn create_order(
+        &self,
+        buyer: &str,
+        lines: &[(&str, u64)],
+        key: Option<&str>,
+    ) -> Reply {
+        let lines: Vec<Value> = lines
+            .iter()
+            .map(|(s, q)| json!({"sku": s, "qty": q}))
+            .collect();
+        let mut call = self.json_call(
+            Method::POST,
+            "/api/orders".into(),
+            json!({"buyer": buyer, "channel": "douyin", "lines": lines}),
+            false,
+        );
+        if let Some(key) = key {
+            call.headers.push(("Idempotency-Key", key.to_owned()));
+        }
+        self.send(call).await
+    }
+
+    /// Creates an order and asserts it was reserved; returns its id.
+    pub async fn given_order(&self, buyer: &str, lines: &[(&str, u64)]) -> String {
+        let reply = self.create_order(buyer, lines, None).await;
+        assert_eq!(reply.status, 201, "{:?}", reply.body);
+        assert_eq!(reply.body["status"], json!("reserved"));
+        reply.body["id"].as_str().unwrap().to_owned()
+    }
+
+    /// POST /api/orders/{id}/{action}; ship, deliver and refund as admin.
+    pub async fn order_action(&self, id: &str, action: &str, body: Value) -> Reply {
+        let admin = matches!(action, "ship" | "deliver" | "refund");
+        self.send(self.json_call(
+            Method::POST,
+            format!("/api/orders/{id}/{action}"),
+            body,
+            admin,
+        ))
+        .await
+    }
+
+    pub async fn get_order(&self, id: &str) -> Reply {
+        self.bare(Method::GET, format!("/api/orders/{id}")).await
+    }
+}
