@@ -406,9 +406,8 @@ pub async fn bad_order_input_is_a_problem(app: App) {
             "invalid-body",
         ),
         (
-            format!(
-                r#"{{"buyer": "b", "channel": "own", "lines": [{{"sku": "bad sku", "qty": 1}}]}}"#
-            ),
+            r#"{"buyer": "b", "channel": "own", "lines": [{"sku": "bad sku", "qty": 1}]}"#
+                .to_string(),
             422,
             "invalid-body",
         ),
