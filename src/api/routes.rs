@@ -227,6 +227,66 @@ mod tests {
         }
     }
 
+    /// Every path and method in the OpenAPI document resolves to a route,
+    /// admin-only exactly where the document asks for the bearer token.
+    #[test]
+    fn the_openapi_document_matches_the_route_table() {
+        let spec: serde_json::Value =
+            serde_json::from_str(include_str!("../../www/openapi.json")).unwrap();
+        let mut operations = 0;
+        for (template, item) in spec["paths"].as_object().unwrap() {
+            let path = template
+                .replace("{sku}", "tee")
+                .replace("{hold}", &format!("h_{}", "a".repeat(32)))
+                .replace("{order}", &format!("o_{}", "b".repeat(32)))
+                .replace("{buyer}", "fan");
+            for (method, operation) in item.as_object().unwrap() {
+                if method == "parameters" {
+                    continue;
+                }
+                let route = Route::parse(&method.to_uppercase(), &path)
+                    .unwrap_or_else(|e| panic!("{method} {template}: {e:?}"));
+                assert_eq!(
+                    route.is_admin(),
+                    operation.get("security").is_some(),
+                    "{method} {template}"
+                );
+                operations += 1;
+            }
+        }
+        // Every route the server has is in the document (one sample each).
+        let samples = [
+            Route::Health,
+            Route::GetSku(SkuId::parse("a").unwrap()),
+            Route::CreateOrder,
+            Route::BuyerOrders(BuyerId::parse("b").unwrap()),
+        ];
+        for route in samples {
+            // A new variant must be added to the document and counted below.
+            let _exhaustive = match route {
+                Route::Health
+                | Route::GetSku(_)
+                | Route::PutSku(_)
+                | Route::Reserve(_)
+                | Route::GetHold(..)
+                | Route::Release(..)
+                | Route::Commit(..)
+                | Route::Restock(_)
+                | Route::Adjust(_)
+                | Route::Ledger(_)
+                | Route::SkuHolds(_)
+                | Route::CreateOrder
+                | Route::GetOrder(_)
+                | Route::OrderAction(..)
+                | Route::BuyerOrders(_) => (),
+            };
+        }
+        assert_eq!(
+            operations, 19,
+            "14 route variants, OrderAction counting 5 paths"
+        );
+    }
+
     #[test]
     fn admin_routes_are_the_writes_of_stock_levels_and_the_ledger() {
         let sku = || SkuId::parse("a").unwrap();

@@ -10,6 +10,7 @@ mod concurrency;
 mod durability;
 mod errors;
 mod harness;
+mod openapi;
 mod orders;
 mod stock;
 
@@ -58,6 +59,7 @@ fn concurrent_tests() -> Vec<Test> {
         orders::cancelling_and_refunding_return_stock,
         orders::creating_and_paying_are_idempotent_under_concurrent_retries,
         orders::bad_order_input_is_a_problem,
+        openapi::every_documented_operation_answers_as_documented,
     ]
 }
 

@@ -1,0 +1,97 @@
+//! The OpenAPI document (www/openapi.json, also served at /openapi.json)
+//! against the running server: every operation exists and answers a valid
+//! request, a malformed body, and a missing token with statuses the
+//! document lists for it.
+
+use crate::app::{unique, App, Call};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+fn spec() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/www/openapi.json");
+    serde_json::from_str(&std::fs::read_to_string(path).expect("www/openapi.json"))
+        .expect("valid JSON")
+}
+
+pub async fn every_documented_operation_answers_as_documented(app: App) {
+    let spec = spec();
+    let served = app.bare(Method::GET, "/openapi.json".into()).await;
+    assert_eq!(served.status, 200);
+    assert_eq!(
+        served.body, spec,
+        "the served document is the one in the repo"
+    );
+
+    // Fixtures for the path parameters.
+    let sku = unique("spec");
+    app.given_sku(&sku, json!({"on_hand": 100})).await;
+    let hold = app.reserve(&sku, 1, "spec-buyer").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let order = app.given_order("spec-buyer", &[(&sku, 1)]).await;
+    let fill = |template: &str| {
+        template
+            .replace("{sku}", &sku)
+            .replace("{hold}", &hold)
+            .replace("{order}", &order)
+            .replace("{buyer}", "spec-buyer")
+    };
+
+    let mut checked = 0;
+    for (template, item) in spec["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            if method == "parameters" {
+                continue;
+            }
+            let id = operation["operationId"].as_str().unwrap();
+            let documented: Vec<u16> = operation["responses"]
+                .as_object()
+                .unwrap()
+                .keys()
+                .map(|k| k.parse().unwrap())
+                .collect();
+            let method = Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+            let admin = operation.get("security").is_some();
+            let example = &operation["requestBody"]["content"]["application/json"]["example"];
+            let mut headers = vec![("Content-Type", "application/json".to_owned())];
+            if admin {
+                headers.push(app.bearer());
+            }
+            let call = |body: Option<String>, headers: Vec<(&'static str, String)>| Call {
+                method: method.clone(),
+                path: fill(template),
+                body,
+                headers,
+            };
+            let body = (!example.is_null()).then(|| example.to_string());
+            let valid = app.send(call(body, headers.clone())).await;
+            assert!(
+                documented.contains(&valid.status) && ![404, 405].contains(&valid.status)
+                    || id == "getHold" && valid.status == 200,
+                "{id}: a valid request answered {} {:?}; documented {documented:?}",
+                valid.status,
+                valid.body
+            );
+            if valid.status >= 400 {
+                assert_eq!(valid.content_type, "application/problem+json", "{id}");
+            }
+            if !example.is_null() {
+                let malformed = app.send(call(Some("{".into()), headers.clone())).await;
+                assert!(
+                    documented.contains(&malformed.status),
+                    "{id}: malformed body answered {}",
+                    malformed.status
+                );
+                assert_eq!(malformed.status, 400, "{id}");
+            }
+            if admin {
+                let anonymous = app.send(call(None, vec![])).await;
+                assert_eq!(anonymous.status, 401, "{id}");
+                assert!(documented.contains(&401), "{id}");
+            }
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, 19, "operations in the document");
+}
