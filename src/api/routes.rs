@@ -254,37 +254,9 @@ mod tests {
                 operations += 1;
             }
         }
-        // Every route the server has is in the document (one sample each).
-        let samples = [
-            Route::Health,
-            Route::GetSku(SkuId::parse("a").unwrap()),
-            Route::CreateOrder,
-            Route::BuyerOrders(BuyerId::parse("b").unwrap()),
-        ];
-        for route in samples {
-            // A new variant must be added to the document and counted below.
-            let _exhaustive = match route {
-                Route::Health
-                | Route::GetSku(_)
-                | Route::PutSku(_)
-                | Route::Reserve(_)
-                | Route::GetHold(..)
-                | Route::Release(..)
-                | Route::Commit(..)
-                | Route::Restock(_)
-                | Route::Adjust(_)
-                | Route::Ledger(_)
-                | Route::SkuHolds(_)
-                | Route::CreateOrder
-                | Route::GetOrder(_)
-                | Route::OrderAction(..)
-                | Route::BuyerOrders(_) => (),
-            };
-        }
-        assert_eq!(
-            operations, 19,
-            "14 route variants, OrderAction counting 5 paths"
-        );
+        // Every route the server has is in the document: 14 variants, with
+        // OrderAction's five actions each a path of their own.
+        assert_eq!(operations, 19);
     }
 
     #[test]
