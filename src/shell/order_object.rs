@@ -255,6 +255,8 @@ impl OrderObject {
                     return Ok(reply);
                 }
                 let mut order = self.load()?.ok_or(ApiError::OrderNotFound)?;
+                // An interrupted transition is finished before the next one.
+                self.run(&mut order, "system").await?;
                 let reply = match order.begin(intent.clone(), now_ms()) {
                     Err(e) => ApiError::Order(e).to_reply(),
                     Ok(Begin::AlreadyDone) => HttpReply::json(200, order_json(&order)),
@@ -286,6 +288,7 @@ impl OrderObject {
                     return Ok(reply);
                 }
                 let mut order = self.load()?.ok_or(ApiError::OrderNotFound)?;
+                self.run(&mut order, "system").await?;
                 let seen = order.timeline.len();
                 let reply = match order.change(change, &actor, now_ms()) {
                     Err(e) => ApiError::Order(e).to_reply(),
