@@ -42,6 +42,10 @@ pub enum ApiError {
     IdempotencyKeyReused,
     /// A step of ours was interrupted; the same request can be retried.
     Retry,
+    /// A live route was asked for without a WebSocket upgrade.
+    UpgradeRequired,
+    /// A browser page from an origin not in ALLOWED_ORIGINS.
+    OriginNotAllowed,
     /// Something on our side failed; the log has the cause, the client only
     /// learns that it was not their fault.
     Internal,
@@ -133,6 +137,20 @@ impl ApiError {
                 )
             }
             ApiError::IdempotencyKeyReused => stock_parts(&StockError::IdempotencyKeyReused),
+            ApiError::UpgradeRequired => (
+                426,
+                "upgrade-required",
+                "WebSocket upgrade required",
+                "connect with a WebSocket (Upgrade: websocket)".into(),
+                none,
+            ),
+            ApiError::OriginNotAllowed => (
+                403,
+                "origin-not-allowed",
+                "Origin not allowed",
+                "this page's origin is not in ALLOWED_ORIGINS".into(),
+                none,
+            ),
             ApiError::Retry => (
                 503,
                 "retry",

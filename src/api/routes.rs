@@ -3,6 +3,7 @@
 //! bad id is refused here, before any Durable Object is addressed.
 
 use super::ApiError;
+use crate::domain::live::{FeedName, RoomId};
 use crate::domain::stock::StockError;
 use crate::domain::types::{BuyerId, OrderId, ReservationId, SkuId};
 
@@ -23,6 +24,10 @@ pub enum Route {
     GetOrder(OrderId),
     OrderAction(OrderId, OrderAction),
     BuyerOrders(BuyerId),
+    PutRoom(RoomId),
+    GetRoom(RoomId),
+    /// WebSocket upgrades: a live room, one SKU, one order.
+    Live(FeedName),
 }
 
 /// The order transitions a client asks for by path.
@@ -63,6 +68,10 @@ enum Shape {
     Order,
     OrderAction(OrderAction),
     BuyerOrders,
+    Room,
+    RoomLive,
+    SkuLive,
+    OrderLive,
 }
 
 fn not_found_hold() -> ApiError {
@@ -88,6 +97,10 @@ impl Route {
             ["skus", _, "adjustments"] => (Shape::Adjust, &["POST"]),
             ["skus", _, "ledger"] => (Shape::Ledger, &["GET"]),
             ["skus", _, "holds"] => (Shape::SkuHolds, &["GET"]),
+            ["skus", _, "live"] => (Shape::SkuLive, &["GET"]),
+            ["rooms", _] => (Shape::Room, &["GET", "PUT"]),
+            ["rooms", _, "live"] => (Shape::RoomLive, &["GET"]),
+            ["orders", _, "live"] => (Shape::OrderLive, &["GET"]),
             ["orders"] => (Shape::Orders, &["POST"]),
             ["orders", _] => (Shape::Order, &["GET"]),
             ["orders", _, action] => match OrderAction::parse(action) {
@@ -104,6 +117,7 @@ impl Route {
         let sku = || SkuId::parse(segments[1]).map_err(invalid);
         let hold = || ReservationId::parse(segments[3]).map_err(|_| not_found_hold());
         let order = || OrderId::parse(segments[1]).map_err(|_| ApiError::OrderNotFound);
+        let room = || RoomId::parse(segments[1]).map_err(invalid);
         Ok(match (shape, method) {
             (Shape::Health, _) => Route::Health,
             (Shape::Sku, "GET") => Route::GetSku(sku()?),
@@ -122,6 +136,11 @@ impl Route {
             (Shape::BuyerOrders, _) => {
                 Route::BuyerOrders(BuyerId::parse(segments[1]).map_err(invalid)?)
             }
+            (Shape::Room, "GET") => Route::GetRoom(room()?),
+            (Shape::Room, _) => Route::PutRoom(room()?),
+            (Shape::RoomLive, _) => Route::Live(FeedName::Room(room()?)),
+            (Shape::SkuLive, _) => Route::Live(FeedName::Sku(sku()?)),
+            (Shape::OrderLive, _) => Route::Live(FeedName::Order(order()?)),
         })
     }
 
@@ -135,6 +154,7 @@ impl Route {
                 | Route::Adjust(_)
                 | Route::Ledger(_)
                 | Route::SkuHolds(_)
+                | Route::PutRoom(_)
                 | Route::OrderAction(
                     _,
                     OrderAction::Ship | OrderAction::Deliver | OrderAction::Refund
@@ -239,7 +259,8 @@ mod tests {
                 .replace("{sku}", "tee")
                 .replace("{hold}", &format!("h_{}", "a".repeat(32)))
                 .replace("{order}", &format!("o_{}", "b".repeat(32)))
-                .replace("{buyer}", "fan");
+                .replace("{buyer}", "fan")
+                .replace("{room}", "live-1");
             for (method, operation) in item.as_object().unwrap() {
                 if method == "parameters" {
                     continue;
@@ -254,9 +275,10 @@ mod tests {
                 operations += 1;
             }
         }
-        // Every route the server has is in the document: 14 variants, with
-        // OrderAction's five actions each a path of their own.
-        assert_eq!(operations, 19);
+        // Every route the server has is in the document: 17 variants, with
+        // OrderAction's five actions and Live's three feeds each a path of
+        // their own.
+        assert_eq!(operations, 24);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use super::{ApiError, HttpReply};
 use crate::domain::ledger::LedgerEntry;
+use crate::domain::live::{RoomId, RoomItem, RoomSetup};
 use crate::domain::order::{failure_words, Change, Channel, Intent, Order, Shipment, LINES_MAX};
 use crate::domain::stock::{
     Command, DeductionMode, Hold, LimitChange, Outcome, Reply, SetupSpec, SkuRecord,
@@ -238,6 +239,43 @@ pub fn parse_page(query: &str) -> Result<(u64, usize), ApiError> {
     Ok((after, limit))
 }
 
+// ---- rooms ----
+
+/// A room's products are at most this many.
+pub const ROOM_ITEMS_MAX: usize = 50;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoomBody {
+    pub title: String,
+    pub items: Vec<RoomItem>,
+}
+
+impl RoomBody {
+    pub fn into_setup(self) -> Result<RoomSetup, ApiError> {
+        let title = short_text("title", &self.title, 100)?;
+        if self.items.len() > ROOM_ITEMS_MAX {
+            return Err(ApiError::InvalidBody(format!(
+                "a room shows at most {ROOM_ITEMS_MAX} products"
+            )));
+        }
+        let mut items: Vec<RoomItem> = Vec::new();
+        for item in self.items {
+            if items.iter().any(|i| i.sku == item.sku) {
+                return Err(ApiError::InvalidBody(format!(
+                    "{} is listed twice",
+                    item.sku
+                )));
+            }
+            items.push(RoomItem {
+                title: short_text("item title", &item.title, 100)?,
+                sku: item.sku,
+            });
+        }
+        Ok(RoomSetup { title, items })
+    }
+}
+
 // ---- orders ----
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -253,6 +291,8 @@ pub struct CreateOrderBody {
     pub buyer: BuyerId,
     pub channel: Channel,
     pub lines: Vec<LineBody>,
+    /// The live room the order was placed from: its merchant feed shows it.
+    pub room: Option<RoomId>,
 }
 
 impl CreateOrderBody {
@@ -376,6 +416,7 @@ pub fn order_json(o: &Order) -> Value {
         "payment_ref": o.payment_ref,
         "shipment": o.shipment,
         "restocked": o.restocked,
+        "room": o.room,
         "timeline": timeline,
     })
 }

@@ -3,6 +3,7 @@
 
 pub mod event;
 pub mod ledger;
+pub mod live;
 pub mod order;
 pub mod stock;
 pub mod store;

@@ -224,6 +224,9 @@ pub struct Order {
     pub pending: Option<Intent>,
     /// Identifies the create request, for idempotent retries.
     pub fingerprint: String,
+    /// The live room it was placed from, if any.
+    #[serde(default)]
+    pub room: Option<crate::domain::live::RoomId>,
 }
 
 /// One call an order needs made at a SKU.
@@ -327,6 +330,7 @@ impl Order {
             timeline: Vec::new(),
             pending: Some(Intent::Place),
             fingerprint,
+            room: None,
         }
     }
 

@@ -4,6 +4,7 @@
 mod auth;
 mod buyer_object;
 mod events;
+mod feed_object;
 mod http;
 mod order_object;
 mod router;

@@ -7,11 +7,13 @@
 
 use super::buyer_object::BuyerClient;
 use super::events;
+use super::feed_object::FeedClient;
 use super::http::to_response;
 use super::sku_object::{SkuCall, SkuClient, SkuOp};
 use crate::api::wire::{failed_lines_json, order_json, order_summary_json};
 use crate::api::{ApiError, HttpReply};
 use crate::domain::event::Event;
+use crate::domain::live::{FeedName, RoomId};
 use crate::domain::order::{
     line_hold_id, Begin, Change, Channel, Intent, Order, OrderStatus, SkuStep,
 };
@@ -41,6 +43,7 @@ pub enum OrderOp {
         buyer: BuyerId,
         channel: Channel,
         lines: Vec<(SkuId, Quantity)>,
+        room: Option<RoomId>,
         fingerprint: String,
     },
     Get,
@@ -204,6 +207,7 @@ impl OrderObject {
                 buyer,
                 channel,
                 lines,
+                room,
                 fingerprint,
             } => {
                 let mut order = match self.load()? {
@@ -217,8 +221,9 @@ impl OrderObject {
                             .enumerate()
                             .map(|(i, (sku, qty))| (sku, qty, line_hold_id(&call.order, i)))
                             .collect();
-                        let order =
+                        let mut order =
                             Order::new(call.order, buyer, channel, lines, fingerprint, now_ms());
+                        order.room = room;
                         self.save(&order)?;
                         order
                     }
@@ -376,7 +381,12 @@ impl OrderObject {
     /// Events for each new timeline entry, the buyer's index, and the alarm.
     async fn after_change(&self, order: &Order, seen: usize) {
         for entry in &order.timeline[seen.min(order.timeline.len())..] {
-            events::emit(&Event::order_status(order, entry));
+            let event = Event::order_status(order, entry);
+            events::emit(&event);
+            FeedClient::publish(&self.env, &FeedName::Order(order.id.clone()), &event).await;
+            if let Some(room) = &order.room {
+                FeedClient::publish(&self.env, &FeedName::Room(room.clone()), &event).await;
+            }
         }
         if order.timeline.len() > seen {
             if let Err(e) = BuyerClient::upsert(

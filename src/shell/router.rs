@@ -5,30 +5,100 @@
 
 use super::auth::require_admin;
 use super::buyer_object::BuyerClient;
+use super::feed_object::{FeedCall, FeedClient};
 use super::http::to_response;
 use super::order_object::{OrderCall, OrderClient, OrderOp};
 use super::sku_object::{SkuCall, SkuClient, SkuOp};
 use crate::api::routes::OrderAction;
+use crate::api::wire::RoomBody;
 use crate::api::wire::{
     self, parse_body, AdjustBody, CancelBody, CreateOrderBody, DeliverBody, PayBody, RefundBody,
     ReserveBody, RestockBody, SetupBody, ShipBody,
 };
 use crate::api::{ApiError, HttpReply, Route};
+use crate::domain::live::FeedName;
 use crate::domain::order::{order_id_for_key, Intent};
 use crate::domain::stock::{Actor, Command, Request as StockRequest};
 use crate::domain::types::{IdempotencyKey, OrderId, ReservationId, SkuId};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::json;
-use worker::{console_error, Env, Request, Response, Result};
+use worker::{console_error, Env, Headers, Method, Request, RequestInit, Response, Result};
 
 type Outcome<T> = std::result::Result<T, ApiError>;
 
 pub async fn handle(mut req: Request, env: Env) -> Result<Response> {
-    match dispatch(&mut req, &env).await {
-        Ok(response) => Ok(response),
-        Err(e) => to_response(&e.to_reply()),
+    let origin = cross_origin(&req)?;
+    if let Some(origin) = &origin {
+        if !origin_allowed(&env, origin) {
+            return to_response(&ApiError::OriginNotAllowed.to_reply());
+        }
+        if req.method() == Method::Options {
+            return preflight(origin);
+        }
     }
+    let response = match dispatch(&mut req, &env).await {
+        Ok(response) => response,
+        Err(e) => to_response(&e.to_reply())?,
+    };
+    match origin {
+        // A WebSocket upgrade's response carries no CORS headers.
+        Some(origin) if response.status_code() != 101 => with_cors(response, &origin),
+        _ => Ok(response),
+    }
+}
+
+/// The request's Origin when it is another origin than this worker's own
+/// (same-origin pages and non-browser clients need no check).
+fn cross_origin(req: &Request) -> Result<Option<String>> {
+    let Some(origin) = req.headers().get("Origin")? else {
+        return Ok(None);
+    };
+    let url = req.url()?;
+    let own = url.origin().ascii_serialization();
+    Ok((origin != own).then_some(origin))
+}
+
+/// ALLOWED_ORIGINS: a comma-separated list of origins, or `*` for any.
+fn origin_allowed(env: &Env, origin: &str) -> bool {
+    let allowed = env
+        .var("ALLOWED_ORIGINS")
+        .map(|v| v.to_string())
+        .unwrap_or_default();
+    allowed
+        .split(',')
+        .map(str::trim)
+        .any(|a| a == "*" || a == origin)
+}
+
+/// The response with CORS headers for `origin`. Rebuilt with fresh headers:
+/// a response relayed from an object has immutable ones.
+fn with_cors(response: Response, origin: &str) -> Result<Response> {
+    let headers = Headers::new();
+    for (name, value) in response.headers().entries() {
+        headers.set(&name, &value)?;
+    }
+    headers.set("Access-Control-Allow-Origin", origin)?;
+    headers.set("Vary", "Origin")?;
+    let status = response.status_code();
+    let (_, body) = response.into_parts();
+    Ok(Response::from_body(body)?
+        .with_status(status)
+        .with_headers(headers))
+}
+
+fn preflight(origin: &str) -> Result<Response> {
+    let mut response = Response::empty()?.with_status(204);
+    let headers = response.headers_mut();
+    headers.set("Access-Control-Allow-Origin", origin)?;
+    headers.set("Access-Control-Allow-Methods", "GET, POST, PUT, DELETE")?;
+    headers.set(
+        "Access-Control-Allow-Headers",
+        "Content-Type, Authorization, Idempotency-Key",
+    )?;
+    headers.set("Access-Control-Max-Age", "600")?;
+    headers.set("Vary", "Origin")?;
+    Ok(response)
 }
 
 /// What a request carries besides its route: for idempotency and bodies.
@@ -148,6 +218,7 @@ async fn dispatch(req: &mut Request, env: &Env) -> Outcome<Response> {
                 fingerprint: incoming.fingerprint(&body),
                 buyer: body.buyer,
                 channel: body.channel,
+                room: body.room,
                 lines,
             };
             order_call(env, order, op).await
@@ -157,6 +228,19 @@ async fn dispatch(req: &mut Request, env: &Env) -> Outcome<Response> {
             let op = order_action(&mut incoming, action).await?;
             order_call(env, order, op).await
         }
+        Route::PutRoom(room) => {
+            let body: RoomBody = read_body(incoming.req).await?;
+            let call = FeedCall::SetupRoom {
+                feed: FeedName::Room(room),
+                room: body.into_setup()?,
+            };
+            feed_call(env, call).await
+        }
+        Route::GetRoom(room) => {
+            let feed = FeedName::Room(room);
+            feed_call(env, FeedCall::Snapshot { feed }).await
+        }
+        Route::Live(feed) => live(incoming.req, env, feed).await,
         Route::BuyerOrders(buyer) => {
             let (after, limit) = wire::parse_page(query)?;
             BuyerClient::list(env, &buyer, after, limit)
@@ -216,6 +300,32 @@ async fn order_action(incoming: &mut Incoming<'_>, action: OrderAction) -> Outco
             }
         }
     })
+}
+
+/// A viewer's WebSocket: handed, upgrade and all, to the feed's object.
+async fn live(req: &Request, env: &Env, feed: FeedName) -> Outcome<Response> {
+    let upgrade = req.headers().get("Upgrade").ok().flatten();
+    if !upgrade.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
+        return Err(ApiError::UpgradeRequired);
+    }
+    let headers = Headers::new();
+    headers.set("Upgrade", "websocket").map_err(internal)?;
+    let mut init = RequestInit::new();
+    init.with_headers(headers);
+    let forwarded =
+        Request::new_with_init("https://feed.internal/live", &init).map_err(internal)?;
+    FeedClient::connect(env, &feed, forwarded)
+        .await
+        .map_err(internal)
+}
+
+async fn feed_call(env: &Env, call: FeedCall) -> Outcome<Response> {
+    let feed = match &call {
+        FeedCall::Publish { feed, .. }
+        | FeedCall::SetupRoom { feed, .. }
+        | FeedCall::Snapshot { feed } => feed.clone(),
+    };
+    FeedClient::call(env, &feed, &call).await.map_err(internal)
 }
 
 async fn sku_call(env: &Env, sku: SkuId, op: SkuOp) -> Outcome<Response> {

@@ -9,12 +9,14 @@
 //! reply is released.
 
 use super::events;
+use super::feed_object::FeedClient;
 use super::http::to_response;
 use super::order_object::internal_request;
 use super::sql_store::{SqlStore, StoreError};
 use crate::api::wire::{hold_json, holds_json, ledger_json, reply_to_http, sku_json};
 use crate::api::{ApiError, HttpReply};
 use crate::domain::event::Event;
+use crate::domain::live::FeedName;
 use crate::domain::stock::Stock;
 use crate::domain::stock::{Hold, Reply};
 use crate::domain::stock::{Request as StockRequest, StockError};
@@ -23,9 +25,11 @@ use crate::domain::store::Store;
 use crate::domain::types::{ReservationId, SkuId};
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
 use worker::{
-    console_error, durable_object, js_sys, Date, DurableObject, Env, Request, Response, Result,
-    ScheduledTime, State, Stub,
+    console_error, durable_object, js_sys, wasm_bindgen_futures, Date, Delay, DurableObject, Env,
+    Request, Response, Result, ScheduledTime, State, Stub,
 };
 
 /// What the router asks of a SKU object. Internal: only the router's stub
@@ -49,6 +53,14 @@ pub enum SkuOp {
     },
     /// The live holds, with the orders they belong to.
     Holds,
+    /// Push this SKU's changes to a feed (a room, the SKU's own feed);
+    /// answers the current state.
+    Subscribe {
+        feed: FeedName,
+    },
+    Unsubscribe {
+        feed: FeedName,
+    },
     Get,
     GetHold {
         hold: ReservationId,
@@ -77,20 +89,90 @@ impl SkuClient {
 #[durable_object]
 pub struct SkuObject {
     state: State,
+    env: Env,
     store: RefCell<Option<SqlStore>>,
     stock: RefCell<Option<Stock>>,
     /// The alarm time this instance last asked for, to skip redundant
     /// `setAlarm` calls on the reservation path.
     armed: Cell<Option<u64>>,
+    pusher: Rc<Pusher>,
+}
+
+/// Sends the SKU's latest state to its feeds at a bounded rate: a burst of
+/// a thousand changes a second becomes at most `1000 / interval_ms` pushes,
+/// and the last change is always sent (a change during a push schedules the
+/// next one).
+struct Pusher {
+    feeds: RefCell<Option<Vec<FeedName>>>,
+    latest: RefCell<Option<Event>>,
+    scheduled: Cell<bool>,
+    last_push_ms: Cell<u64>,
+    interval_ms: u64,
+}
+
+impl Pusher {
+    fn note(&self, event: Event) {
+        events::emit(&event);
+        *self.latest.borrow_mut() = Some(event);
+    }
+
+    fn kick(self: &Rc<Self>, env: &Env) {
+        let no_feeds = self.feeds.borrow().as_ref().is_none_or(Vec::is_empty);
+        if no_feeds {
+            self.latest.borrow_mut().take();
+            return;
+        }
+        if self.scheduled.get() || self.latest.borrow().is_none() {
+            return;
+        }
+        self.scheduled.set(true);
+        let due = self.last_push_ms.get() + self.interval_ms;
+        let delay = due.saturating_sub(now_ms());
+        let (pusher, env) = (self.clone(), env.clone());
+        wasm_bindgen_futures::spawn_local(async move {
+            if delay > 0 {
+                Delay::from(Duration::from_millis(delay)).await;
+            }
+            pusher.flush(&env).await;
+        });
+    }
+
+    async fn flush(self: Rc<Self>, env: &Env) {
+        self.scheduled.set(false);
+        let Some(event) = self.latest.borrow_mut().take() else {
+            return;
+        };
+        self.last_push_ms.set(now_ms());
+        let feeds = self.feeds.borrow().clone().unwrap_or_default();
+        for feed in &feeds {
+            FeedClient::publish(env, feed, &event).await;
+        }
+        // Changes that came in while pushing go out on the next turn.
+        self.kick(env);
+    }
 }
 
 impl DurableObject for SkuObject {
-    fn new(state: State, _env: Env) -> Self {
+    fn new(state: State, env: Env) -> Self {
+        let per_second = env
+            .var("LIVE_MAX_PER_SECOND")
+            .ok()
+            .and_then(|v| v.to_string().parse::<u64>().ok())
+            .filter(|n| (1..=1000).contains(n))
+            .unwrap_or(10);
         SkuObject {
             state,
+            env,
             store: RefCell::new(None),
             stock: RefCell::new(None),
             armed: Cell::new(None),
+            pusher: Rc::new(Pusher {
+                feeds: RefCell::new(None),
+                latest: RefCell::new(None),
+                scheduled: Cell::new(false),
+                last_push_ms: Cell::new(0),
+                interval_ms: 1000 / per_second,
+            }),
         }
     }
 
@@ -102,15 +184,20 @@ impl DurableObject for SkuObject {
                 ApiError::Internal.to_reply()
             }
         };
+        self.pusher.kick(&self.env);
         self.sync_alarm().await;
         to_response(&reply)
     }
 
     async fn alarm(&self) -> Result<Response> {
         self.armed.set(None);
-        if let Err(e) = self.with_stock(None, |store, stock| run(store, stock, &[]).map(|_| ())) {
+        let pusher = self.pusher.clone();
+        if let Err(e) = self.with_stock(None, |store, stock| {
+            run(store, stock, &[], &pusher).map(|_| ())
+        }) {
             console_error!("sku object: alarm failed: {}", e.0);
         }
+        self.pusher.kick(&self.env);
         self.sync_alarm().await;
         Response::ok("")
     }
@@ -120,16 +207,17 @@ fn now_ms() -> u64 {
     Date::now().as_millis()
 }
 
-/// Runs a step now and emits a stock event if the SKU changed.
+/// Runs a step now and hands a changed SKU's state to the pusher.
 fn run(
     store: &mut SqlStore,
     stock: &mut Stock,
     requests: &[StockRequest],
+    pusher: &Pusher,
 ) -> std::result::Result<Vec<Reply>, StoreError> {
     let version = stock.record().map(|r| r.version);
     let replies = store::run(store, stock, now_ms(), requests)?;
     if let Some(record) = stock.record().filter(|r| Some(r.version) != version) {
-        events::emit(&Event::stock(record));
+        pusher.note(Event::stock(record));
     }
     Ok(replies)
 }
@@ -144,13 +232,30 @@ impl SkuObject {
                 SkuOp::Step { request } | SkuOp::Apply { request } => vec![request.clone()],
                 _ => vec![],
             };
-            let replies = run(store, stock, &requests)?;
+            let replies = run(store, stock, &requests, &self.pusher)?;
             Ok(match call.op {
                 SkuOp::Step { .. } => reply_to_http(&replies[0]),
                 SkuOp::Apply { .. } => HttpReply::json(
                     200,
                     serde_json::to_value(&replies[0]).map_err(|e| StoreError(e.to_string()))?,
                 ),
+                SkuOp::Subscribe { feed } => {
+                    store.add_feed(&feed)?;
+                    let mut feeds = self.pusher.feeds.borrow_mut();
+                    let feeds = feeds.get_or_insert_with(Vec::new);
+                    if !feeds.contains(&feed) {
+                        feeds.push(feed);
+                    }
+                    let state = stock.record().map(Event::stock);
+                    HttpReply::json(200, serde_json::to_value(state).unwrap_or_default())
+                }
+                SkuOp::Unsubscribe { feed } => {
+                    store.remove_feed(&feed)?;
+                    if let Some(feeds) = self.pusher.feeds.borrow_mut().as_mut() {
+                        feeds.retain(|f| *f != feed);
+                    }
+                    HttpReply::json(200, serde_json::json!({ "ok": true }))
+                }
                 SkuOp::Holds => match stock.record() {
                     Some(record) => {
                         let holds: Vec<&Hold> = stock.live_holds().collect();
@@ -200,6 +305,9 @@ impl SkuObject {
             *store_slot = Some(SqlStore::open(self.state.storage().sql())?);
         }
         let store = store_slot.as_mut().expect("opened above");
+        if self.pusher.feeds.borrow().is_none() {
+            *self.pusher.feeds.borrow_mut() = Some(store.feeds()?);
+        }
         let mut stock_slot = self.stock.borrow_mut();
         if stock_slot.is_none() {
             *stock_slot = store.load(sku)?;

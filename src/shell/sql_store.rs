@@ -2,6 +2,7 @@
 //! core's types as JSON, with the columns that queries need beside them.
 
 use crate::domain::ledger::LedgerEntry;
+use crate::domain::live::FeedName;
 use crate::domain::stock::{Changes, Hold, HoldStatus, Replay, SkuRecord, Stock};
 use crate::domain::store::Store;
 use crate::domain::types::{BuyerId, IdempotencyKey, ReservationId, SkuId};
@@ -16,6 +17,7 @@ CREATE INDEX IF NOT EXISTS holds_by_status ON holds (status);
 CREATE TABLE IF NOT EXISTS buyers (buyer TEXT PRIMARY KEY, bought INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS ledger (seq INTEGER PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS replays (key TEXT PRIMARY KEY, at_ms INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS feeds (name TEXT PRIMARY KEY);
 ";
 
 #[derive(Debug)]
@@ -94,6 +96,35 @@ impl SqlStore {
         )?;
         let next_seq = self.count("SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM ledger", vec![])?;
         Ok(Some(Stock::load(sku, record, live, next_seq)))
+    }
+
+    /// The feeds (rooms, the SKU's own) this SKU pushes its changes to.
+    pub fn feeds(&self) -> Result<Vec<FeedName>, StoreError> {
+        #[derive(Deserialize)]
+        struct Name {
+            name: String,
+        }
+        let rows: Vec<Name> = self.sql.exec("SELECT name FROM feeds", None)?.to_array()?;
+        Ok(rows
+            .iter()
+            .filter_map(|r| FeedName::parse(&r.name).ok())
+            .collect())
+    }
+
+    pub fn add_feed(&self, feed: &FeedName) -> Result<(), StoreError> {
+        self.sql.exec(
+            "INSERT OR IGNORE INTO feeds (name) VALUES (?)",
+            vec![text(&feed.to_string())],
+        )?;
+        Ok(())
+    }
+
+    pub fn remove_feed(&self, feed: &FeedName) -> Result<(), StoreError> {
+        self.sql.exec(
+            "DELETE FROM feeds WHERE name = ?",
+            vec![text(&feed.to_string())],
+        )?;
+        Ok(())
     }
 
     pub fn ledger(&self, after: u64, limit: usize) -> Result<Vec<LedgerEntry>, StoreError> {

@@ -9,7 +9,14 @@ pub struct App {
     pub base: String,
     pub token: String,
     pub client: Client,
+    /// Requests in flight at once. wrangler dev's Node proxy drops
+    /// connections (503, reset) with ~500 simultaneous sockets on this
+    /// machine; 128 in flight still queue far more requests at one object
+    /// than it serves at a time, so races stay races.
+    pub in_flight: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+pub const IN_FLIGHT_MAX: usize = 128;
 
 /// A response: status, selected headers, and the body as JSON (Null if empty
 /// or not JSON).
@@ -77,6 +84,7 @@ pub struct Call<'a> {
 
 impl App {
     pub async fn send(&self, call: Call<'_>) -> Reply {
+        let _permit = self.in_flight.acquire().await.expect("semaphore open");
         let mut request = self
             .client
             .request(call.method, format!("{}{}", self.base, call.path));

@@ -43,8 +43,11 @@ impl Server {
         let state_dir = dir.join("state");
         let _ = std::fs::remove_dir_all(&state_dir);
         std::fs::create_dir_all(&state_dir).expect("state dir");
+        let _ = std::fs::remove_file(dir.join("wrangler.log"));
         let env_file = dir.join("test.env");
-        std::fs::write(&env_file, format!("ADMIN_TOKEN={token}\n")).expect("env file");
+        // The storefront origin the live tests use for cross-origin checks.
+        let vars = format!("ADMIN_TOKEN={token}\nALLOWED_ORIGINS=http://shop.example\n");
+        std::fs::write(&env_file, vars).expect("env file");
         Server {
             child: None,
             port: free_port(),

@@ -10,6 +10,7 @@ mod concurrency;
 mod durability;
 mod errors;
 mod harness;
+mod live;
 mod openapi;
 mod orders;
 mod stock;
@@ -60,6 +61,13 @@ fn concurrent_tests() -> Vec<Test> {
         orders::creating_and_paying_are_idempotent_under_concurrent_retries,
         orders::bad_order_input_is_a_problem,
         openapi::every_documented_operation_answers_as_documented,
+        live::a_sku_feed_sends_a_snapshot_then_each_change_in_version_order,
+        live::a_live_route_needs_a_websocket_upgrade,
+        live::a_viewer_resumes_from_the_version_it_saw,
+        live::a_room_feed_shows_its_products_in_order_and_its_orders,
+        live::an_order_feed_sees_reserved_paid_shipped,
+        live::origins_are_checked,
+        live::oversize_and_flooding_viewers_are_cut_off_alone,
     ]
 }
 
@@ -69,6 +77,7 @@ fn heavy_tests() -> Vec<Test> {
     tests![
         concurrency::a_stampede_of_500_on_100_units_sells_exactly_100,
         orders::two_hundred_two_line_orders_race_over_fifty_units,
+        live::a_burst_is_coalesced_and_ends_on_the_true_number,
     ]
 }
 
@@ -96,9 +105,10 @@ async fn run() -> (usize, usize) {
         base: server.base(),
         token,
         client: reqwest::Client::builder()
-            .pool_max_idle_per_host(64)
+            .pool_max_idle_per_host(app::IN_FLIGHT_MAX)
             .build()
             .expect("client"),
+        in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(app::IN_FLIGHT_MAX)),
     };
 
     let mut outcomes = Vec::new();

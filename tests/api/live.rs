@@ -1,0 +1,351 @@
+//! Live push over real WebSockets: snapshots, version order, coalescing
+//! under a burst, resume, order status, rooms, origin checks, and caps on
+//! what a viewer may send.
+
+use crate::app::{unique, App};
+use futures::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+async fn connect(app: &App, path: &str, origin: Option<&str>) -> Result<Socket, u16> {
+    let url = format!("{}{path}", app.base.replace("http://", "ws://"));
+    let mut request = url.into_client_request().unwrap();
+    if let Some(origin) = origin {
+        request
+            .headers_mut()
+            .insert("Origin", origin.parse().unwrap());
+    }
+    match connect_async(request).await {
+        Ok((socket, _)) => Ok(socket),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            Err(response.status().as_u16())
+        }
+        Err(e) => panic!("connect {path}: {e}"),
+    }
+}
+
+/// The next JSON message, within `wait`.
+async fn next(socket: &mut Socket, wait: Duration) -> Option<Value> {
+    loop {
+        match tokio::time::timeout(wait, socket.next()).await {
+            Ok(Some(Ok(Message::Text(text)))) => {
+                if text.as_str() == "pong" {
+                    return Some(json!("pong"));
+                }
+                return Some(serde_json::from_str(text.as_str()).expect("JSON message"));
+            }
+            Ok(Some(Ok(Message::Close(frame)))) => {
+                return Some(json!({"closed": frame.map(|f| u16::from(f.code))}));
+            }
+            Ok(Some(Ok(_))) => continue,
+            _ => return None,
+        }
+    }
+}
+
+/// Every message until `quiet` passes with none.
+async fn drain(socket: &mut Socket, quiet: Duration) -> Vec<Value> {
+    let mut all = Vec::new();
+    while let Some(message) = next(socket, quiet).await {
+        all.push(message);
+    }
+    all
+}
+
+pub async fn a_sku_feed_sends_a_snapshot_then_each_change_in_version_order(app: App) {
+    let sku = unique("live-sku");
+    app.given_sku(&sku, json!({"on_hand": 10})).await;
+    let mut socket = connect(&app, &format!("/api/skus/{sku}/live"), None)
+        .await
+        .unwrap();
+    let snapshot = next(&mut socket, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(snapshot["type"], json!("snapshot"));
+    assert_eq!(snapshot["v"], json!(1));
+    assert_eq!(snapshot["skus"][0]["available"], json!(10));
+    for qty in [1, 2, 3] {
+        app.reserve(&sku, qty, "v").await;
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let messages = drain(&mut socket, Duration::from_millis(1_500)).await;
+    let versions: Vec<u64> = messages
+        .iter()
+        .map(|m| m["version"].as_u64().unwrap())
+        .collect();
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+    assert_eq!(
+        messages.last().unwrap()["available"],
+        json!(4),
+        "{messages:?}"
+    );
+    assert!(messages.iter().all(|m| m["type"] == json!("stock")));
+}
+
+pub async fn a_live_route_needs_a_websocket_upgrade(app: App) {
+    let reply = app
+        .bare(
+            reqwest::Method::GET,
+            format!("/api/skus/{}/live", unique("x")),
+        )
+        .await;
+    reply.assert_problem(426, "upgrade-required");
+}
+
+pub async fn a_burst_is_coalesced_and_ends_on_the_true_number(app: App) {
+    let sku = unique("burst");
+    app.given_sku(&sku, json!({"on_hand": 1000})).await;
+    let mut socket = connect(&app, &format!("/api/skus/{sku}/live"), None)
+        .await
+        .unwrap();
+    next(&mut socket, Duration::from_secs(5)).await.unwrap();
+    let started = Instant::now();
+    let burst = futures::future::join_all((0..500).map(|i| {
+        let (app, sku) = (app.clone(), sku.clone());
+        async move { app.reserve(&sku, 1, &format!("fan-{i}")).await.status }
+    }));
+    let (statuses, messages) =
+        tokio::join!(burst, drain(&mut socket, Duration::from_millis(1_500)));
+    let elapsed = started.elapsed();
+    assert!(
+        statuses.iter().all(|s| *s == 201),
+        "{:?}",
+        statuses.iter().filter(|s| **s != 201).collect::<Vec<_>>()
+    );
+    // At most 10 a second (the default), plus one for the edges of the window.
+    let bound = (elapsed.as_secs_f64() * 10.0).ceil() as usize + 2;
+    assert!(
+        messages.len() <= bound,
+        "{} messages in {elapsed:?}, bound {bound}",
+        messages.len()
+    );
+    assert!(messages.len() >= 2, "{messages:?}");
+    let last = messages.last().unwrap();
+    assert_eq!(
+        last["available"],
+        json!(500),
+        "the last message is the final state"
+    );
+    assert_eq!(last["reserved"], json!(500));
+}
+
+pub async fn a_viewer_resumes_from_the_version_it_saw(app: App) {
+    let sku = unique("resume");
+    app.given_sku(&sku, json!({"on_hand": 10})).await;
+    let path = format!("/api/skus/{sku}/live");
+    let mut first = connect(&app, &path, None).await.unwrap();
+    let seen = next(&mut first, Duration::from_secs(5)).await.unwrap()["skus"][0]["version"]
+        .as_u64()
+        .unwrap();
+    first.close(None).await.unwrap();
+    app.reserve(&sku, 2, "v").await;
+    app.reserve(&sku, 3, "v").await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut again = connect(&app, &path, None).await.unwrap();
+    next(&mut again, Duration::from_secs(5)).await.unwrap(); // the connect snapshot
+    let resume = json!({"type": "resume", "versions": {sku.clone(): seen}}).to_string();
+    again.send(Message::text(resume)).await.unwrap();
+    let missed = next(&mut again, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(missed["type"], json!("stock"));
+    assert_eq!(missed["available"], json!(5));
+    assert!(missed["version"].as_u64().unwrap() > seen);
+    // Up to date: nothing comes back but the pong.
+    let current = missed["version"].as_u64().unwrap();
+    let resume = json!({"type": "resume", "versions": {sku.clone(): current}}).to_string();
+    again.send(Message::text(resume)).await.unwrap();
+    again.send(Message::text("ping")).await.unwrap();
+    assert_eq!(
+        next(&mut again, Duration::from_secs(5)).await.unwrap(),
+        json!("pong")
+    );
+}
+
+pub async fn a_room_feed_shows_its_products_in_order_and_its_orders(app: App) {
+    let (a, b) = (unique("room-a"), unique("room-b"));
+    app.given_sku(&a, json!({"on_hand": 5})).await;
+    app.given_sku(&b, json!({"on_hand": 8, "low_stock_threshold": 3}))
+        .await;
+    let room = unique("room");
+    let setup = app
+        .send(crate::app::Call {
+            method: reqwest::Method::PUT,
+            path: format!("/api/rooms/{room}"),
+            body: Some(json!({"title": "Spring drop", "items": [{"sku": b, "title": "Cap"}, {"sku": a, "title": "Tee"}]}).to_string()),
+            headers: vec![app.bearer(), ("Content-Type", "application/json".into())],
+        })
+        .await;
+    assert_eq!(setup.status, 200, "{:?}", setup.body);
+    let mut socket = connect(&app, &format!("/api/rooms/{room}/live"), None)
+        .await
+        .unwrap();
+    let snapshot = next(&mut socket, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(snapshot["room"]["title"], json!("Spring drop"));
+    let order: Vec<&Value> = snapshot["skus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| &s["sku"])
+        .collect();
+    assert_eq!(order, [&json!(b), &json!(a)], "the host's order");
+    // A sale in the room: stock moves, a low-stock alert, the order shows.
+    let placed = app
+        .send(crate::app::Call {
+            method: reqwest::Method::POST,
+            path: "/api/orders".into(),
+            body: Some(json!({"buyer": "fan", "channel": "douyin", "room": room, "lines": [{"sku": b, "qty": 6}]}).to_string()),
+            headers: vec![("Content-Type", "application/json".into())],
+        })
+        .await;
+    assert_eq!(placed.status, 201, "{:?}", placed.body);
+    let messages = drain(&mut socket, Duration::from_millis(1_500)).await;
+    let kinds: Vec<&str> = messages
+        .iter()
+        .map(|m| m["type"].as_str().unwrap())
+        .collect();
+    assert!(
+        kinds.contains(&"stock") && kinds.contains(&"alert") && kinds.contains(&"order_status"),
+        "{messages:?}"
+    );
+    let alert = messages
+        .iter()
+        .find(|m| m["type"] == json!("alert"))
+        .unwrap();
+    assert_eq!(
+        (alert["kind"].clone(), alert["available"].clone()),
+        (json!("low_stock"), json!(2))
+    );
+    let status = messages
+        .iter()
+        .find(|m| m["type"] == json!("order_status"))
+        .unwrap();
+    assert_eq!(status["status"], json!("reserved"));
+    // The REST view of the room is the same snapshot.
+    let rest = app
+        .bare(reqwest::Method::GET, format!("/api/rooms/{room}"))
+        .await;
+    assert_eq!(rest.body["skus"][0]["available"], json!(2));
+}
+
+pub async fn an_order_feed_sees_reserved_paid_shipped(app: App) {
+    let sku = unique("order-live");
+    app.given_sku(&sku, json!({"on_hand": 5})).await;
+    let id = app.given_order("watcher", &[(&sku, 1)]).await;
+    let mut socket = connect(&app, &format!("/api/orders/{id}/live"), None)
+        .await
+        .unwrap();
+    let snapshot = next(&mut socket, Duration::from_secs(5)).await.unwrap();
+    assert_eq!(
+        snapshot["orders"][0]["status"],
+        json!("reserved"),
+        "{snapshot}"
+    );
+    app.order_action(&id, "pay", json!({"payment_ref": "p"}))
+        .await;
+    app.order_action(
+        &id,
+        "ship",
+        json!({"carrier": "SF", "tracking_number": "SF9"}),
+    )
+    .await;
+    let messages = drain(&mut socket, Duration::from_millis(1_500)).await;
+    let statuses: Vec<&Value> = messages.iter().map(|m| &m["status"]).collect();
+    assert_eq!(statuses, [&json!("paid"), &json!("shipped")]);
+    assert_eq!(messages[1]["note"], json!("SF SF9"));
+}
+
+pub async fn origins_are_checked(app: App) {
+    let sku = unique("origin");
+    app.given_sku(&sku, json!({"on_hand": 1})).await;
+    let path = format!("/api/skus/{sku}/live");
+    assert_eq!(
+        connect(&app, &path, Some("http://evil.example"))
+            .await
+            .err(),
+        Some(403)
+    );
+    assert!(connect(&app, &path, Some("http://shop.example"))
+        .await
+        .is_ok());
+    assert!(
+        connect(&app, &path, Some(&app.base)).await.is_ok(),
+        "same origin"
+    );
+    // Fetches: CORS for the allowed origin, refusal for another.
+    let allowed = app
+        .client
+        .get(format!("{}/api/skus/{sku}", app.base))
+        .header("Origin", "http://shop.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        allowed.headers()["access-control-allow-origin"],
+        "http://shop.example"
+    );
+    let preflight = app
+        .client
+        .request(reqwest::Method::OPTIONS, format!("{}/api/orders", app.base))
+        .header("Origin", "http://shop.example")
+        .header("Access-Control-Request-Method", "POST")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(preflight.status(), 204);
+    assert!(preflight.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .contains("Idempotency-Key"));
+    let refused = app
+        .client
+        .get(format!("{}/api/skus/{sku}", app.base))
+        .header("Origin", "http://evil.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 403);
+}
+
+pub async fn oversize_and_flooding_viewers_are_cut_off_alone(app: App) {
+    let sku = unique("flood");
+    app.given_sku(&sku, json!({"on_hand": 10})).await;
+    let path = format!("/api/skus/{sku}/live");
+    let mut big = connect(&app, &path, None).await.unwrap();
+    let mut flood = connect(&app, &path, None).await.unwrap();
+    let mut calm = connect(&app, &path, None).await.unwrap();
+    for socket in [&mut big, &mut flood, &mut calm] {
+        next(socket, Duration::from_secs(5)).await.unwrap();
+    }
+    big.send(Message::text("x".repeat(2_000))).await.unwrap();
+    let refused = drain(&mut big, Duration::from_millis(1_000)).await;
+    assert_eq!(
+        refused[0]["code"],
+        json!("message-too-large"),
+        "{refused:?}"
+    );
+    assert_eq!(refused.last().unwrap()["closed"], json!(1009));
+    for _ in 0..25 {
+        if flood
+            .send(Message::text("{\"type\":\"resume\",\"versions\":{}}"))
+            .await
+            .is_err()
+        {
+            break;
+        }
+    }
+    let flooded = drain(&mut flood, Duration::from_millis(1_000)).await;
+    assert!(
+        flooded
+            .iter()
+            .any(|m| m["code"] == json!("too-many-messages")),
+        "{flooded:?}"
+    );
+    assert_eq!(flooded.last().unwrap()["closed"], json!(1008));
+    // The calm viewer still gets the news.
+    app.reserve(&sku, 4, "v").await;
+    let news = drain(&mut calm, Duration::from_millis(1_000)).await;
+    assert_eq!(news.last().unwrap()["available"], json!(6), "{news:?}");
+}
