@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The whole check, as CI runs it: toolchain, formatting and lints, the
-# deployable bundle, then every test (core tables, the simulation, and the
-# API tests against wrangler dev).
+# The whole check, as CI runs it: system packages and toolchain, formatting
+# and lints, the deployable bundle, then every test (core tables, the
+# simulations, the API and WebSocket tests against wrangler dev, and the
+# pages in headless Chromium).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/system-packages.sh
 bash scripts/toolchain.sh
 
 cargo fmt --all -- --check

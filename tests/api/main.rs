@@ -6,6 +6,7 @@
 //! always stopped. It prints one line per test and `N passed, N failed`.
 
 mod app;
+mod browser;
 mod concurrency;
 mod durability;
 mod errors;
@@ -78,6 +79,7 @@ fn heavy_tests() -> Vec<Test> {
         concurrency::a_stampede_of_500_on_100_units_sells_exactly_100,
         orders::two_hundred_two_line_orders_race_over_fifty_units,
         live::a_burst_is_coalesced_and_ends_on_the_true_number,
+        browser::the_storefront_and_console_work_in_chromium,
     ]
 }
 

@@ -1,0 +1,95 @@
+// The storefront and the merchant console in real headless Chromium
+// (Debian's), against the server the API tests started.
+//   node tests/browser/storefront.mjs <base-url> <admin-token> <screenshot-dir>
+// Exits non-zero with a message on the first failed expectation.
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+
+const [base, token, shots] = process.argv.slice(2);
+mkdirSync(shots, { recursive: true });
+const unique = (p) => `${p}-${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 6)}`;
+
+async function admin(method, path, body) {
+  const response = await fetch(base + path, {
+    method,
+    headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
+    body: body && JSON.stringify(body),
+  });
+  if (!response.ok) throw new Error(`${method} ${path}: ${response.status} ${await response.text()}`);
+  return response.json();
+}
+
+const room = unique("room");
+const tee = unique("tee");
+const cap = unique("cap");
+await admin("PUT", `/api/skus/${tee}`, { on_hand: 12, low_stock_threshold: 3 });
+await admin("PUT", `/api/skus/${cap}`, { on_hand: 4, low_stock_threshold: 3 });
+await admin("PUT", `/api/rooms/${room}`, { title: "Spring drop 春季上新", items: [{ sku: tee, title: "Red tee, M" }, { sku: cap, title: "Canvas cap" }] });
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM_BIN || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+    "--disable-sync", "--no-first-run", "--disable-quic"],
+  // playwright gives every launch a fresh, empty profile directory.
+});
+try {
+  const viewer = await browser.newPage({ viewport: { width: 390, height: 844 } }); // a phone
+  const problems = [];
+  viewer.on("pageerror", (e) => problems.push(e.message));
+  await viewer.goto(`${base}/?room=${room}`);
+  const teeBadge = viewer.locator(`[data-sku="${tee}"] .badge`);
+  await teeBadge.filter({ hasText: "12 left" }).waitFor({ timeout: 10000 });
+  // 4 available is above the threshold of 3: not low yet.
+  await viewer.locator(`[data-sku="${cap}"] .badge`).filter({ hasText: /^4 left$/ }).waitFor({ timeout: 10000 });
+  await viewer.locator("#connection[data-state=live]").waitFor({ timeout: 10000 });
+  await viewer.screenshot({ path: join(shots, "viewer.png"), fullPage: true });
+
+  // Buy two tees through the page.
+  await viewer.locator(`[data-sku="${tee}"] select`).selectOption("2");
+  await viewer.locator(`[data-sku="${tee}"] .buy`).click();
+  await teeBadge.filter({ hasText: "10 left" }).waitFor({ timeout: 10000 });
+  await viewer.locator("#order-status", { hasText: "reserved" }).waitFor({ timeout: 10000 });
+  const orderHref = await viewer.locator("#order-link").getAttribute("href");
+  const orderId = new URL(orderHref, base).searchParams.get("id");
+  await viewer.screenshot({ path: join(shots, "viewer-reserved.png"), fullPage: true });
+
+  // The merchant's console shows the order in the room's feed.
+  const console_ = await browser.newPage({ viewport: { width: 1280, height: 900 } });
+  console_.on("pageerror", (e) => problems.push(e.message));
+  await console_.goto(`${base}/console.html`);
+  await console_.fill("#token", token);
+  await console_.click("#token-form button");
+  await console_.fill("#watch-room", room);
+  await console_.click("#watch-form button");
+  await console_.locator(`#feed li[data-order="${orderId}"]`).first().waitFor({ timeout: 10000 });
+  await console_.locator("#stock tr", { hasText: "Red tee, M" }).filter({ hasText: "10" }).waitFor({ timeout: 10000 });
+
+  // The test pays it (as a payment callback would); the viewer sees it.
+  const paid = await fetch(`${base}/api/orders/${orderId}/pay`, {
+    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify({ payment_ref: "browser-test" }),
+  });
+  if (!paid.ok) throw new Error(`pay: ${paid.status}`);
+  await viewer.locator("#order-status", { hasText: "paid" }).waitFor({ timeout: 10000 });
+  await console_.locator(`#feed li[data-order="${orderId}"] .status`, { hasText: "paid" }).waitFor({ timeout: 10000 });
+  await viewer.screenshot({ path: join(shots, "viewer-paid.png"), fullPage: true });
+  await console_.screenshot({ path: join(shots, "console.png"), fullPage: true });
+
+  // Another buyer takes the last caps: the badge says sold out.
+  await fetch(`${base}/api/orders`, {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ buyer: "other", channel: "own", room, lines: [{ sku: cap, qty: 4 }] }),
+  });
+  await viewer.locator(`[data-sku="${cap}"] .badge`, { hasText: "Sold out" }).waitFor({ timeout: 10000 });
+  if (!(await viewer.locator(`[data-sku="${cap}"] .buy`).isDisabled())) throw new Error("buy stays enabled when sold out");
+
+  // Accessibility basics: every control has a name.
+  const unnamed = await viewer.evaluate(() => [...document.querySelectorAll("button, select, input")]
+    .filter((el) => !el.hidden && !el.closest("[hidden]"))
+    .filter((el) => !(el.getAttribute("aria-label") || el.labels?.length || el.textContent.trim())).length);
+  if (unnamed) throw new Error(`${unnamed} controls have no accessible name`);
+  if (problems.length) throw new Error(`page errors: ${problems.join("; ")}`);
+  console.log(`browser: storefront and console ok (order ${orderId}); screenshots in ${shots}`);
+} finally {
+  await browser.close();
+}

@@ -1,0 +1,35 @@
+// Calls to the edgestock API. Failures are RFC 9457 problems: their detail
+// is what a person sees.
+export async function api(method, path, body, { token, key } = {}) {
+  const headers = {};
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  if (token) headers["Authorization"] = `Bearer ${token}`;
+  if (key) headers["Idempotency-Key"] = key;
+  const response = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  const data = await response.json().catch(() => ({}));
+  if (!response.ok) {
+    const error = new Error(data.detail || data.title || `HTTP ${response.status}`);
+    error.problem = data;
+    throw error;
+  }
+  return data;
+}
+
+export function randomKey() {
+  return crypto.randomUUID();
+}
+
+/// "12 left", "only 3 left", "sold out".
+export function badge(stock) {
+  if (stock.available === 0) return { text: "Sold out", level: "out" };
+  if (stock.low_stock) return { text: `Only ${stock.available} left`, level: "low" };
+  return { text: `${stock.available} left`, level: "ok" };
+}
+
+export function escapeHtml(text) {
+  return String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
+}
+
+export function when(ms) {
+  return new Date(ms).toLocaleTimeString();
+}
