@@ -84,6 +84,32 @@ pub struct Call<'a> {
 
 impl App {
     pub async fn send(&self, call: Call<'_>) -> Reply {
+        self.try_send(call).await.expect("the server answers")
+    }
+
+    /// Sends a request that carries an Idempotency-Key, retrying (up to 5
+    /// times) when the dev proxy in front of the worker drops it: a reset
+    /// connection, or a 503 that is not one of ours (ours are problems).
+    /// Safe because the key makes a retry return the first answer; the
+    /// tests' exact counts would catch a request applied twice.
+    pub async fn send_keyed(&self, call: Call<'_>) -> Reply {
+        assert!(call.headers.iter().any(|(n, _)| *n == "Idempotency-Key"));
+        for _ in 0..5 {
+            let again = Call {
+                method: call.method.clone(),
+                path: call.path.clone(),
+                body: call.body.clone(),
+                headers: call.headers.clone(),
+            };
+            match self.try_send(again).await {
+                Ok(reply) if !(reply.status == 503 && reply.body.is_null()) => return reply,
+                _ => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+            }
+        }
+        panic!("{} {}: no answer after retries", call.method, call.path);
+    }
+
+    async fn try_send(&self, call: Call<'_>) -> Result<Reply, reqwest::Error> {
         let _permit = self.in_flight.acquire().await.expect("semaphore open");
         let mut request = self
             .client
@@ -94,7 +120,7 @@ impl App {
         if let Some(body) = call.body {
             request = request.body(body);
         }
-        let response = request.send().await.expect("the server answers");
+        let response = request.send().await?;
         let status = response.status();
         let headers = response.headers().clone();
         let content_type = headers
@@ -102,13 +128,13 @@ impl App {
             .and_then(|v| v.to_str().ok())
             .unwrap_or("")
             .to_owned();
-        let text = response.text().await.unwrap_or_default();
-        Reply {
+        let text = response.text().await?;
+        Ok(Reply {
             status: status.as_u16(),
             content_type,
             headers,
             body: serde_json::from_str(&text).unwrap_or(Value::Null),
-        }
+        })
     }
 
     pub fn bearer(&self) -> (&'static str, String) {
@@ -181,10 +207,13 @@ impl App {
             json!({ "qty": qty, "buyer": buyer }),
             false,
         );
-        if let Some(key) = key {
-            call.headers.push(("Idempotency-Key", key.to_owned()));
+        match key {
+            Some(key) => {
+                call.headers.push(("Idempotency-Key", key.to_owned()));
+                self.send_keyed(call).await
+            }
+            None => self.send(call).await,
         }
-        self.send(call).await
     }
 
     pub async fn commit(&self, sku: &str, hold: &str) -> Reply {
@@ -254,10 +283,13 @@ impl App {
             json!({"buyer": buyer, "channel": "douyin", "lines": lines}),
             false,
         );
-        if let Some(key) = key {
-            call.headers.push(("Idempotency-Key", key.to_owned()));
+        match key {
+            Some(key) => {
+                call.headers.push(("Idempotency-Key", key.to_owned()));
+                self.send_keyed(call).await
+            }
+            None => self.send(call).await,
         }
-        self.send(call).await
     }
 
     /// Creates an order and asserts it was reserved; returns its id.

@@ -88,7 +88,12 @@ pub async fn a_stampede_of_500_on_100_units_sells_exactly_100(app: App) {
     let replies = join_all((0..500).map(|i| {
         let app = app.clone();
         let sku = sku.clone();
-        async move { app.reserve(&sku, 1, &format!("viewer-{i}")).await }
+        // Each with its own key, so a request the dev proxy drops is retried.
+        let key = format!("{sku}-{i}");
+        async move {
+            app.reserve_keyed(&sku, 1, &format!("viewer-{i}"), Some(&key))
+                .await
+        }
     }))
     .await;
     let won = replies.iter().filter(|r| r.status == 201).count();

@@ -106,7 +106,12 @@ pub async fn a_burst_is_coalesced_and_ends_on_the_true_number(app: App) {
     let started = Instant::now();
     let burst = futures::future::join_all((0..500).map(|i| {
         let (app, sku) = (app.clone(), sku.clone());
-        async move { app.reserve(&sku, 1, &format!("fan-{i}")).await.status }
+        let key = format!("{sku}-{i}");
+        async move {
+            app.reserve_keyed(&sku, 1, &format!("fan-{i}"), Some(&key))
+                .await
+                .status
+        }
     }));
     let (statuses, messages) =
         tokio::join!(burst, drain(&mut socket, Duration::from_millis(1_500)));

@@ -155,7 +155,9 @@ pub async fn two_hundred_two_line_orders_race_over_fifty_units(app: App) {
             } else {
                 [(b.as_str(), 1), (a.as_str(), 1)]
             };
-            app.create_order(&format!("racer-{i}"), &lines, None).await
+            let key = format!("{a}-{i}");
+            app.create_order(&format!("racer-{i}"), &lines, Some(&key))
+                .await
         }
     }))
     .await;
