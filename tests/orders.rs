@@ -8,7 +8,7 @@
 
 mod common;
 
-use common::World;
+use common::{Rng, World};
 use edgestock::domain::order::{
     line_hold_id, Begin, Change, Channel, Intent, LineFailure, LineState, Order, OrderError,
     OrderStatus, Shipment,
@@ -398,21 +398,6 @@ fn a_transition_interrupted_anywhere_finishes_when_run_again() {
 }
 
 // ---- simulation ----
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
 
 /// What the SKUs must show, derived from the orders alone.
 fn expected_at_skus(orders: &[Order]) -> HashMap<SkuId, (u64, u64)> {

@@ -609,43 +609,35 @@ impl Stock {
             Command::Reserve { hold, buyer, qty } => {
                 self.take(now, actor, hold, buyer, *qty, None, HoldStatus::Held)
             }
+            Command::Place { .. } if record.settings.deduction == DeductionMode::AtPayment => {
+                Ok(Outcome::Deferred {
+                    sku: record.clone(),
+                    pay_by_ms: now + record.settings.hold_seconds.as_ms(),
+                })
+            }
             Command::Place {
                 hold,
                 buyer,
                 qty,
                 order,
-            } => match record.settings.deduction {
-                DeductionMode::Hold => {
-                    self.take(now, actor, hold, buyer, *qty, Some(order), HoldStatus::Held)
-                }
-                DeductionMode::AtOrder => self.take(
-                    now,
-                    actor,
-                    hold,
-                    buyer,
-                    *qty,
-                    Some(order),
-                    HoldStatus::Committed,
-                ),
-                DeductionMode::AtPayment => Ok(Outcome::Deferred {
-                    sku: record.clone(),
-                    pay_by_ms: now + record.settings.hold_seconds.as_ms(),
-                }),
-            },
-            Command::Sell {
+            }
+            | Command::Sell {
                 hold,
                 buyer,
                 qty,
                 order,
-            } => self.take(
-                now,
-                actor,
-                hold,
-                buyer,
-                *qty,
-                Some(order),
-                HoldStatus::Committed,
-            ),
+            } => {
+                // A sale in one step for Sell and at-order placing; a hold
+                // for placing in hold mode.
+                let placing_a_hold = matches!(command, Command::Place { .. })
+                    && record.settings.deduction == DeductionMode::Hold;
+                let status = if placing_a_hold {
+                    HoldStatus::Held
+                } else {
+                    HoldStatus::Committed
+                };
+                self.take(now, actor, hold, buyer, *qty, Some(order), status)
+            }
             Command::Commit { hold } => self.resolve(now, actor, hold, HoldStatus::Committed),
             Command::Release { hold } => self.resolve(now, actor, hold, HoldStatus::Released),
             Command::Return { hold } => self.resolve(now, actor, hold, HoldStatus::Returned),

@@ -156,32 +156,21 @@ async fn dispatch(req: &mut Request, env: &Env) -> Outcome<Response> {
             let (after, limit) = wire::parse_page(query)?;
             sku_call(env, sku, SkuOp::Ledger { after, limit }).await
         }
-        Route::PutSku(sku) => {
-            let body: SetupBody = read_body(incoming.req).await?;
-            let op = incoming.step(
-                incoming.fingerprint(&body),
-                Actor::Admin,
-                body.into_command()?,
-            )?;
-            sku_call(env, sku, op).await
-        }
+        Route::PutSku(sku) => admin_step(&mut incoming, env, sku, SetupBody::into_command).await,
         Route::Restock(sku) => {
-            let body: RestockBody = read_body(incoming.req).await?;
-            let op = incoming.step(
-                incoming.fingerprint(&body),
-                Actor::Admin,
-                body.into_command(),
-            )?;
-            sku_call(env, sku, op).await
+            admin_step(&mut incoming, env, sku, |b: RestockBody| {
+                Ok(b.into_command())
+            })
+            .await
         }
         Route::Adjust(sku) => {
-            let body: AdjustBody = read_body(incoming.req).await?;
-            let op = incoming.step(
-                incoming.fingerprint(&body),
-                Actor::Admin,
-                body.into_command(),
-            )?;
-            sku_call(env, sku, op).await
+            admin_step(
+                &mut incoming,
+                env,
+                sku,
+                |b: AdjustBody| Ok(b.into_command()),
+            )
+            .await
         }
         Route::Reserve(sku) => {
             let body: ReserveBody = read_body(incoming.req).await?;
@@ -300,6 +289,19 @@ async fn order_action(incoming: &mut Incoming<'_>, action: OrderAction) -> Outco
             }
         }
     })
+}
+
+/// An admin write to a SKU: its body, as a command, from the admin.
+async fn admin_step<B: DeserializeOwned + Serialize>(
+    incoming: &mut Incoming<'_>,
+    env: &Env,
+    sku: SkuId,
+    command: impl FnOnce(B) -> Outcome<Command>,
+) -> Outcome<Response> {
+    let body: B = read_body(incoming.req).await?;
+    let fingerprint = incoming.fingerprint(&body);
+    let op = incoming.step(fingerprint, Actor::Admin, command(body)?)?;
+    sku_call(env, sku, op).await
 }
 
 /// A viewer's WebSocket: handed, upgrade and all, to the feed's object.
