@@ -328,6 +328,10 @@ pub enum StockError {
 
 pub type Reply = Result<Outcome, StockError>;
 
+/// How long a SKU remembers an Idempotency-Key's answer. A retry later than
+/// this is treated as a new request.
+pub const REPLAY_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
+
 /// A stored answer to an idempotent request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Replay {

@@ -3,7 +3,9 @@
 
 use crate::domain::ledger::LedgerEntry;
 use crate::domain::live::FeedName;
-use crate::domain::stock::{Changes, Hold, HoldStatus, Replay, SkuRecord, Stock};
+use crate::domain::stock::{
+    Changes, Hold, HoldStatus, Replay, SkuRecord, Stock, REPLAY_RETENTION_MS,
+};
 use crate::domain::store::Store;
 use crate::domain::types::{BuyerId, IdempotencyKey, ReservationId, SkuId};
 use serde::de::DeserializeOwned;
@@ -17,6 +19,7 @@ CREATE INDEX IF NOT EXISTS holds_by_status ON holds (status);
 CREATE TABLE IF NOT EXISTS buyers (buyer TEXT PRIMARY KEY, bought INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS ledger (seq INTEGER PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS replays (key TEXT PRIMARY KEY, at_ms INTEGER NOT NULL, body TEXT NOT NULL);
+CREATE INDEX IF NOT EXISTS replays_by_age ON replays (at_ms);
 CREATE TABLE IF NOT EXISTS feeds (name TEXT PRIMARY KEY);
 ";
 
@@ -199,6 +202,20 @@ impl Store for SqlStore {
             self.sql.exec(
                 "INSERT INTO ledger (seq, body) VALUES (?, ?)",
                 vec![int(entry.seq), text(&serde_json::to_string(entry)?)],
+            )?;
+        }
+        // Answers older than the retention go as new ones arrive: an index
+        // range delete, usually of nothing.
+        if let Some(newest) = changes
+            .replays
+            .iter()
+            .filter_map(|k| stock.replay(k))
+            .map(|r| r.at_ms)
+            .max()
+        {
+            self.sql.exec(
+                "DELETE FROM replays WHERE at_ms < ?",
+                vec![int(newest.saturating_sub(REPLAY_RETENTION_MS))],
             )?;
         }
         for key in &changes.replays {
