@@ -19,6 +19,7 @@ use crate::domain::order::{
 };
 use crate::domain::stock::{Actor, Reply, Request as StockRequest};
 use crate::domain::types::{BuyerId, IdempotencyKey, OrderId, Quantity, SkuId};
+use futures_util::future::join_all;
 use futures_util::lock::Mutex;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
@@ -341,9 +342,12 @@ impl OrderObject {
             if plan.is_empty() {
                 break;
             }
-            for step in plan {
-                let reply = self.call_sku(order, &step).await?;
-                order.observe(&step, &reply);
+            // The steps of one round go out together: each SKU object
+            // serializes what reaches it, and each step is idempotent, so
+            // an interrupted round is simply run again.
+            let replies = join_all(plan.iter().map(|step| self.call_sku(order, step))).await;
+            for (step, reply) in plan.iter().zip(replies) {
+                order.observe(step, &reply?);
             }
         }
         order.settle(actor, now_ms());
