@@ -1,8 +1,10 @@
 //! The one event type: every stock change and every order status change is
 //! described by an [`Event`], built here and emitted through one place in
-//! the shell (shell/events.rs), ready for live push. Versioned so clients
-//! can tell shapes apart as they grow.
+//! the shell (shell/events.rs); live feeds send the same type to viewers,
+//! with their own snapshot, alert and error variants. Versioned so clients
+//! can tell shapes apart as they grow; www/assets/live.js reads it.
 
+use super::live::{FeedName, RoomSetup};
 use super::order::{Order, OrderStatus, TimelineEntry};
 use super::stock::SkuRecord;
 use super::types::{BuyerId, OrderId, SkuId};
@@ -34,6 +36,35 @@ pub enum Event {
         note: Option<String>,
         at_ms: u64,
     },
+    /// Everything a feed knows, on connect and when a resume cannot be
+    /// served from what changed.
+    Snapshot {
+        v: u32,
+        feed: FeedName,
+        room: Option<RoomSetup>,
+        skus: Vec<Event>,
+        orders: Vec<Event>,
+    },
+    /// A SKU crossed into low stock or sold out.
+    Alert {
+        v: u32,
+        sku: SkuId,
+        kind: AlertKind,
+        available: u64,
+    },
+    /// Why a feed refused what a viewer sent (before closing, for caps).
+    Error {
+        v: u32,
+        code: String,
+        detail: String,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    LowStock,
+    SoldOut,
 }
 
 impl Event {

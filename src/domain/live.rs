@@ -3,7 +3,7 @@
 //! when a SKU crosses into low stock or sells out, and the caps on what a
 //! viewer may send. Plain Rust; the feed object is the shell.
 
-use super::event::{Event, EVENT_VERSION};
+use super::event::{AlertKind, Event, EVENT_VERSION};
 use super::types::{Invalid, OrderId, SkuId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -112,40 +112,6 @@ pub struct RoomSetup {
     pub items: Vec<RoomItem>,
 }
 
-/// What a viewer receives. `Event`s (stock, order_status) pass through as
-/// they are; the others are the feed's own.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename_all = "snake_case")]
-pub enum LiveMessage {
-    /// Everything the feed knows, on connect and when a resume cannot be
-    /// served from what changed.
-    Snapshot {
-        v: u32,
-        feed: FeedName,
-        room: Option<RoomSetup>,
-        skus: Vec<Event>,
-        orders: Vec<Event>,
-    },
-    Alert {
-        v: u32,
-        sku: SkuId,
-        kind: AlertKind,
-        available: u64,
-    },
-    Error {
-        v: u32,
-        code: String,
-        detail: String,
-    },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum AlertKind {
-    LowStock,
-    SoldOut,
-}
-
 /// What a viewer may send: a resume with the versions it saw last.
 /// (`ping` is answered by the runtime with `pong` without waking the feed.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -200,7 +166,7 @@ impl FeedState {
                 };
                 out.push(to_json(&event));
                 if let Some(kind) = alert {
-                    out.push(to_json(&LiveMessage::Alert {
+                    out.push(to_json(&Event::Alert {
                         v: EVENT_VERSION,
                         sku: sku.clone(),
                         kind,
@@ -230,7 +196,7 @@ impl FeedState {
                 .collect(),
             None => self.stock.values().cloned().collect(),
         };
-        to_json(&LiveMessage::Snapshot {
+        to_json(&Event::Snapshot {
             v: EVENT_VERSION,
             feed: feed.clone(),
             room: self.room.clone(),

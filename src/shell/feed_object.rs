@@ -11,7 +11,7 @@ use super::sku_object::{SkuCall, SkuClient, SkuOp};
 use crate::api::{ApiError, HttpReply};
 use crate::domain::event::{Event, EVENT_VERSION};
 use crate::domain::live::{
-    to_json, FeedName, FeedState, LiveMessage, Meter, RoomSetup, ViewerMessage, INCOMING_BYTES_MAX,
+    to_json, FeedName, FeedState, Meter, RoomSetup, ViewerMessage, INCOMING_BYTES_MAX,
 };
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
@@ -169,7 +169,7 @@ impl DurableObject for FeedObject {
 }
 
 fn error_json(code: &str, detail: &str) -> String {
-    to_json(&LiveMessage::Error {
+    to_json(&Event::Error {
         v: EVENT_VERSION,
         code: code.to_owned(),
         detail: detail.to_owned(),
