@@ -4,6 +4,7 @@
 //! viewer may send. Plain Rust; the feed object is the shell.
 
 use super::event::{AlertKind, Event, EVENT_VERSION};
+pub use super::types::RoomId;
 use super::types::{Invalid, OrderId, SkuId};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -59,42 +60,6 @@ impl TryFrom<String> for FeedName {
 impl From<FeedName> for String {
     fn from(f: FeedName) -> String {
         f.to_string()
-    }
-}
-
-/// A live room's id (直播间): same grammar as SKU ids.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct RoomId(String);
-
-impl RoomId {
-    pub fn parse(raw: &str) -> Result<RoomId, Invalid> {
-        SkuId::parse(raw)
-            .map(|s| RoomId(s.as_str().to_owned()))
-            .map_err(|_| Invalid("a room id is 1 to 64 of A-Z, a-z, 0-9, '.', '_' or '-'".into()))
-    }
-
-    pub fn as_str(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Display for RoomId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-impl TryFrom<String> for RoomId {
-    type Error = Invalid;
-    fn try_from(raw: String) -> Result<Self, Invalid> {
-        RoomId::parse(&raw)
-    }
-}
-
-impl From<RoomId> for String {
-    fn from(r: RoomId) -> String {
-        r.0
     }
 }
 

@@ -13,48 +13,13 @@
 //! hold that nobody resolves expires at its SKU.
 
 use super::stock::{Command, DeductionMode, HoldStatus, Outcome, Reply, StockError};
-use super::types::{BuyerId, IdempotencyKey, Invalid, OrderId, Quantity, ReservationId, SkuId};
+pub use super::types::Channel;
+use super::types::{BuyerId, IdempotencyKey, OrderId, Quantity, ReservationId, SkuId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
 /// An order has at most this many lines.
 pub const LINES_MAX: usize = 20;
-
-/// Where the order came from: `own`, `douyin`, `kuaishou`, `taobao`, …:
-/// 1–32 of `[a-z0-9_-]`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub struct Channel(String);
-
-impl Channel {
-    pub fn parse(raw: &str) -> Result<Channel, Invalid> {
-        let ok = !raw.is_empty()
-            && raw.len() <= 32
-            && raw
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
-        if !ok {
-            return Err(Invalid(
-                "channel is 1 to 32 of a-z, 0-9, '_' or '-' (own, douyin, kuaishou, taobao, …)"
-                    .into(),
-            ));
-        }
-        Ok(Channel(raw.to_owned()))
-    }
-}
-
-impl TryFrom<String> for Channel {
-    type Error = Invalid;
-    fn try_from(raw: String) -> Result<Self, Invalid> {
-        Channel::parse(&raw)
-    }
-}
-
-impl From<Channel> for String {
-    fn from(c: Channel) -> String {
-        c.0
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

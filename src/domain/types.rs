@@ -86,6 +86,15 @@ string_newtype!(
     OrderId
 );
 string_newtype!(
+    /// A live room's id (直播间): the grammar of SKU ids.
+    RoomId
+);
+string_newtype!(
+    /// Where an order came from: `own`, `douyin`, `kuaishou`, `taobao`, …:
+    /// 1–32 of `[a-z0-9_-]`.
+    Channel
+);
+string_newtype!(
     /// A client's `Idempotency-Key`: 1–200 visible ASCII characters.
     IdempotencyKey
 );
@@ -99,6 +108,30 @@ impl SkuId {
     pub const LENGTH_MAX: usize = 64;
     pub fn parse(raw: &str) -> Result<Self, Invalid> {
         check_id("a SKU id", raw, Self::LENGTH_MAX)?;
+        Ok(Self(raw.to_owned()))
+    }
+}
+
+impl RoomId {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        check_id("a room id", raw, SkuId::LENGTH_MAX)?;
+        Ok(Self(raw.to_owned()))
+    }
+}
+
+impl Channel {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        let ok = !raw.is_empty()
+            && raw.len() <= 32
+            && raw
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-');
+        if !ok {
+            return Err(Invalid(
+                "channel is 1 to 32 of a-z, 0-9, '_' or '-' (own, douyin, kuaishou, taobao, …)"
+                    .into(),
+            ));
+        }
         Ok(Self(raw.to_owned()))
     }
 }

@@ -109,6 +109,17 @@ impl App {
         panic!("{} {}: no answer after retries", call.method, call.path);
     }
 
+    /// With a key, as [`send_keyed`](App::send_keyed); without, once.
+    pub async fn send_maybe_keyed(&self, mut call: Call<'_>, key: Option<&str>) -> Reply {
+        match key {
+            Some(key) => {
+                call.headers.push(("Idempotency-Key", key.to_owned()));
+                self.send_keyed(call).await
+            }
+            None => self.send(call).await,
+        }
+    }
+
     async fn try_send(&self, call: Call<'_>) -> Result<Reply, reqwest::Error> {
         let _permit = self.in_flight.acquire().await.expect("semaphore open");
         let mut request = self
@@ -201,19 +212,13 @@ impl App {
         buyer: &str,
         key: Option<&str>,
     ) -> Reply {
-        let mut call = self.json_call(
+        let call = self.json_call(
             Method::POST,
             format!("/api/skus/{sku}/reservations"),
             json!({ "qty": qty, "buyer": buyer }),
             false,
         );
-        match key {
-            Some(key) => {
-                call.headers.push(("Idempotency-Key", key.to_owned()));
-                self.send_keyed(call).await
-            }
-            None => self.send(call).await,
-        }
+        self.send_maybe_keyed(call, key).await
     }
 
     pub async fn commit(&self, sku: &str, hold: &str) -> Reply {
@@ -277,19 +282,13 @@ impl App {
             .iter()
             .map(|(s, q)| json!({"sku": s, "qty": q}))
             .collect();
-        let mut call = self.json_call(
+        let call = self.json_call(
             Method::POST,
             "/api/orders".into(),
             json!({"buyer": buyer, "channel": "douyin", "lines": lines}),
             false,
         );
-        match key {
-            Some(key) => {
-                call.headers.push(("Idempotency-Key", key.to_owned()));
-                self.send_keyed(call).await
-            }
-            None => self.send(call).await,
-        }
+        self.send_maybe_keyed(call, key).await
     }
 
     /// Creates an order and asserts it was reserved; returns its id.
