@@ -27,8 +27,15 @@ if [ ! -x node_modules/.bin/wrangler ] || [ package-lock.json -nt node_modules/.
   npm ci --no-audit --no-fund
 fi
 
-# A newcomer's dev token: generated once, never committed (.gitignore).
-if [ ! -f .dev.vars ]; then
-  printf 'ADMIN_TOKEN=%s\n' "$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')" > .dev.vars
-  echo "toolchain: wrote .dev.vars with a fresh ADMIN_TOKEN (see .dev.vars.example)"
-fi
+# A newcomer's dev secrets: generated once, never committed (.gitignore).
+# Each missing line is added, so an older .dev.vars gains the newer ones.
+# DEV_SESSIONS=1 turns on the dev-only session and payment routes; it is
+# never in wrangler.toml, so a deployment does not have them.
+touch .dev.vars
+for name in ADMIN_TOKEN BUYER_SESSION_SECRET PAYMENT_WEBHOOK_SECRET; do
+  if ! grep -q "^$name=" .dev.vars; then
+    printf '%s=%s\n' "$name" "$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')" >> .dev.vars
+    echo "toolchain: added a fresh $name to .dev.vars (see .dev.vars.example)"
+  fi
+done
+grep -q '^DEV_SESSIONS=' .dev.vars || echo 'DEV_SESSIONS=1' >> .dev.vars

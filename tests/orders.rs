@@ -36,6 +36,8 @@ fn setup(world: &mut World, name: &str, on_hand: u64, mode: DeductionMode, hold_
             per_buyer_limit: LimitChange::Keep,
             hold_seconds: Some(HoldSeconds::parse(hold_seconds).unwrap()),
             deduction: Some(mode),
+            // Orders here test availability and modes, not the per-hold cap.
+            max_per_hold: Some(Quantity::parse(Quantity::MAX).unwrap()),
         }),
     };
     world.run(&sku(name), T0, request).unwrap();
@@ -79,6 +81,7 @@ fn apply(
 fn pay(reference: &str) -> Intent {
     Intent::Pay {
         payment_ref: reference.into(),
+        amount: None,
     }
 }
 

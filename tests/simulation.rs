@@ -25,6 +25,7 @@ struct Model {
     on_hand: u64,
     limit: Option<u64>,
     hold_ms: u64,
+    max_per_hold: u64,
     mode: DeductionMode,
     holds: HashMap<ReservationId, (BuyerId, u64, u64, HoldStatus)>,
     bought: HashMap<BuyerId, u64>,
@@ -87,6 +88,10 @@ impl Model {
             if !self.exists {
                 self.hold_ms = 300_000;
                 self.mode = DeductionMode::Hold;
+                self.max_per_hold = 5;
+            }
+            if let Some(m) = spec.max_per_hold {
+                self.max_per_hold = m.get();
             }
             if let Some(m) = spec.deduction {
                 self.mode = m;
@@ -120,6 +125,13 @@ impl Model {
                     return err("adjustment_below_committed");
                 }
                 self.on_hand = next as u64;
+            }
+            Command::Reserve { qty, .. }
+            | Command::Place { qty, .. }
+            | Command::Sell { qty, .. }
+                if qty.get() > self.max_per_hold =>
+            {
+                return err("over_hold_max");
             }
             Command::Place { .. } if self.mode == DeductionMode::AtPayment => {}
             Command::Reserve { hold, buyer, qty }
@@ -241,6 +253,9 @@ impl Workload {
                     2 => Some(DeductionMode::AtPayment),
                     _ => None,
                 },
+                max_per_hold: r
+                    .chance(30)
+                    .then(|| Quantity::parse(1 + r.below(6)).unwrap()),
             }),
             4..=9 => Command::Restock {
                 qty: Quantity::parse(1 + r.below(10)).unwrap(),
@@ -518,6 +533,7 @@ fn refusals_change_nothing_in_the_store() {
             per_buyer_limit: LimitChange::Keep,
             hold_seconds: None,
             deduction: None,
+            max_per_hold: None,
         }),
     };
     store::run(&mut store, &mut stock, 1, std::slice::from_ref(&setup)).unwrap();

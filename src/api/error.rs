@@ -19,7 +19,18 @@ pub enum ApiError {
     PayloadTooLarge {
         max_bytes: usize,
     },
+    /// No valid credential for the route: an admin token, a buyer session,
+    /// or (for payment callbacks) a provider signature.
     Unauthorized(String),
+    /// A valid credential that does not cover this request (a body naming
+    /// another buyer than the session's).
+    Forbidden(String),
+    /// Too many attempts from one buyer or address; retry after this many
+    /// seconds.
+    RateLimited {
+        scope: &'static str,
+        retry_after_s: u64,
+    },
     /// The admin API is off because no ADMIN_TOKEN secret is set.
     AdminDisabled,
     RouteNotFound,
@@ -81,6 +92,19 @@ impl ApiError {
                 none,
             ),
             ApiError::Unauthorized(d) => (401, "unauthorized", "Unauthorized", d.clone(), none),
+            ApiError::Forbidden(d) => (403, "forbidden", "Forbidden", d.clone(), none),
+            ApiError::RateLimited { scope, retry_after_s } => {
+                let mut ext = Map::new();
+                ext.insert("scope".into(), json!(scope));
+                ext.insert("retry_after".into(), json!(retry_after_s));
+                (
+                    429,
+                    "rate-limited",
+                    "Too many requests",
+                    format!("too many attempts from this {scope}; retry in {retry_after_s} s (a retry with the same Idempotency-Key is not a new attempt)"),
+                    ext,
+                )
+            }
             ApiError::AdminDisabled => (
                 503,
                 "admin-disabled",
@@ -179,10 +203,14 @@ impl ApiError {
                 reply.headers.push(("Allow", allowed.join(", ")));
             }
             ApiError::Unauthorized(_) => {
-                reply.headers.push((
-                    "WWW-Authenticate",
-                    "Bearer realm=\"edgestock admin\"".into(),
-                ));
+                reply
+                    .headers
+                    .push(("WWW-Authenticate", "Bearer realm=\"edgestock\"".into()));
+            }
+            ApiError::RateLimited { retry_after_s, .. } => {
+                reply
+                    .headers
+                    .push(("Retry-After", retry_after_s.to_string()));
             }
             _ => {}
         }
@@ -213,6 +241,12 @@ fn stock_parts(e: &StockError) -> (u16, &'static str, &'static str, String, Map<
             "buyer-limit-exceeded",
             "Purchase limit reached",
             format!("the limit is {limit} per buyer; this buyer holds {held} and bought {bought}, and asked for {requested} more"),
+        ),
+        StockError::OverHoldMax { max, requested } => (
+            422,
+            "over-hold-max",
+            "Too many units in one hold",
+            format!("one hold takes at most {max} units of this SKU; asked for {requested}"),
         ),
         StockError::HoldNotFound => (404, "hold-not-found", "Reservation not found", "no reservation with this id on this SKU".to_owned()),
         StockError::HoldResolved { hold_status, attempted } => (

@@ -4,6 +4,7 @@
 
 mod error;
 pub mod routes;
+pub mod session;
 pub mod wire;
 
 pub use error::ApiError;

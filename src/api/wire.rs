@@ -16,6 +16,10 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+/// The largest integer a JSON number keeps exactly on its way through
+/// JavaScript (Number.MAX_SAFE_INTEGER).
+pub const JSON_SAFE_INTEGER_MAX: u64 = (1 << 53) - 1;
+
 /// Bodies larger than this are refused with 413 before parsing.
 pub const BODY_BYTES_MAX: usize = 16 * 1024;
 
@@ -50,6 +54,8 @@ pub struct SetupBody {
     /// hold (预扣库存, the default), at_order (拍下减库存) or at_payment
     /// (付款减库存).
     pub deduction: Option<DeductionMode>,
+    /// The most units one hold or order line may take (default 5).
+    pub max_per_hold: Option<Quantity>,
 }
 
 impl SetupBody {
@@ -67,6 +73,7 @@ impl SetupBody {
             per_buyer_limit,
             hold_seconds: self.hold_seconds,
             deduction: self.deduction,
+            max_per_hold: self.max_per_hold,
         }))
     }
 }
@@ -75,16 +82,36 @@ impl SetupBody {
 #[serde(deny_unknown_fields)]
 pub struct ReserveBody {
     pub qty: Quantity,
-    pub buyer: BuyerId,
+    /// Optional: the buyer is the session's. Only an admin reserving for a
+    /// buyer must name one; a buyer naming another is refused.
+    pub buyer: Option<BuyerId>,
 }
 
 impl ReserveBody {
-    pub fn into_command(self, hold: ReservationId) -> Command {
+    pub fn into_command(self, hold: ReservationId, buyer: BuyerId) -> Command {
         Command::Reserve {
             hold,
-            buyer: self.buyer,
+            buyer,
             qty: self.qty,
         }
+    }
+}
+
+/// The buyer a storefront write is for: the session's, which a body may
+/// repeat but not contradict; an admin names the buyer in the body.
+pub fn acting_buyer(
+    session: Option<&BuyerId>,
+    body: Option<&BuyerId>,
+) -> Result<BuyerId, ApiError> {
+    match (session, body) {
+        (Some(s), Some(b)) if s != b => Err(ApiError::Forbidden(
+            "the body's buyer is not the session's buyer".into(),
+        )),
+        (Some(s), _) => Ok(s.clone()),
+        (None, Some(b)) => Ok(b.clone()),
+        (None, None) => Err(ApiError::InvalidBody(
+            "missing field `buyer` (an admin acts for a named buyer)".into(),
+        )),
     }
 }
 
@@ -146,6 +173,7 @@ pub fn sku_json(r: &SkuRecord) -> Value {
         "per_buyer_limit": r.settings.per_buyer_limit.map_or(0, Quantity::get),
         "hold_seconds": r.settings.hold_seconds,
         "deduction": r.settings.deduction,
+        "max_per_hold": r.settings.max_per_hold,
         "created_at": r.created_at_ms,
         "updated_at": r.updated_at_ms,
     })
@@ -226,7 +254,16 @@ pub fn parse_page(query: &str) -> Result<(u64, usize), ApiError> {
         let bad =
             || ApiError::InvalidRequest(format!("query parameter {name}: '{value}' is not valid"));
         match name {
-            "after" => after = value.parse().map_err(|_| bad())?,
+            // Integers cross into objects as JSON, which JavaScript reads as
+            // doubles: nothing above 2^53 - 1 survives the trip.
+            "after" => {
+                after = value.parse().map_err(|_| bad())?;
+                if after > JSON_SAFE_INTEGER_MAX {
+                    return Err(ApiError::InvalidRequest(format!(
+                        "after is at most {JSON_SAFE_INTEGER_MAX}"
+                    )));
+                }
+            }
             "limit" => {
                 limit = value.parse().map_err(|_| bad())?;
                 if !(1..=1000).contains(&limit) {
@@ -288,7 +325,8 @@ pub struct LineBody {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateOrderBody {
-    pub buyer: BuyerId,
+    /// Optional, as in [`ReserveBody`].
+    pub buyer: Option<BuyerId>,
     pub channel: Channel,
     pub lines: Vec<LineBody>,
     /// The live room the order was placed from: its merchant feed shows it.
@@ -336,14 +374,42 @@ pub struct PayBody {
     /// The payment provider's reference: paying twice with the same one is
     /// one payment.
     pub payment_ref: String,
+    /// The amount paid, in minor units (分), recorded on the order.
+    pub amount: Option<u64>,
 }
 
 impl PayBody {
     pub fn into_intent(self) -> Result<Intent, ApiError> {
+        if self.amount.is_some_and(|a| a > JSON_SAFE_INTEGER_MAX) {
+            return Err(ApiError::InvalidBody(format!(
+                "amount is at most {JSON_SAFE_INTEGER_MAX}"
+            )));
+        }
         Ok(Intent::Pay {
             payment_ref: short_text("payment_ref", &self.payment_ref, 128)?,
+            amount: self.amount,
         })
     }
+}
+
+/// Dev mode: a session for this buyer (and claims the risk rules read).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevSessionBody {
+    pub buyer: BuyerId,
+    /// Seconds the session lasts (default 3600, at most a day).
+    pub ttl_s: Option<u64>,
+    pub device: Option<Note>,
+    pub account_created: Option<u64>,
+}
+
+/// Dev mode: what the stand-in payment provider is asked to pay.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DevPaymentBody {
+    pub order: crate::domain::types::OrderId,
+    pub payment_ref: String,
+    pub amount: Option<u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -414,6 +480,7 @@ pub fn order_json(o: &Order) -> Value {
         "created_at": o.created_at_ms,
         "expires_at": o.expires_at_ms,
         "payment_ref": o.payment_ref,
+        "payment_amount": o.payment_amount,
         "shipment": o.shipment,
         "restocked": o.restocked,
         "room": o.room,
@@ -489,7 +556,7 @@ mod tests {
             (r#"{"qty": 99999999999999999999999, "buyer": "v1"}"#, 422),
             (r#"{"qty": 1000000001, "buyer": "v1"}"#, 422),
             (r#"{"buyer": "v1"}"#, 422),
-            (r#"{"qty": 1}"#, 422),
+            (r#"{"qty": 1}"#, 200),
             (r#"{"qty": 1, "buyer": "has space"}"#, 422),
             (r#"{"qty": 1, "buyer": "v1", "extra": true}"#, 422),
             (r#"[1, 2]"#, 422),
@@ -589,5 +656,19 @@ mod tests {
         assert!(parse_page("limit=0").is_err());
         assert!(parse_page("limit=1001").is_err());
         assert!(parse_page("after=-1").is_err());
+        assert_eq!(
+            parse_page("after=9007199254740991").unwrap().0,
+            JSON_SAFE_INTEGER_MAX
+        );
+        assert_eq!(
+            parse_page("after=9007199254740992").unwrap_err().status(),
+            400
+        );
+        assert_eq!(
+            parse_page("after=18446744073709551616")
+                .unwrap_err()
+                .status(),
+            400
+        );
     }
 }

@@ -36,6 +36,19 @@ pub enum Event {
         note: Option<String>,
         at_ms: u64,
     },
+    /// An order as a live room's viewers see it: "v***7 just bought 2". No
+    /// order id and no buyer id: a room feed is public, and those are the
+    /// keys to a buyer's orders. The buyer sees their own order in full on
+    /// its own feed.
+    RoomOrder {
+        v: u32,
+        /// The buyer id masked: its first and last character.
+        buyer: String,
+        status: OrderStatus,
+        units: u64,
+        skus: Vec<SkuId>,
+        at_ms: u64,
+    },
     /// Everything a feed knows, on connect and when a resume cannot be
     /// served from what changed.
     Snapshot {
@@ -82,6 +95,17 @@ impl Event {
         }
     }
 
+    pub fn room_order(order: &Order, entry: &TimelineEntry) -> Event {
+        Event::RoomOrder {
+            v: EVENT_VERSION,
+            buyer: mask(order.buyer.as_str()),
+            status: entry.status,
+            units: order.lines.iter().map(|l| l.qty.get()).sum(),
+            skus: order.lines.iter().map(|l| l.sku.clone()).collect(),
+            at_ms: entry.at_ms,
+        }
+    }
+
     pub fn order_status(order: &Order, entry: &TimelineEntry) -> Event {
         Event::OrderStatus {
             v: EVENT_VERSION,
@@ -92,5 +116,28 @@ impl Event {
             note: entry.note.clone(),
             at_ms: entry.at_ms,
         }
+    }
+}
+
+/// `viewer-7` → `v***7`: enough for viewers to tell buyers apart in a
+/// scrolling feed, not enough to name one.
+pub fn mask(id: &str) -> String {
+    let mut chars = id.chars();
+    match (chars.next(), chars.next_back()) {
+        (Some(first), Some(last)) if id.chars().count() > 2 => format!("{first}***{last}"),
+        _ => "***".to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::mask;
+
+    #[test]
+    fn buyer_ids_are_masked() {
+        assert_eq!(mask("viewer-7"), "v***7");
+        assert_eq!(mask("abc"), "a***c");
+        assert_eq!(mask("ab"), "***");
+        assert_eq!(mask("a"), "***");
     }
 }

@@ -154,6 +154,9 @@ pub enum Intent {
     Place,
     Pay {
         payment_ref: String,
+        /// What the provider says was paid (minor units), recorded as is.
+        #[serde(default)]
+        amount: Option<u64>,
     },
     Cancel {
         reason: Option<String>,
@@ -182,6 +185,9 @@ pub struct Order {
     /// Pay by then, or the order expires (the earliest line's hold time).
     pub expires_at_ms: Option<u64>,
     pub payment_ref: Option<String>,
+    /// The amount the payment callback reported, if it did.
+    #[serde(default)]
+    pub payment_amount: Option<u64>,
     pub shipment: Option<Shipment>,
     /// For refunds: whether the units went back to stock.
     pub restocked: Option<bool>,
@@ -290,6 +296,7 @@ impl Order {
             created_at_ms: now,
             expires_at_ms: None,
             payment_ref: None,
+            payment_amount: None,
             shipment: None,
             restocked: None,
             timeline: Vec::new(),
@@ -314,7 +321,7 @@ impl Order {
             to: intent_target(&intent),
         };
         match (&intent, self.status) {
-            (Intent::Pay { payment_ref }, Paid | Shipped | Delivered) => {
+            (Intent::Pay { payment_ref, .. }, Paid | Shipped | Delivered) => {
                 return if self.payment_ref.as_deref() == Some(payment_ref.as_str()) {
                     Ok(Begin::AlreadyDone)
                 } else {
@@ -512,9 +519,17 @@ impl Order {
             Intent::Pay { .. } if self.any_failed() => {
                 (OrderStatus::Failed, Some(self.failures_note()))
             }
-            Intent::Pay { payment_ref } => {
+            Intent::Pay {
+                payment_ref,
+                amount,
+            } => {
                 self.payment_ref = Some(payment_ref.clone());
-                (OrderStatus::Paid, Some(format!("payment {payment_ref}")))
+                self.payment_amount = *amount;
+                let note = match amount {
+                    Some(amount) => format!("payment {payment_ref} (amount {amount})"),
+                    None => format!("payment {payment_ref}"),
+                };
+                (OrderStatus::Paid, Some(note))
             }
             Intent::Cancel { reason } => (OrderStatus::Cancelled, reason.clone()),
             Intent::Expire => (OrderStatus::Expired, Some("not paid in time".to_owned())),

@@ -15,7 +15,7 @@
 
 use super::ledger::{LedgerEntry, Movement};
 use super::types::{
-    AdjustReason, BuyerId, Delta, HoldSeconds, IdempotencyKey, Note, OrderId, Quantity,
+    AdjustReason, BuyerId, Delta, HoldSeconds, IdempotencyKey, Note, OrderId, Quantity, ReplayKey,
     ReservationId, SkuId, Units,
 };
 use serde::{Deserialize, Serialize};
@@ -28,13 +28,11 @@ use std::fmt;
 pub enum Actor {
     /// A caller holding the admin token.
     Admin,
-    /// A buyer reserving through a storefront.
+    /// A buyer with a verified session, reserving or releasing their own
+    /// holds through a storefront.
     Buyer(BuyerId),
     /// An order object placing, paying, cancelling or refunding its lines.
     Order(OrderId),
-    /// An unauthenticated storefront or payment callback committing or
-    /// releasing a hold it knows the id of.
-    Storefront,
     /// The object itself: expiry by alarm or at the start of a step.
     System,
 }
@@ -45,7 +43,6 @@ impl fmt::Display for Actor {
             Actor::Admin => f.write_str("admin"),
             Actor::Buyer(b) => write!(f, "buyer:{b}"),
             Actor::Order(o) => write!(f, "order:{o}"),
-            Actor::Storefront => f.write_str("storefront"),
             Actor::System => f.write_str("system"),
         }
     }
@@ -77,6 +74,18 @@ pub struct Settings {
     /// How orders take this SKU's units.
     #[serde(default)]
     pub deduction: DeductionMode,
+    /// The most units one hold (or order line) may take: one viewer cannot
+    /// sweep a hot SKU in a single click.
+    #[serde(default = "Settings::default_max_per_hold")]
+    pub max_per_hold: Quantity,
+}
+
+impl Settings {
+    pub const MAX_PER_HOLD_DEFAULT: u64 = 5;
+
+    fn default_max_per_hold() -> Quantity {
+        Quantity::parse(Self::MAX_PER_HOLD_DEFAULT).expect("5 is a valid quantity")
+    }
 }
 
 impl Default for Settings {
@@ -86,6 +95,7 @@ impl Default for Settings {
             per_buyer_limit: None,
             hold_seconds: HoldSeconds::DEFAULT,
             deduction: DeductionMode::Hold,
+            max_per_hold: Settings::default_max_per_hold(),
         }
     }
 }
@@ -154,6 +164,31 @@ pub struct Hold {
     pub order: Option<OrderId>,
 }
 
+impl Hold {
+    /// Who may see or resolve this hold: an admin and the object itself
+    /// always; a buyer only their own holds; an order only its own lines.
+    pub fn belongs_to(&self, actor: &Actor) -> bool {
+        match actor {
+            Actor::Admin | Actor::System => true,
+            Actor::Buyer(buyer) => self.buyer == *buyer,
+            Actor::Order(order) => self.order.as_ref() == Some(order),
+        }
+    }
+
+    /// Whether `actor` may move this hold to `to`. A buyer may only release
+    /// their own hold, and not an order's line (the order would then sell
+    /// or return units it no longer holds): orders resolve their lines, and
+    /// commits come from a payment (through the order) or an admin.
+    fn may_resolve(&self, actor: &Actor, to: HoldStatus) -> bool {
+        match actor {
+            Actor::Buyer(_) => {
+                to == HoldStatus::Released && self.order.is_none() && self.belongs_to(actor)
+            }
+            _ => self.belongs_to(actor),
+        }
+    }
+}
+
 /// What a setup asks for. `None` keeps the current value (or the default on
 /// creation).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -163,6 +198,7 @@ pub struct SetupSpec {
     pub per_buyer_limit: LimitChange,
     pub hold_seconds: Option<HoldSeconds>,
     pub deduction: Option<DeductionMode>,
+    pub max_per_hold: Option<Quantity>,
 }
 
 /// What a setup does to the purchase limit. An enum rather than
@@ -298,6 +334,11 @@ pub enum StockError {
         bought: u64,
         requested: u64,
     },
+    /// More units in one hold or order line than the SKU's `max_per_hold`.
+    OverHoldMax {
+        max: u64,
+        requested: u64,
+    },
     HoldNotFound,
     /// The hold was already resolved in a way that forbids this transition.
     HoldResolved {
@@ -328,6 +369,15 @@ pub enum StockError {
 
 pub type Reply = Result<Outcome, StockError>;
 
+impl Request {
+    /// Where this request's answer is remembered: its key in the scope of
+    /// who sent it (see [`ReplayKey`]).
+    pub fn replay_key(&self) -> Option<ReplayKey> {
+        let key: &IdempotencyKey = self.key.as_ref()?;
+        Some(ReplayKey::new(&self.actor.to_string(), key))
+    }
+}
+
 /// How long a SKU remembers an Idempotency-Key's answer. A retry later than
 /// this is treated as a new request.
 pub const REPLAY_RETENTION_MS: u64 = 24 * 60 * 60 * 1000;
@@ -348,7 +398,7 @@ pub struct Changes {
     pub holds: BTreeSet<ReservationId>,
     pub bought: BTreeSet<BuyerId>,
     pub ledger: Vec<LedgerEntry>,
-    pub replays: Vec<IdempotencyKey>,
+    pub replays: Vec<ReplayKey>,
 }
 
 impl Changes {
@@ -363,7 +413,7 @@ impl Changes {
 pub struct Needs {
     pub holds: Vec<ReservationId>,
     pub buyers: Vec<BuyerId>,
-    pub replays: Vec<IdempotencyKey>,
+    pub replays: Vec<ReplayKey>,
 }
 
 /// The buyer tallies kept in memory between steps; past this many the cache
@@ -378,7 +428,7 @@ pub struct Stock {
     expiry: BTreeSet<(u64, ReservationId)>,
     held_by_buyer: HashMap<BuyerId, u64>,
     bought: HashMap<BuyerId, u64>,
-    replays: HashMap<IdempotencyKey, Replay>,
+    replays: HashMap<ReplayKey, Replay>,
     next_seq: u64,
     /// The latest instant seen; time never runs backwards inside a loaded
     /// object. A reload restarts it from the last recorded change (keeping it
@@ -438,7 +488,7 @@ impl Stock {
         self.bought.get(buyer).copied().unwrap_or(0)
     }
 
-    pub fn replay(&self, key: &IdempotencyKey) -> Option<&Replay> {
+    pub fn replay(&self, key: &ReplayKey) -> Option<&Replay> {
         self.replays.get(key)
     }
 
@@ -453,9 +503,9 @@ impl Stock {
     pub fn needs(&self, requests: &[Request]) -> Needs {
         let mut needs = Needs::default();
         for request in requests {
-            if let Some(key) = &request.key {
-                if !self.replays.contains_key(key) {
-                    needs.replays.push(key.clone());
+            if let Some(key) = request.replay_key() {
+                if !self.replays.contains_key(&key) {
+                    needs.replays.push(key);
                 }
             }
             let buyer = match &request.command {
@@ -504,7 +554,7 @@ impl Stock {
         self.bought.entry(buyer).or_insert(bought);
     }
 
-    pub fn provide_replay(&mut self, key: IdempotencyKey, replay: Replay) {
+    pub fn provide_replay(&mut self, key: ReplayKey, replay: Replay) {
         self.replays.entry(key).or_insert(replay);
     }
 
@@ -535,10 +585,10 @@ impl Stock {
     }
 
     fn apply(&mut self, now: u64, request: &Request) -> Reply {
-        let Some(key) = &request.key else {
+        let Some(key) = request.replay_key() else {
             return self.execute(now, &request.actor, &request.command);
         };
-        if let Some(replay) = self.replays.get(key) {
+        if let Some(replay) = self.replays.get(&key) {
             return if replay.fingerprint == request.fingerprint {
                 replay.reply.clone()
             } else {
@@ -552,7 +602,7 @@ impl Stock {
             at_ms: now,
         };
         self.replays.insert(key.clone(), replay);
-        self.changes.replays.push(key.clone());
+        self.changes.replays.push(key);
         reply
     }
 
@@ -561,6 +611,18 @@ impl Stock {
             return self.setup(now, actor, spec);
         }
         let record = self.record.as_ref().ok_or(StockError::SkuNotFound)?;
+        if let Command::Reserve { qty, .. }
+        | Command::Place { qty, .. }
+        | Command::Sell { qty, .. } = command
+        {
+            let max = record.settings.max_per_hold.get();
+            if qty.get() > max {
+                return Err(StockError::OverHoldMax {
+                    max,
+                    requested: qty.get(),
+                });
+            }
+        }
         match command {
             Command::Setup(_) => unreachable!("handled above"),
             Command::Restock {
@@ -679,6 +741,7 @@ impl Stock {
             },
             hold_seconds: spec.hold_seconds.unwrap_or(current.settings.hold_seconds),
             deduction: spec.deduction.unwrap_or(current.settings.deduction),
+            max_per_hold: spec.max_per_hold.unwrap_or(current.settings.max_per_hold),
         };
         let delta = requested as i64 - current.on_hand as i64;
         self.record = Some(current);
@@ -776,7 +839,12 @@ impl Stock {
     /// reached is an idempotent success; any other state refuses.
     fn resolve(&mut self, now: u64, actor: &Actor, id: &ReservationId, to: HoldStatus) -> Reply {
         let record = self.record.as_ref().ok_or(StockError::SkuNotFound)?;
-        let hold = self.holds.get(id).ok_or(StockError::HoldNotFound)?.clone();
+        let hold = self
+            .holds
+            .get(id)
+            .filter(|h| h.may_resolve(actor, to))
+            .ok_or(StockError::HoldNotFound)?
+            .clone();
         let outcome = |hold: Hold, sku: SkuRecord, already: bool| match to {
             HoldStatus::Committed => Outcome::Committed { hold, sku, already },
             HoldStatus::Returned => Outcome::Returned { hold, sku, already },

@@ -3,13 +3,13 @@
 //! core needs, step, save exactly what changed, evict.
 
 use super::stock::{Changes, Hold, Replay, Reply, Request, Stock};
-use super::types::{BuyerId, IdempotencyKey, ReservationId};
+use super::types::{BuyerId, ReplayKey, ReservationId};
 
 /// Where a SKU's state lives between steps.
 pub trait Store {
     type Error;
     fn load_hold(&self, id: &ReservationId) -> Result<Option<Hold>, Self::Error>;
-    fn load_replay(&self, key: &IdempotencyKey) -> Result<Option<Replay>, Self::Error>;
+    fn load_replay(&self, key: &ReplayKey) -> Result<Option<Replay>, Self::Error>;
     fn load_bought(&self, buyer: &BuyerId) -> Result<u64, Self::Error>;
     /// Writes `changes` (read from `stock`) all or nothing.
     fn save(&mut self, stock: &Stock, changes: &Changes) -> Result<(), Self::Error>;

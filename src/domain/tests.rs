@@ -33,6 +33,7 @@ fn setup(on_hand: u64) -> Command {
         per_buyer_limit: LimitChange::Keep,
         hold_seconds: None,
         deduction: None,
+        max_per_hold: None,
     })
 }
 
@@ -43,6 +44,7 @@ fn setup_limited(on_hand: u64, limit: u64, hold_seconds: u64) -> Command {
         per_buyer_limit: LimitChange::Set(q(limit)),
         hold_seconds: Some(HoldSeconds::parse(hold_seconds).unwrap()),
         deduction: None,
+        max_per_hold: None,
     })
 }
 
@@ -53,6 +55,7 @@ fn setup_mode(on_hand: u64, mode: DeductionMode) -> Command {
         per_buyer_limit: LimitChange::Keep,
         hold_seconds: None,
         deduction: Some(mode),
+        max_per_hold: None,
     })
 }
 
@@ -471,23 +474,23 @@ fn operations_and_refusals() {
         (
             "placing at payment takes nothing",
             vec![
-                (0, req(setup_mode(5, DeductionMode::AtPayment))),
-                (0, req(place(1, "a", 9))),
+                (0, req(setup_mode(3, DeductionMode::AtPayment))),
+                (0, req(place(1, "a", 5))),
             ],
             Done,
-            (5, 0, 0, 5),
+            (3, 0, 0, 3),
         ),
         (
             "placing at order checks availability",
             vec![
-                (0, req(setup_mode(5, DeductionMode::AtOrder))),
-                (0, req(place(1, "a", 6))),
+                (0, req(setup_mode(4, DeductionMode::AtOrder))),
+                (0, req(place(1, "a", 5))),
             ],
             Refused(StockError::InsufficientStock {
-                requested: 6,
-                available: 5,
+                requested: 5,
+                available: 4,
             }),
-            (5, 0, 0, 5),
+            (4, 0, 0, 4),
         ),
         (
             "selling at payment can find it sold out",
@@ -683,4 +686,213 @@ fn order_lines_carry_their_order_into_holds_and_the_ledger() {
     let entry = ledger.last().unwrap();
     assert_eq!(entry.order, Some(order_id()));
     assert_eq!(entry.actor, format!("order:{}", order_id()));
+}
+
+fn as_actor(actor: Actor, command: Command) -> Request {
+    Request {
+        actor,
+        ..req(command)
+    }
+}
+
+fn by(who: &str, command: Command) -> Request {
+    as_actor(Actor::Buyer(buyer(who)), command)
+}
+
+#[test]
+fn buyers_may_release_only_their_own_holds_and_never_commit() {
+    use Want::*;
+    let not_found = || Refused(StockError::HoldNotFound);
+    let cases: Vec<Case> = vec![
+        (
+            "a buyer releases their own hold",
+            vec![
+                (0, req(setup(10))),
+                (0, by("a", reserve(1, "a", 2))),
+                (1, by("a", release(1))),
+            ],
+            Done,
+            (10, 0, 0, 10),
+        ),
+        (
+            "another buyer's hold is not found",
+            vec![
+                (0, req(setup(10))),
+                (0, by("a", reserve(1, "a", 2))),
+                (1, by("b", release(1))),
+            ],
+            not_found(),
+            (10, 2, 0, 8),
+        ),
+        (
+            "a buyer cannot commit, even their own hold",
+            vec![
+                (0, req(setup(10))),
+                (0, by("a", reserve(1, "a", 2))),
+                (1, by("a", commit(1))),
+            ],
+            not_found(),
+            (10, 2, 0, 8),
+        ),
+        (
+            "a buyer cannot release their order's line",
+            vec![
+                (0, req(setup(10))),
+                (0, req(place(1, "a", 2))),
+                (1, by("a", release(1))),
+            ],
+            not_found(),
+            (10, 2, 0, 8),
+        ),
+        (
+            "an order cannot touch another order's hold",
+            vec![
+                (0, req(setup(10))),
+                (0, req(place(1, "a", 2))),
+                (
+                    1,
+                    as_actor(Actor::Order(OrderId::from_bytes([1; 16])), commit(1)),
+                ),
+            ],
+            not_found(),
+            (10, 2, 0, 8),
+        ),
+        (
+            "an order commits its own line",
+            vec![
+                (0, req(setup(10))),
+                (0, req(place(1, "a", 2))),
+                (1, as_actor(Actor::Order(order_id()), commit(1))),
+            ],
+            Done,
+            (10, 0, 2, 8),
+        ),
+        (
+            "an admin commits any hold",
+            vec![
+                (0, req(setup(10))),
+                (0, by("a", reserve(1, "a", 2))),
+                (1, req(commit(1))),
+            ],
+            Done,
+            (10, 0, 2, 8),
+        ),
+    ];
+    check_cases(cases);
+}
+
+#[test]
+fn one_hold_takes_at_most_max_per_hold() {
+    use Want::*;
+    let capped = |max: u64| {
+        Command::Setup(SetupSpec {
+            on_hand: Units::parse(100).unwrap(),
+            low_stock_threshold: None,
+            per_buyer_limit: LimitChange::Keep,
+            hold_seconds: None,
+            deduction: None,
+            max_per_hold: Some(q(max)),
+        })
+    };
+    let over = |max, requested| Refused(StockError::OverHoldMax { max, requested });
+    let cases: Vec<Case> = vec![
+        (
+            "the default is 5",
+            vec![(0, req(setup(100))), (0, req(reserve(1, "a", 5)))],
+            Done,
+            (100, 5, 0, 95),
+        ),
+        (
+            "6 is over the default",
+            vec![(0, req(setup(100))), (0, req(reserve(1, "a", 6)))],
+            over(5, 6),
+            (100, 0, 0, 100),
+        ),
+        (
+            "a raised cap",
+            vec![(0, req(capped(50))), (0, req(reserve(1, "a", 50)))],
+            Done,
+            (100, 50, 0, 50),
+        ),
+        (
+            "a lowered cap",
+            vec![(0, req(capped(1))), (0, req(reserve(1, "a", 2)))],
+            over(1, 2),
+            (100, 0, 0, 100),
+        ),
+        (
+            "order lines too",
+            vec![(0, req(capped(1))), (0, req(place(1, "a", 2)))],
+            over(1, 2),
+            (100, 0, 0, 100),
+        ),
+        (
+            "sales too",
+            vec![(0, req(capped(1))), (0, req(sell(1, "a", 2)))],
+            over(1, 2),
+            (100, 0, 0, 100),
+        ),
+    ];
+    check_cases(cases);
+}
+
+/// Idempotency keys live in their sender's scope: one buyer's key is not
+/// another's, and no client key reaches an order's saga keys.
+#[test]
+fn idempotency_keys_are_scoped_to_their_sender() {
+    let mut stock = Stock::load(sku(), None, vec![], 1);
+    let key = |k: &str| Some(IdempotencyKey::parse(k).unwrap());
+    let mut step = |request: Request| {
+        for b in stock.needs(std::slice::from_ref(&request)).buyers {
+            stock.provide_bought(b, 0);
+        }
+        let reply = stock.step(T0, &[request]).remove(0);
+        assert_eq!(stock.check_invariants(), Vec::<String>::new());
+        reply
+    };
+    let _ = step(req(setup(10)));
+    let a = step(Request {
+        key: key("cart-1"),
+        fingerprint: "a".into(),
+        ..by("a", reserve(1, "a", 1))
+    });
+    let b = step(Request {
+        key: key("cart-1"),
+        fingerprint: "b".into(),
+        ..by("b", reserve(2, "b", 1))
+    });
+    assert!(matches!(a, Ok(Outcome::Reserved { ref hold, .. }) if hold.buyer == buyer("a")));
+    assert!(matches!(b, Ok(Outcome::Reserved { ref hold, .. }) if hold.buyer == buyer("b")));
+    // A stranger sends the order's own saga key first…
+    let order = order_id();
+    let saga_key = format!("{order}/0/commit");
+    let stranger = step(Request {
+        key: key(&saga_key),
+        fingerprint: "x".into(),
+        ..by("x", release(3))
+    });
+    assert_eq!(stranger, Err(StockError::HoldNotFound));
+    // …and the order's own call with that key still does its work.
+    let _ = step(req(place(3, "c", 1)));
+    let own = step(Request {
+        key: key(&saga_key),
+        fingerprint: "commit".into(),
+        ..as_actor(Actor::Order(order), commit(3))
+    });
+    assert!(
+        matches!(own, Ok(Outcome::Committed { already: false, .. })),
+        "{own:?}"
+    );
+}
+
+fn check_cases(cases: Vec<Case>) {
+    for (name, script, want, expected) in cases {
+        let (stock, last) = run(script);
+        match (&want, &last) {
+            (Want::Done, Ok(_)) => {}
+            (Want::Refused(e), Err(got)) => assert_eq!(got, e, "{name}"),
+            _ => panic!("{name}: got {last:?}"),
+        }
+        assert_eq!(counts(&stock), expected, "{name}");
+    }
 }

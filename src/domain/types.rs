@@ -212,6 +212,29 @@ impl IdempotencyKey {
     }
 }
 
+/// Where a stored idempotency answer lives: the caller's scope, then its
+/// key. Scopes keep callers' keys apart: one buyer's `cart-1` never meets
+/// another's, and an order's own saga keys (scope `order:<id>`, an actor
+/// only order objects are) cannot be reached by any client, whatever key it
+/// sends. The space cannot occur in a scope or a key.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ReplayKey(String);
+
+impl ReplayKey {
+    pub fn new(scope: &str, key: &IdempotencyKey) -> ReplayKey {
+        ReplayKey(format!("{scope} {key}"))
+    }
+
+    /// A key as stored (for the store's own round trip).
+    pub fn from_stored(raw: String) -> ReplayKey {
+        ReplayKey(raw)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
 impl Note {
     pub const LENGTH_MAX: usize = 200;
     pub fn parse(raw: &str) -> Result<Self, Invalid> {

@@ -92,8 +92,9 @@ impl DurableObject for FeedObject {
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         if let Some(name) = req.headers().get("X-Feed")? {
+            let protocol = req.headers().get("Sec-WebSocket-Protocol")?;
             return match FeedName::parse(&name) {
-                Ok(feed) => self.accept(feed).await,
+                Ok(feed) => self.accept(feed, protocol).await,
                 Err(_) => to_response(&ApiError::Internal.to_reply()),
             };
         }
@@ -231,13 +232,23 @@ impl FeedObject {
         Ok(state)
     }
 
-    async fn accept(&self, feed: FeedName) -> Result<Response> {
+    /// Accepts a viewer; `protocol` is the subprotocol the router selected
+    /// (an order feed's), which the handshake must name.
+    async fn accept(&self, feed: FeedName, protocol: Option<String>) -> Result<Response> {
         let state = self.ensure(&feed).await?;
         let pair = WebSocketPair::new()?;
         self.state.accept_web_socket(&pair.server);
         pair.server.serialize_attachment(Meter::default())?;
         pair.server.send_with_str(state.snapshot(&feed))?;
-        Response::from_websocket(pair.client)
+        let response = Response::from_websocket(pair.client)?;
+        match protocol {
+            Some(protocol) => {
+                let headers = worker::Headers::new();
+                headers.set("Sec-WebSocket-Protocol", &protocol)?;
+                Ok(response.with_headers(headers))
+            }
+            None => Ok(response),
+        }
     }
 
     async fn handle(&self, call: FeedCall) -> HttpReply {

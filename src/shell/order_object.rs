@@ -47,10 +47,13 @@ pub enum OrderOp {
         room: Option<RoomId>,
         fingerprint: String,
     },
-    Get,
+    /// The order, for its buyer or an admin (anyone else: not found).
+    Get { caller: Actor },
     Transition {
         intent: Intent,
         actor: String,
+        /// Who asked: a buyer may only touch their own order.
+        caller: Actor,
         key: Option<IdempotencyKey>,
         fingerprint: String,
     },
@@ -247,17 +250,23 @@ impl OrderObject {
                     }
                 })
             }
-            OrderOp::Get => {
-                let order = self.load()?.ok_or(ApiError::OrderNotFound)?;
+            OrderOp::Get { caller } => {
+                let order = self.visible_to(&caller)?;
                 Ok(HttpReply::json(200, order_json(&order)))
             }
             OrderOp::Transition {
                 intent,
                 actor,
+                caller,
                 key,
                 fingerprint,
             } => {
-                if let Some(reply) = self.replay(key.as_ref(), &fingerprint)? {
+                // Ownership before replays: a stranger learns nothing, not
+                // even that a key was used.
+                self.visible_to(&caller)?;
+                // Replays live in the caller's scope, like a SKU's.
+                let key = key.map(|k| format!("{caller} {k}"));
+                if let Some(reply) = self.replay(key.as_deref(), &fingerprint)? {
                     return Ok(reply);
                 }
                 let mut order = self.load()?.ok_or(ApiError::OrderNotFound)?;
@@ -281,7 +290,7 @@ impl OrderObject {
                         }
                     }
                 };
-                self.remember(key.as_ref(), &fingerprint, &reply)?;
+                self.remember(key.as_deref(), &fingerprint, &reply)?;
                 Ok(reply)
             }
             OrderOp::Change {
@@ -290,7 +299,8 @@ impl OrderObject {
                 key,
                 fingerprint,
             } => {
-                if let Some(reply) = self.replay(key.as_ref(), &fingerprint)? {
+                let key = key.map(|k| format!("{} {k}", Actor::Admin));
+                if let Some(reply) = self.replay(key.as_deref(), &fingerprint)? {
                     return Ok(reply);
                 }
                 let mut order = self.load()?.ok_or(ApiError::OrderNotFound)?;
@@ -304,9 +314,26 @@ impl OrderObject {
                         HttpReply::json(200, order_json(&order))
                     }
                 };
-                self.remember(key.as_ref(), &fingerprint, &reply)?;
+                self.remember(key.as_deref(), &fingerprint, &reply)?;
                 Ok(reply)
             }
+        }
+    }
+
+    /// The order if `caller` may see it: its buyer, an admin, or the
+    /// system (a payment callback, the alarm). For anyone else it does not
+    /// exist.
+    fn visible_to(&self, caller: &Actor) -> std::result::Result<Order, ApiError> {
+        let order = self.load()?.ok_or(ApiError::OrderNotFound)?;
+        let visible = match caller {
+            Actor::Admin | Actor::System => true,
+            Actor::Buyer(buyer) => order.buyer == *buyer,
+            Actor::Order(_) => false,
+        };
+        if visible {
+            Ok(order)
+        } else {
+            Err(ApiError::OrderNotFound)
         }
     }
 
@@ -389,7 +416,8 @@ impl OrderObject {
             events::emit(&event);
             FeedClient::publish(&self.env, &FeedName::Order(order.id.clone()), &event).await;
             if let Some(room) = &order.room {
-                FeedClient::publish(&self.env, &FeedName::Room(room.clone()), &event).await;
+                let masked = Event::room_order(order, entry);
+                FeedClient::publish(&self.env, &FeedName::Room(room.clone()), &masked).await;
             }
         }
         if order.timeline.len() > seen {
@@ -434,7 +462,7 @@ impl OrderObject {
 
     fn replay(
         &self,
-        key: Option<&IdempotencyKey>,
+        key: Option<&str>,
         fingerprint: &str,
     ) -> std::result::Result<Option<HttpReply>, ApiError> {
         let Some(key) = key else { return Ok(None) };
@@ -471,7 +499,7 @@ impl OrderObject {
 
     fn remember(
         &self,
-        key: Option<&IdempotencyKey>,
+        key: Option<&str>,
         fingerprint: &str,
         reply: &HttpReply,
     ) -> std::result::Result<(), ApiError> {

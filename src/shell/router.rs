@@ -3,23 +3,26 @@
 //! or a buyer's order index. Nothing invalid reaches an object, and nothing
 //! here holds state.
 
-use super::auth::require_admin;
+use super::auth::{self, Caller};
 use super::buyer_object::BuyerClient;
 use super::feed_object::{FeedCall, FeedClient};
 use super::http::to_response;
 use super::order_object::{OrderCall, OrderClient, OrderOp};
 use super::sku_object::{SkuCall, SkuClient, SkuOp};
-use crate::api::routes::OrderAction;
+use crate::api::routes::{Access, OrderAction};
+use crate::api::session::{sign_session, Claims};
 use crate::api::wire::RoomBody;
 use crate::api::wire::{
-    self, parse_body, AdjustBody, CancelBody, CreateOrderBody, DeliverBody, PayBody, RefundBody,
-    ReserveBody, RestockBody, SetupBody, ShipBody,
+    self, acting_buyer, parse_body, AdjustBody, CancelBody, CreateOrderBody, DeliverBody,
+    DevPaymentBody, DevSessionBody, PayBody, RefundBody, ReserveBody, RestockBody, SetupBody,
+    ShipBody,
 };
 use crate::api::{ApiError, HttpReply, Route};
 use crate::domain::live::FeedName;
 use crate::domain::order::{order_id_for_key, Intent};
 use crate::domain::stock::{Actor, Command, Request as StockRequest};
 use crate::domain::types::{IdempotencyKey, OrderId, ReservationId, SkuId};
+use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::json;
@@ -135,14 +138,42 @@ impl Incoming<'_> {
     }
 }
 
+/// The method exactly as sent: `worker::Method` reads any method it does
+/// not know (PROPFIND, PURGE) as GET.
+fn raw_method(req: &Request) -> String {
+    req.inner().method()
+}
+
+/// The stock actor for a caller that passed a route's access check.
+fn actor(caller: &Caller) -> Actor {
+    match caller {
+        Caller::Buyer(claims) => Actor::Buyer(claims.sub.clone()),
+        _ => Actor::Admin,
+    }
+}
+
 async fn dispatch(req: &mut Request, env: &Env) -> Outcome<Response> {
     let url = req.url().map_err(|_| ApiError::RouteNotFound)?;
-    let route = Route::parse(req.method().as_ref(), url.path())?;
-    if route.is_admin() {
-        require_admin(req, env)?;
-    }
+    let method = raw_method(req);
+    let route = Route::parse(&method, url.path())?;
+    // Public routes never look at credentials: reads stay one hop.
+    let caller = match route.access() {
+        Access::Public | Access::Payment => Caller::Anonymous,
+        Access::Admin => {
+            let caller = auth::caller(req, env)?;
+            auth::require_admin(&caller, env)?;
+            caller
+        }
+        Access::Buyer => {
+            let caller = auth::caller(req, env)?;
+            auth::require_buyer_or_admin(&caller)?;
+            caller
+        }
+        Access::Dev if auth::dev_mode(env) => Caller::Anonymous,
+        Access::Dev => return Err(ApiError::RouteNotFound),
+    };
     let mut incoming = Incoming {
-        method: req.method().to_string(),
+        method,
         path: url.path().to_owned(),
         req,
     };
@@ -150,7 +181,10 @@ async fn dispatch(req: &mut Request, env: &Env) -> Outcome<Response> {
     match route {
         Route::Health => reply(HttpReply::json(200, json!({ "ok": true }))),
         Route::GetSku(sku) => sku_call(env, sku, SkuOp::Get).await,
-        Route::GetHold(sku, hold) => sku_call(env, sku, SkuOp::GetHold { hold }).await,
+        Route::GetHold(sku, hold) => {
+            let caller = actor(&caller);
+            sku_call(env, sku, SkuOp::GetHold { hold, caller }).await
+        }
         Route::SkuHolds(sku) => sku_call(env, sku, SkuOp::Holds).await,
         Route::Ledger(sku) => {
             let (after, limit) = wire::parse_page(query)?;
@@ -174,49 +208,62 @@ async fn dispatch(req: &mut Request, env: &Env) -> Outcome<Response> {
         }
         Route::Reserve(sku) => {
             let body: ReserveBody = read_body(incoming.req).await?;
-            let fingerprint = incoming.fingerprint(&body);
-            let actor = Actor::Buyer(body.buyer.clone());
-            let op = incoming.step(fingerprint, actor, body.into_command(new_hold_id()?))?;
+            let buyer = acting_buyer(caller.buyer(), body.buyer.as_ref())?;
+            let fingerprint = incoming.fingerprint(&(&body, &buyer));
+            let command = body.into_command(new_hold_id()?, buyer);
+            let op = incoming.step(fingerprint, actor(&caller), command)?;
             sku_call(env, sku, op).await
         }
         Route::Commit(sku, hold) => {
-            let op = incoming.step(
-                incoming.fingerprint(&()),
-                Actor::Storefront,
-                Command::Commit { hold },
-            )?;
+            let fingerprint = incoming.fingerprint(&());
+            let op = incoming.step(fingerprint, Actor::Admin, Command::Commit { hold })?;
             sku_call(env, sku, op).await
         }
         Route::Release(sku, hold) => {
-            let op = incoming.step(
-                incoming.fingerprint(&()),
-                Actor::Storefront,
-                Command::Release { hold },
-            )?;
+            let fingerprint = incoming.fingerprint(&());
+            let op = incoming.step(fingerprint, actor(&caller), Command::Release { hold })?;
             sku_call(env, sku, op).await
         }
         Route::CreateOrder => {
             let body: CreateOrderBody = read_body(incoming.req).await?;
+            let buyer = acting_buyer(caller.buyer(), body.buyer.as_ref())?;
             let lines = body.merged_lines()?;
             // With a key, a retried create reaches the same order object.
             let order = match incoming.key()? {
-                Some(key) => order_id_for_key(&body.buyer, &key),
+                Some(key) => order_id_for_key(&buyer, &key),
                 None => OrderId::from_bytes(random_bytes()?),
             };
             let op = OrderOp::Create {
-                fingerprint: incoming.fingerprint(&body),
-                buyer: body.buyer,
+                fingerprint: incoming.fingerprint(&(&body, &buyer)),
+                buyer,
                 channel: body.channel,
                 room: body.room,
                 lines,
             };
             order_call(env, order, op).await
         }
-        Route::GetOrder(order) => order_call(env, order, OrderOp::Get).await,
+        Route::GetOrder(order) => {
+            let caller = actor(&caller);
+            order_call(env, order, OrderOp::Get { caller }).await
+        }
+        Route::OrderAction(order, OrderAction::Pay) => {
+            let body = read_bytes(incoming.req).await?;
+            let signature = incoming
+                .req
+                .headers()
+                .get("Edgestock-Signature")
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            let key = incoming.key()?;
+            pay(env, order, key, &signature, &body).await
+        }
         Route::OrderAction(order, action) => {
-            let op = order_action(&mut incoming, action).await?;
+            let op = order_action(&mut incoming, action, actor(&caller)).await?;
             order_call(env, order, op).await
         }
+        Route::DevSession => dev_session(incoming.req, env).await,
+        Route::DevPayment => dev_payment(incoming.req, env).await,
         Route::PutRoom(room) => {
             let body: RoomBody = read_body(incoming.req).await?;
             let call = FeedCall::SetupRoom {
@@ -231,6 +278,10 @@ async fn dispatch(req: &mut Request, env: &Env) -> Outcome<Response> {
         }
         Route::Live(feed) => live(incoming.req, env, feed).await,
         Route::BuyerOrders(buyer) => {
+            // Another buyer's list does not exist, as far as a buyer knows.
+            if !caller.is_admin() && caller.buyer() != Some(&buyer) {
+                return Err(ApiError::RouteNotFound);
+            }
             let (after, limit) = wire::parse_page(query)?;
             BuyerClient::list(env, &buyer, after, limit)
                 .await
@@ -239,27 +290,87 @@ async fn dispatch(req: &mut Request, env: &Env) -> Outcome<Response> {
     }
 }
 
-async fn order_action(incoming: &mut Incoming<'_>, action: OrderAction) -> Outcome<OrderOp> {
+/// A payment provider's callback: the signature over the raw body is
+/// checked before the body is even parsed, and the order is told it was
+/// paid by the provider, never by a buyer.
+async fn pay(
+    env: &Env,
+    order: OrderId,
+    key: Option<IdempotencyKey>,
+    signature: &str,
+    raw: &[u8],
+) -> Outcome<Response> {
+    auth::verify_payment(signature, env, raw)?;
+    let body: PayBody = parse_body(raw)?;
+    let fingerprint = wire::fingerprint("POST", &format!("/api/orders/{order}/pay"), &body);
+    let op = OrderOp::Transition {
+        intent: body.into_intent()?,
+        actor: "payment".into(),
+        caller: Actor::System,
+        key,
+        fingerprint,
+    };
+    order_call(env, order, op).await
+}
+
+/// Dev mode: a session for any buyer, so the pages and curl work locally.
+async fn dev_session(req: &mut Request, env: &Env) -> Outcome<Response> {
+    let body: DevSessionBody = read_body(req).await?;
+    let secret = auth::session_secret(env).ok_or(ApiError::Internal)?;
+    let now = auth::now_s();
+    let claims = Claims {
+        sub: body.buyer.clone(),
+        iat: now,
+        exp: now + body.ttl_s.unwrap_or(3600).clamp(1, 86_400),
+        device: body.device.map(String::from),
+        account_created: body.account_created,
+        channel: None,
+    };
+    let token = sign_session(&claims, secret.as_bytes());
+    reply(HttpReply::json(
+        201,
+        json!({ "token": token, "buyer": claims.sub, "expires_at": claims.exp * 1000 }),
+    ))
+}
+
+/// Dev mode: plays the payment provider, signing the callback it then
+/// delivers through the same path as a real one.
+async fn dev_payment(req: &mut Request, env: &Env) -> Outcome<Response> {
+    let body: DevPaymentBody = read_body(req).await?;
+    let secret = auth::payment_secret(env).ok_or(ApiError::Internal)?;
+    let callback = json!({ "payment_ref": body.payment_ref, "amount": body.amount }).to_string();
+    let signature =
+        crate::api::session::sign_payment(auth::now_s(), callback.as_bytes(), secret.as_bytes());
+    pay(env, body.order, None, &signature, callback.as_bytes()).await
+}
+
+async fn order_action(
+    incoming: &mut Incoming<'_>,
+    action: OrderAction,
+    caller: Actor,
+) -> Outcome<OrderOp> {
     let key = incoming.key()?;
     let transition = |intent: Intent, actor: &str, fingerprint: String| OrderOp::Transition {
         intent,
         actor: actor.to_owned(),
+        caller: caller.clone(),
         key: key.clone(),
         fingerprint,
     };
     Ok(match action {
-        OrderAction::Pay => {
-            let body: PayBody = read_body(incoming.req).await?;
-            let fingerprint = incoming.fingerprint(&body);
-            transition(body.into_intent()?, "payment", fingerprint)
-        }
+        OrderAction::Pay => return Err(ApiError::Internal),
         OrderAction::Cancel => {
             let body: CancelBody = read_optional_body(incoming.req).await?;
             let fingerprint = incoming.fingerprint(&body);
             let intent = Intent::Cancel {
                 reason: body.reason.map(|r| r.to_string()),
             };
-            transition(intent, "buyer", fingerprint)
+            let who = if caller == Actor::Admin {
+                "admin"
+            } else {
+                "buyer"
+            };
+            transition(intent, who, fingerprint)
         }
         OrderAction::Refund => {
             let body: RefundBody = read_body(incoming.req).await?;
@@ -312,6 +423,38 @@ async fn live(req: &Request, env: &Env, feed: FeedName) -> Outcome<Response> {
     }
     let headers = Headers::new();
     headers.set("Upgrade", "websocket").map_err(internal)?;
+    if let FeedName::Order(order) = &feed {
+        // Browsers cannot set headers on an upgrade: the session comes as a
+        // subprotocol, `bearer.<token>`, beside `edgestock`, the one the
+        // server selects (the token is never echoed back).
+        let offered = req
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let token = offered
+            .split(',')
+            .map(str::trim)
+            .find_map(|p| p.strip_prefix("bearer."))
+            .ok_or_else(|| {
+                ApiError::Unauthorized(
+                    "an order feed needs the session as the subprotocol 'bearer.<token>'".into(),
+                )
+            })?;
+        let caller = match auth::identify(token, env)? {
+            Caller::Anonymous => return Err(ApiError::OrderNotFound),
+            caller => actor(&caller),
+        };
+        let mut seen = order_call(env, order.clone(), OrderOp::Get { caller }).await?;
+        if seen.status_code() != 200 {
+            return Err(ApiError::OrderNotFound);
+        }
+        let _ = seen.text().await;
+        headers
+            .set("Sec-WebSocket-Protocol", "edgestock")
+            .map_err(internal)?;
+    }
     let mut init = RequestInit::new();
     init.with_headers(headers);
     let forwarded =
@@ -397,12 +540,19 @@ async fn read_bytes(req: &mut Request) -> Outcome<Vec<u8>> {
             return Err(too_large);
         }
     }
-    let bytes = req
-        .bytes()
-        .await
-        .map_err(|_| ApiError::MalformedJson("the body could not be read".into()))?;
-    if bytes.len() > wire::BODY_BYTES_MAX {
-        return Err(too_large);
+    // Streamed with a running count: a chunked body with no length is cut
+    // off at the cap instead of being buffered whole first.
+    let unreadable = || ApiError::MalformedJson("the body could not be read".into());
+    let mut bytes = Vec::new();
+    let Ok(mut stream) = req.stream() else {
+        return Ok(bytes);
+    };
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|_| unreadable())?;
+        if bytes.len() + chunk.len() > wire::BODY_BYTES_MAX {
+            return Err(too_large);
+        }
+        bytes.extend_from_slice(&chunk);
     }
     Ok(bytes)
 }

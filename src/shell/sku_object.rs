@@ -18,7 +18,7 @@ use crate::api::{ApiError, HttpReply};
 use crate::domain::event::Event;
 use crate::domain::live::FeedName;
 use crate::domain::stock::Stock;
-use crate::domain::stock::{Hold, Reply};
+use crate::domain::stock::{Actor, Hold, Reply};
 use crate::domain::stock::{Request as StockRequest, StockError};
 use crate::domain::store;
 use crate::domain::store::Store;
@@ -62,8 +62,10 @@ pub enum SkuOp {
         feed: FeedName,
     },
     Get,
+    /// A hold, if `caller` may see it (a buyer: their own).
     GetHold {
         hold: ReservationId,
+        caller: Actor,
     },
     Ledger {
         after: u64,
@@ -267,11 +269,12 @@ impl SkuObject {
                     Some(record) => HttpReply::json(200, sku_json(record)),
                     None => ApiError::Stock(StockError::SkuNotFound).to_reply(),
                 },
-                SkuOp::GetHold { hold } => {
+                SkuOp::GetHold { hold, caller } => {
                     let found = match stock.hold(&hold) {
                         Some(h) => Some(h.clone()),
                         None => store.load_hold(&hold)?,
-                    };
+                    }
+                    .filter(|h| h.belongs_to(&caller));
                     match (found, stock.record()) {
                         (Some(h), Some(record)) => HttpReply::json(200, hold_json(&h, record)),
                         (_, None) => ApiError::Stock(StockError::SkuNotFound).to_reply(),

@@ -7,7 +7,7 @@ use crate::domain::stock::{
     Changes, Hold, HoldStatus, Replay, SkuRecord, Stock, REPLAY_RETENTION_MS,
 };
 use crate::domain::store::Store;
-use crate::domain::types::{BuyerId, IdempotencyKey, ReservationId, SkuId};
+use crate::domain::types::{BuyerId, ReplayKey, ReservationId, SkuId};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use worker::{SqlStorage, SqlStorageValue};
@@ -151,7 +151,7 @@ impl Store for SqlStore {
             .next())
     }
 
-    fn load_replay(&self, key: &IdempotencyKey) -> Result<Option<Replay>, StoreError> {
+    fn load_replay(&self, key: &ReplayKey) -> Result<Option<Replay>, StoreError> {
         Ok(self
             .bodies(
                 "SELECT body FROM replays WHERE key = ?",

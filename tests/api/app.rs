@@ -1,13 +1,24 @@
 //! A typed client for the API under test, and small assertion helpers.
 
+use edgestock::api::session::{sign_payment, sign_session, Claims};
+use edgestock::domain::types::BuyerId;
 use reqwest::{Client, Method};
 use serde_json::{json, Value};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 #[derive(Clone)]
 pub struct App {
     pub base: String,
     pub token: String,
+    /// The server's BUYER_SESSION_SECRET: the tests play the merchant's
+    /// backend that mints buyer sessions.
+    pub session_secret: String,
+    /// The server's PAYMENT_WEBHOOK_SECRET: the tests play the provider.
+    pub payment_secret: String,
+    /// Which buyer placed each order the tests made, to act as that buyer.
+    pub owners: Arc<Mutex<HashMap<String, String>>>,
     pub client: Client,
     /// Requests in flight at once. wrangler dev's Node proxy drops
     /// connections (503, reset) with ~500 simultaneous sockets on this
@@ -152,6 +163,42 @@ impl App {
         ("Authorization", format!("Bearer {}", self.token))
     }
 
+    /// A session for `buyer`, as the merchant's backend would mint it.
+    pub fn session(&self, buyer: &str) -> String {
+        let now = now_ms() / 1000;
+        let claims = Claims {
+            sub: BuyerId::parse(buyer).expect("a valid buyer id"),
+            iat: now,
+            exp: now + 600,
+            device: None,
+            account_created: None,
+            channel: None,
+        };
+        sign_session(&claims, self.session_secret.as_bytes())
+    }
+
+    /// `Authorization: Bearer <session of buyer>`.
+    pub fn as_buyer(&self, buyer: &str) -> (&'static str, String) {
+        ("Authorization", format!("Bearer {}", self.session(buyer)))
+    }
+
+    /// `Edgestock-Signature` for `body`, signed now.
+    pub fn payment_signature(&self, body: &str) -> (&'static str, String) {
+        let now = now_ms() / 1000;
+        let value = sign_payment(now, body.as_bytes(), self.payment_secret.as_bytes());
+        ("Edgestock-Signature", value)
+    }
+
+    /// The credential to act on an order with: its buyer's session if the
+    /// tests placed it, else the admin token.
+    pub fn order_owner(&self, id: &str) -> (&'static str, String) {
+        let owner = self.owners.lock().unwrap().get(id).cloned();
+        match owner {
+            Some(buyer) => self.as_buyer(&buyer),
+            None => self.bearer(),
+        }
+    }
+
     fn json_call(&self, method: Method, path: String, body: Value, admin: bool) -> Call<'static> {
         let mut headers = vec![("Content-Type", "application/json".to_owned())];
         if admin {
@@ -212,34 +259,54 @@ impl App {
         buyer: &str,
         key: Option<&str>,
     ) -> Reply {
-        let call = self.json_call(
+        let mut call = self.json_call(
             Method::POST,
             format!("/api/skus/{sku}/reservations"),
             json!({ "qty": qty, "buyer": buyer }),
             false,
         );
+        call.headers.push(self.as_buyer(buyer));
         self.send_maybe_keyed(call, key).await
     }
 
+    /// Commits a hold as the merchant (a storefront cannot commit).
     pub async fn commit(&self, sku: &str, hold: &str) -> Reply {
-        self.bare(
-            Method::POST,
-            format!("/api/skus/{sku}/reservations/{hold}/commit"),
-        )
-        .await
+        let path = format!("/api/skus/{sku}/reservations/{hold}/commit");
+        self.with(Method::POST, path, vec![self.bearer()]).await
     }
 
+    /// Releases a hold as the merchant; [`release_as`](App::release_as)
+    /// as a buyer.
     pub async fn release(&self, sku: &str, hold: &str) -> Reply {
-        self.bare(
-            Method::DELETE,
-            format!("/api/skus/{sku}/reservations/{hold}"),
-        )
-        .await
+        let path = format!("/api/skus/{sku}/reservations/{hold}");
+        self.with(Method::DELETE, path, vec![self.bearer()]).await
+    }
+
+    pub async fn release_as(&self, buyer: &str, sku: &str, hold: &str) -> Reply {
+        let path = format!("/api/skus/{sku}/reservations/{hold}");
+        self.with(Method::DELETE, path, vec![self.as_buyer(buyer)])
+            .await
     }
 
     pub async fn get_hold(&self, sku: &str, hold: &str) -> Reply {
-        self.bare(Method::GET, format!("/api/skus/{sku}/reservations/{hold}"))
-            .await
+        let path = format!("/api/skus/{sku}/reservations/{hold}");
+        self.with(Method::GET, path, vec![self.bearer()]).await
+    }
+
+    /// A request with no body and these headers.
+    pub async fn with(
+        &self,
+        method: Method,
+        path: String,
+        headers: Vec<(&'static str, String)>,
+    ) -> Reply {
+        self.send(Call {
+            method,
+            path,
+            body: None,
+            headers,
+        })
+        .await
     }
 
     pub async fn admin_post(&self, sku: &str, what: &str, body: Value) -> Reply {
@@ -282,13 +349,24 @@ impl App {
             .iter()
             .map(|(s, q)| json!({"sku": s, "qty": q}))
             .collect();
-        let call = self.json_call(
+        let mut call = self.json_call(
             Method::POST,
             "/api/orders".into(),
             json!({"buyer": buyer, "channel": "douyin", "lines": lines}),
             false,
         );
-        self.send_maybe_keyed(call, key).await
+        call.headers.push(self.as_buyer(buyer));
+        let reply = self.send_maybe_keyed(call, key).await;
+        self.note_owner(&reply, buyer);
+        reply
+    }
+
+    /// Remembers who placed an order the server created.
+    pub fn note_owner(&self, reply: &Reply, buyer: &str) {
+        if let Some(id) = reply.body["id"].as_str() {
+            let mut owners = self.owners.lock().unwrap();
+            owners.insert(id.to_owned(), buyer.to_owned());
+        }
     }
 
     /// Creates an order and asserts it was reserved; returns its id.
@@ -299,19 +377,34 @@ impl App {
         reply.body["id"].as_str().unwrap().to_owned()
     }
 
-    /// POST /api/orders/{id}/{action}; ship, deliver and refund as admin.
+    /// POST /api/orders/{id}/{action}: pay as the payment provider (a
+    /// signed callback), cancel as the order's buyer, ship, deliver and
+    /// refund as the merchant.
     pub async fn order_action(&self, id: &str, action: &str, body: Value) -> Reply {
-        let admin = matches!(action, "ship" | "deliver" | "refund");
-        self.send(self.json_call(
+        self.send(self.order_call(id, action, body)).await
+    }
+
+    /// The request [`order_action`](App::order_action) sends.
+    pub fn order_call(&self, id: &str, action: &str, body: Value) -> Call<'static> {
+        let mut call = self.json_call(
             Method::POST,
             format!("/api/orders/{id}/{action}"),
             body,
-            admin,
-        ))
-        .await
+            false,
+        );
+        let credential = match action {
+            "pay" => self.payment_signature(call.body.as_deref().unwrap_or("")),
+            "cancel" => self.order_owner(id),
+            _ => self.bearer(),
+        };
+        call.headers.push(credential);
+        call
     }
 
+    /// The order, as its buyer sees it.
     pub async fn get_order(&self, id: &str) -> Reply {
-        self.bare(Method::GET, format!("/api/orders/{id}")).await
+        let path = format!("/api/orders/{id}");
+        self.with(Method::GET, path, vec![self.order_owner(id)])
+            .await
     }
 }

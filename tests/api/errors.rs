@@ -161,12 +161,20 @@ pub async fn bad_input_is_a_problem_and_changes_nothing(app: App) {
             "invalid-body",
         ),
         (
-            "missing buyer",
+            "another buyer than the session's",
             Method::POST,
             &reserve,
-            r#"{"qty": 1}"#.into(),
+            r#"{"qty": 1, "buyer": "c"}"#.into(),
+            403,
+            "forbidden",
+        ),
+        (
+            "one hold over max_per_hold",
+            Method::POST,
+            &reserve,
+            r#"{"qty": 6}"#.into(),
             422,
-            "invalid-body",
+            "over-hold-max",
         ),
         (
             "bad buyer",
@@ -236,9 +244,11 @@ pub async fn bad_input_is_a_problem_and_changes_nothing(app: App) {
     for (name, method, path, body, status, slug) in cases {
         let admin = method == Method::PUT;
         let mut headers = vec![("Content-Type", "application/json".to_owned())];
-        if admin {
-            headers.push(app.bearer());
-        }
+        headers.push(if admin {
+            app.bearer()
+        } else {
+            app.as_buyer("b")
+        });
         let reply = app
             .send(call(method, path.to_owned(), Some(&body), headers))
             .await;
@@ -252,7 +262,10 @@ pub async fn bad_input_is_a_problem_and_changes_nothing(app: App) {
             Method::POST,
             reserve.clone(),
             Some(r#"{"qty": 1, "buyer": "b"}"#),
-            vec![("Content-Type", "application/x-www-form-urlencoded".into())],
+            vec![
+                ("Content-Type", "application/x-www-form-urlencoded".into()),
+                app.as_buyer("b"),
+            ],
         ))
         .await;
     form.assert_problem(415, "unsupported-media-type");
@@ -261,7 +274,7 @@ pub async fn bad_input_is_a_problem_and_changes_nothing(app: App) {
             Method::POST,
             reserve.clone(),
             Some(r#"{"qty": 1, "buyer": "b"}"#),
-            vec![("Idempotency-Key", "has a space".into())],
+            vec![("Idempotency-Key", "has a space".into()), app.as_buyer("b")],
         ))
         .await;
     bad_key.assert_problem(400, "invalid-header");

@@ -36,9 +36,16 @@ pub fn build() {
     assert!(status.success(), "the worker build failed");
 }
 
+/// The secrets the server under test runs with.
+pub struct Secrets {
+    pub admin: String,
+    pub session: String,
+    pub payment: String,
+}
+
 impl Server {
-    /// Prepares a fresh state directory and token file under target/.
-    pub fn new(token: &str) -> Server {
+    /// Prepares a fresh state directory and secrets file under target/.
+    pub fn new(secrets: &Secrets) -> Server {
         let dir = root().join("target").join("api-tests");
         let state_dir = dir.join("state");
         let _ = std::fs::remove_dir_all(&state_dir);
@@ -46,7 +53,12 @@ impl Server {
         let _ = std::fs::remove_file(dir.join("wrangler.log"));
         let env_file = dir.join("test.env");
         // The storefront origin the live tests use for cross-origin checks.
-        let vars = format!("ADMIN_TOKEN={token}\nALLOWED_ORIGINS=http://shop.example\n");
+        // Dev mode on: the browser test buys through the dev session and
+        // payment routes, as a developer's pages do.
+        let vars = format!(
+            "ADMIN_TOKEN={}\nBUYER_SESSION_SECRET={}\nPAYMENT_WEBHOOK_SECRET={}\nDEV_SESSIONS=1\nALLOWED_ORIGINS=http://shop.example\n",
+            secrets.admin, secrets.session, secrets.payment
+        );
         std::fs::write(&env_file, vars).expect("env file");
         Server {
             child: None,

@@ -14,12 +14,27 @@ use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 async fn connect(app: &App, path: &str, origin: Option<&str>) -> Result<Socket, u16> {
+    connect_with(app, path, origin, None).await
+}
+
+/// Connects offering `protocols` (the order feed's session rides there).
+async fn connect_with(
+    app: &App,
+    path: &str,
+    origin: Option<&str>,
+    protocols: Option<&str>,
+) -> Result<Socket, u16> {
     let url = format!("{}{path}", app.base.replace("http://", "ws://"));
     let mut request = url.into_client_request().unwrap();
     if let Some(origin) = origin {
         request
             .headers_mut()
             .insert("Origin", origin.parse().unwrap());
+    }
+    if let Some(protocols) = protocols {
+        request
+            .headers_mut()
+            .insert("Sec-WebSocket-Protocol", protocols.parse().unwrap());
     }
     match connect_async(request).await {
         Ok((socket, _)) => Ok(socket),
@@ -172,8 +187,11 @@ pub async fn a_viewer_resumes_from_the_version_it_saw(app: App) {
 pub async fn a_room_feed_shows_its_products_in_order_and_its_orders(app: App) {
     let (a, b) = (unique("room-a"), unique("room-b"));
     app.given_sku(&a, json!({"on_hand": 5})).await;
-    app.given_sku(&b, json!({"on_hand": 8, "low_stock_threshold": 3}))
-        .await;
+    app.given_sku(
+        &b,
+        json!({"on_hand": 8, "low_stock_threshold": 3, "max_per_hold": 6}),
+    )
+    .await;
     let room = unique("room");
     let setup = app
         .send(crate::app::Call {
@@ -202,19 +220,23 @@ pub async fn a_room_feed_shows_its_products_in_order_and_its_orders(app: App) {
             method: reqwest::Method::POST,
             path: "/api/orders".into(),
             body: Some(json!({"buyer": "fan", "channel": "douyin", "room": room, "lines": [{"sku": b, "qty": 6}]}).to_string()),
-            headers: vec![("Content-Type", "application/json".into())],
+            headers: vec![("Content-Type", "application/json".into()), app.as_buyer("fan")],
         })
         .await;
     assert_eq!(placed.status, 201, "{:?}", placed.body);
+    let placed_id = placed.body["id"].as_str().unwrap().to_owned();
     let messages = drain(&mut socket, Duration::from_millis(1_500)).await;
     let kinds: Vec<&str> = messages
         .iter()
         .map(|m| m["type"].as_str().unwrap())
         .collect();
     assert!(
-        kinds.contains(&"stock") && kinds.contains(&"alert") && kinds.contains(&"order_status"),
+        kinds.contains(&"stock") && kinds.contains(&"alert") && kinds.contains(&"room_order"),
         "{messages:?}"
     );
+    // A room is public: its viewers see a masked buyer and the units, never
+    // an order id or a buyer id (the keys to someone's order).
+    assert!(!kinds.contains(&"order_status"), "{messages:?}");
     let alert = messages
         .iter()
         .find(|m| m["type"] == json!("alert"))
@@ -225,23 +247,49 @@ pub async fn a_room_feed_shows_its_products_in_order_and_its_orders(app: App) {
     );
     let status = messages
         .iter()
-        .find(|m| m["type"] == json!("order_status"))
+        .find(|m| m["type"] == json!("room_order"))
         .unwrap();
     assert_eq!(status["status"], json!("reserved"));
-    // The REST view of the room is the same snapshot.
+    assert_eq!(status["buyer"], json!("f***n"));
+    assert_eq!(status["units"], json!(6));
+    // The REST view of the room is the same snapshot, just as private.
     let rest = app
         .bare(reqwest::Method::GET, format!("/api/rooms/{room}"))
         .await;
     assert_eq!(rest.body["skus"][0]["available"], json!(2));
+    assert_eq!(rest.body["orders"][0]["buyer"], json!("f***n"));
+    for text in [rest.body.to_string(), format!("{messages:?}")] {
+        assert!(!text.contains(&placed_id), "an order id in {text}");
+        assert!(!text.contains("\"fan\""), "a buyer id in {text}");
+    }
 }
 
 pub async fn an_order_feed_sees_reserved_paid_shipped(app: App) {
     let sku = unique("order-live");
     app.given_sku(&sku, json!({"on_hand": 5})).await;
     let id = app.given_order("watcher", &[(&sku, 1)]).await;
-    let mut socket = connect(&app, &format!("/api/orders/{id}/live"), None)
-        .await
-        .unwrap();
+    let path = format!("/api/orders/{id}/live");
+    // Only its buyer (or the merchant) may watch an order: the session is
+    // offered as a subprotocol, since a browser cannot set headers here.
+    assert_eq!(
+        connect(&app, &path, None).await.err(),
+        Some(401),
+        "no session"
+    );
+    let stranger = format!("edgestock, bearer.{}", app.session("someone-else"));
+    assert_eq!(
+        connect_with(&app, &path, None, Some(&stranger)).await.err(),
+        Some(404),
+        "another buyer's order does not exist for them"
+    );
+    let forged = format!("edgestock, bearer.{}x", app.session("watcher"));
+    assert_eq!(
+        connect_with(&app, &path, None, Some(&forged)).await.err(),
+        Some(401),
+        "a forged session"
+    );
+    let own = format!("edgestock, bearer.{}", app.session("watcher"));
+    let mut socket = connect_with(&app, &path, None, Some(&own)).await.unwrap();
     let snapshot = next(&mut socket, Duration::from_secs(5)).await.unwrap();
     assert_eq!(
         snapshot["orders"][0]["status"],

@@ -15,6 +15,7 @@ mod live;
 mod openapi;
 mod orders;
 mod stock;
+mod trust;
 
 use app::App;
 use futures::FutureExt;
@@ -69,6 +70,11 @@ fn concurrent_tests() -> Vec<Test> {
         live::an_order_feed_sees_reserved_paid_shipped,
         live::origins_are_checked,
         live::oversize_and_flooding_viewers_are_cut_off_alone,
+        trust::buyers_touch_only_their_own_holds,
+        trust::orders_and_order_lists_are_their_buyers,
+        trust::only_a_signed_callback_pays,
+        trust::strangers_cannot_reach_an_orders_hold_or_its_saga_keys,
+        trust::an_admin_acts_for_a_named_buyer,
     ]
 }
 
@@ -101,11 +107,19 @@ async fn run() -> (usize, usize) {
         "test-{:x}",
         app::now_ms() ^ u64::from(std::process::id()) << 20
     );
-    let mut server = harness::Server::new(&token);
+    let secrets = harness::Secrets {
+        admin: token.clone(),
+        session: format!("{token}-sessions"),
+        payment: format!("{token}-payments"),
+    };
+    let mut server = harness::Server::new(&secrets);
     server.start().await;
     let app = App {
         base: server.base(),
         token,
+        session_secret: secrets.session.clone(),
+        payment_secret: secrets.payment.clone(),
+        owners: Default::default(),
         client: reqwest::Client::builder()
             .pool_max_idle_per_host(app::IN_FLIGHT_MAX)
             .build()

@@ -351,7 +351,11 @@ pub async fn creating_and_paying_are_idempotent_under_concurrent_retries(app: Ap
         .assert_problem(422, "idempotency-key-reused");
     // The buyer's list shows the order once.
     let list = app
-        .bare(reqwest::Method::GET, "/api/buyers/same/orders".into())
+        .with(
+            reqwest::Method::GET,
+            "/api/buyers/same/orders".into(),
+            vec![app.as_buyer("same")],
+        )
         .await;
     let listed: Vec<&Value> = list.body["orders"]
         .as_array()
@@ -370,7 +374,10 @@ pub async fn bad_order_input_is_a_problem(app: App) {
         method: reqwest::Method::POST,
         path: "/api/orders".into(),
         body: Some(body),
-        headers: vec![("Content-Type", "application/json".into())],
+        headers: vec![
+            ("Content-Type", "application/json".into()),
+            app.as_buyer("b"),
+        ],
     };
     let many: Vec<String> = (0..21)
         .map(|i| format!(r#"{{"sku": "{a}-{i}", "qty": 1}}"#))

@@ -9,7 +9,7 @@ use edgestock::domain::stock::{
     Actor, Changes, Hold, HoldStatus, Replay, Reply, Request, SkuRecord, Stock,
 };
 use edgestock::domain::store::{self, Store};
-use edgestock::domain::types::{BuyerId, IdempotencyKey, ReservationId, SkuId};
+use edgestock::domain::types::{BuyerId, ReplayKey, ReservationId, SkuId};
 use std::collections::{BTreeMap, HashMap};
 
 /// Through JSON and back, as every call to the object and every stored row
@@ -25,7 +25,7 @@ pub struct MemoryStore {
     pub holds: BTreeMap<ReservationId, Hold>,
     pub bought: HashMap<BuyerId, u64>,
     pub ledger: Vec<LedgerEntry>,
-    pub replays: HashMap<IdempotencyKey, Replay>,
+    pub replays: HashMap<ReplayKey, Replay>,
 }
 
 impl Store for MemoryStore {
@@ -33,7 +33,7 @@ impl Store for MemoryStore {
     fn load_hold(&self, id: &ReservationId) -> Result<Option<Hold>, ()> {
         Ok(self.holds.get(id).cloned())
     }
-    fn load_replay(&self, key: &IdempotencyKey) -> Result<Option<Replay>, ()> {
+    fn load_replay(&self, key: &ReplayKey) -> Result<Option<Replay>, ()> {
         Ok(self.replays.get(key).cloned())
     }
     fn load_bought(&self, buyer: &BuyerId) -> Result<u64, ()> {

@@ -15,6 +15,18 @@ export async function api(method, path, body, { token, key } = {}) {
   return data;
 }
 
+// A buyer session. On a real storefront the merchant's backend mints it
+// (a JWT signed with BUYER_SESSION_SECRET, see the README's trust model);
+// on `wrangler dev` with DEV_SESSIONS=1 the dev route does. Kept until a
+// minute before it expires.
+export async function buyerSession(buyer) {
+  const stored = JSON.parse(localStorage.getItem("edgestock.session") || "null");
+  if (stored && stored.buyer === buyer && stored.expires_at > Date.now() + 60000) return stored.token;
+  const session = await api("POST", "/api/dev/session", { buyer });
+  localStorage.setItem("edgestock.session", JSON.stringify(session));
+  return session.token;
+}
+
 export function randomKey() {
   return crypto.randomUUID();
 }

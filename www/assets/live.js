@@ -1,6 +1,8 @@
 // A live feed over a WebSocket that reconnects with backoff, shows its
 // state, keeps itself alive with pings, and resumes from the versions it saw.
-export function openFeed(path, { onMessage, onState }) {
+// `protocols` (an async function) gives the subprotocols to offer on each
+// connect: an order feed's session rides there as "bearer.<token>".
+export function openFeed(path, { onMessage, onState, protocols }) {
   const versions = {};
   let socket = null;
   let attempt = 0;
@@ -9,9 +11,9 @@ export function openFeed(path, { onMessage, onState }) {
 
   const url = () => `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${path}`;
 
-  function connect() {
+  async function connect() {
     onState("connecting");
-    socket = new WebSocket(url());
+    socket = new WebSocket(url(), protocols ? await protocols() : undefined);
     socket.onopen = () => {
       attempt = 0;
       onState("live");
