@@ -11,6 +11,7 @@ mod concurrency;
 mod durability;
 mod errors;
 mod harness;
+mod hostile;
 mod live;
 mod openapi;
 mod orders;
@@ -75,6 +76,7 @@ fn concurrent_tests() -> Vec<Test> {
         trust::only_a_signed_callback_pays,
         trust::strangers_cannot_reach_an_orders_hold_or_its_saga_keys,
         trust::an_admin_acts_for_a_named_buyer,
+        hostile::hostile_inputs_are_problems_and_change_nothing,
     ]
 }
 
