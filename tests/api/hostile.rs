@@ -494,10 +494,19 @@ pub async fn hostile_inputs_are_problems_and_change_nothing(app: App) {
         "POST {reserve} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n",
         app.session("hank")
     );
-    // 10 MB in 64 KiB chunks.
-    let (status, content_type) = raw(&app, chunked.as_bytes(), Some((160, 64 * 1024))).await;
+    // 256 KiB in 64 KiB chunks, with no length: the worker counts as it
+    // reads and refuses at 16 KiB. (A 10 MB body through wrangler dev's
+    // proxy draws the proxy's own plain-text 503 once the worker answers
+    // early; that answer is the proxy's, so it is sent again, at most 3.)
+    let mut answer = (0, String::new());
+    for _ in 0..3 {
+        answer = raw(&app, chunked.as_bytes(), Some((4, 64 * 1024))).await;
+        if !(answer.0 == 503 && answer.1.starts_with("text/plain")) {
+            break;
+        }
+    }
     assert_eq!(
-        (status, content_type.as_str()),
+        (answer.0, answer.1.as_str()),
         (413, "application/problem+json")
     );
 
