@@ -47,10 +47,12 @@ fn secret(env: &Env, name: &str) -> Option<String> {
 /// The session secrets in force: the current one and, during a rotation,
 /// the next.
 pub fn session_secrets(env: &Env) -> Vec<String> {
-    ["BUYER_SESSION_SECRET", "BUYER_SESSION_SECRET_NEXT"]
-        .iter()
-        .filter_map(|name| secret(env, name))
-        .collect()
+    secrets(env, ["BUYER_SESSION_SECRET", "BUYER_SESSION_SECRET_NEXT"])
+}
+
+/// The secrets set among `names` (a current one and its rotation twin).
+fn secrets(env: &Env, names: [&str; 2]) -> Vec<String> {
+    names.iter().filter_map(|name| secret(env, name)).collect()
 }
 
 /// Reads `Authorization: Bearer <credential>`. Only HTTP whitespace (space
@@ -111,10 +113,10 @@ pub fn require_buyer_or_admin(caller: &Caller) -> Result<(), ApiError> {
 /// Verifies a payment provider's `Edgestock-Signature` header value over
 /// the raw body (the current secret or, during a rotation, the next).
 pub fn verify_payment(header: &str, env: &Env, body: &[u8]) -> Result<(), ApiError> {
-    let secrets: Vec<String> = ["PAYMENT_WEBHOOK_SECRET", "PAYMENT_WEBHOOK_SECRET_NEXT"]
-        .iter()
-        .filter_map(|name| secret(env, name))
-        .collect();
+    let secrets = secrets(
+        env,
+        ["PAYMENT_WEBHOOK_SECRET", "PAYMENT_WEBHOOK_SECRET_NEXT"],
+    );
     let keys: Vec<&[u8]> = secrets.iter().map(|s| s.as_bytes()).collect();
     session::verify_payment(header, body, &keys, now_s())
         .map(|_| ())

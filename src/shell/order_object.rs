@@ -18,7 +18,7 @@ use crate::domain::order::{
     line_hold_id, Begin, Change, Channel, Intent, Order, OrderStatus, SkuStep,
 };
 use crate::domain::stock::{Actor, Reply, Request as StockRequest};
-use crate::domain::types::{BuyerId, IdempotencyKey, OrderId, Quantity, SkuId};
+use crate::domain::types::{BuyerId, IdempotencyKey, OrderId, Quantity, ReplayKey, SkuId};
 use futures_util::future::join_all;
 use futures_util::lock::Mutex;
 use serde::{Deserialize, Serialize};
@@ -265,8 +265,8 @@ impl OrderObject {
                 // even that a key was used.
                 self.visible_to(&caller)?;
                 // Replays live in the caller's scope, like a SKU's.
-                let key = key.map(|k| format!("{caller} {k}"));
-                if let Some(reply) = self.replay(key.as_deref(), &fingerprint)? {
+                let key = key.map(|k| ReplayKey::new(&caller.to_string(), &k));
+                if let Some(reply) = self.replay(key.as_ref(), &fingerprint)? {
                     return Ok(reply);
                 }
                 let mut order = self.load()?.ok_or(ApiError::OrderNotFound)?;
@@ -290,7 +290,7 @@ impl OrderObject {
                         }
                     }
                 };
-                self.remember(key.as_deref(), &fingerprint, &reply)?;
+                self.remember(key.as_ref(), &fingerprint, &reply)?;
                 Ok(reply)
             }
             OrderOp::Change {
@@ -299,8 +299,8 @@ impl OrderObject {
                 key,
                 fingerprint,
             } => {
-                let key = key.map(|k| format!("{} {k}", Actor::Admin));
-                if let Some(reply) = self.replay(key.as_deref(), &fingerprint)? {
+                let key = key.map(|k| ReplayKey::new(&Actor::Admin.to_string(), &k));
+                if let Some(reply) = self.replay(key.as_ref(), &fingerprint)? {
                     return Ok(reply);
                 }
                 let mut order = self.load()?.ok_or(ApiError::OrderNotFound)?;
@@ -314,7 +314,7 @@ impl OrderObject {
                         HttpReply::json(200, order_json(&order))
                     }
                 };
-                self.remember(key.as_deref(), &fingerprint, &reply)?;
+                self.remember(key.as_ref(), &fingerprint, &reply)?;
                 Ok(reply)
             }
         }
@@ -462,7 +462,7 @@ impl OrderObject {
 
     fn replay(
         &self,
-        key: Option<&str>,
+        key: Option<&ReplayKey>,
         fingerprint: &str,
     ) -> std::result::Result<Option<HttpReply>, ApiError> {
         let Some(key) = key else { return Ok(None) };
@@ -478,7 +478,7 @@ impl OrderObject {
             .sql()
             .exec(
                 "SELECT fingerprint, status, body FROM replays WHERE key = ?",
-                vec![SqlStorageValue::String(key.to_string())],
+                vec![SqlStorageValue::String(key.as_str().to_owned())],
             )
             .and_then(|c| c.to_array())
             .map_err(internal)?;
@@ -499,7 +499,7 @@ impl OrderObject {
 
     fn remember(
         &self,
-        key: Option<&str>,
+        key: Option<&ReplayKey>,
         fingerprint: &str,
         reply: &HttpReply,
     ) -> std::result::Result<(), ApiError> {
@@ -512,7 +512,7 @@ impl OrderObject {
             .exec(
                 "INSERT OR REPLACE INTO replays (key, fingerprint, status, body) VALUES (?, ?, ?, ?)",
                 vec![
-                    SqlStorageValue::String(key.to_string()),
+                    SqlStorageValue::String(key.as_str().to_owned()),
                     SqlStorageValue::String(fingerprint.to_owned()),
                     SqlStorageValue::Integer(i64::from(reply.status)),
                     SqlStorageValue::String(reply.body.to_string()),

@@ -246,20 +246,8 @@ async fn dispatch(req: &mut Request, env: &Env) -> Outcome<Response> {
             let caller = actor(&caller);
             order_call(env, order, OrderOp::Get { caller }).await
         }
-        Route::OrderAction(order, OrderAction::Pay) => {
-            let body = read_bytes(incoming.req).await?;
-            let signature = incoming
-                .req
-                .headers()
-                .get("Edgestock-Signature")
-                .ok()
-                .flatten()
-                .unwrap_or_default();
-            let key = incoming.key()?;
-            pay(env, order, key, &signature, &body).await
-        }
         Route::OrderAction(order, action) => {
-            let op = order_action(&mut incoming, action, actor(&caller)).await?;
+            let op = order_action(&mut incoming, env, &order, action, actor(&caller)).await?;
             order_call(env, order, op).await
         }
         Route::DevSession => dev_session(incoming.req, env).await,
@@ -293,24 +281,23 @@ async fn dispatch(req: &mut Request, env: &Env) -> Outcome<Response> {
 /// A payment provider's callback: the signature over the raw body is
 /// checked before the body is even parsed, and the order is told it was
 /// paid by the provider, never by a buyer.
-async fn pay(
+fn pay(
     env: &Env,
-    order: OrderId,
+    order: &OrderId,
     key: Option<IdempotencyKey>,
     signature: &str,
     raw: &[u8],
-) -> Outcome<Response> {
+) -> Outcome<OrderOp> {
     auth::verify_payment(signature, env, raw)?;
     let body: PayBody = parse_body(raw)?;
     let fingerprint = wire::fingerprint("POST", &format!("/api/orders/{order}/pay"), &body);
-    let op = OrderOp::Transition {
+    Ok(OrderOp::Transition {
         intent: body.into_intent()?,
         actor: "payment".into(),
         caller: Actor::System,
         key,
         fingerprint,
-    };
-    order_call(env, order, op).await
+    })
 }
 
 /// Dev mode: a session for any buyer, so the pages and curl work locally.
@@ -341,11 +328,14 @@ async fn dev_payment(req: &mut Request, env: &Env) -> Outcome<Response> {
     let callback = json!({ "payment_ref": body.payment_ref, "amount": body.amount }).to_string();
     let signature =
         crate::api::session::sign_payment(auth::now_s(), callback.as_bytes(), secret.as_bytes());
-    pay(env, body.order, None, &signature, callback.as_bytes()).await
+    let op = pay(env, &body.order, None, &signature, callback.as_bytes())?;
+    order_call(env, body.order, op).await
 }
 
 async fn order_action(
     incoming: &mut Incoming<'_>,
+    env: &Env,
+    order: &OrderId,
     action: OrderAction,
     caller: Actor,
 ) -> Outcome<OrderOp> {
@@ -358,7 +348,17 @@ async fn order_action(
         fingerprint,
     };
     Ok(match action {
-        OrderAction::Pay => return Err(ApiError::Internal),
+        OrderAction::Pay => {
+            let raw = read_bytes(incoming.req).await?;
+            let signature = incoming
+                .req
+                .headers()
+                .get("Edgestock-Signature")
+                .ok()
+                .flatten()
+                .unwrap_or_default();
+            return pay(env, order, key, &signature, &raw);
+        }
         OrderAction::Cancel => {
             let body: CancelBody = read_optional_body(incoming.req).await?;
             let fingerprint = incoming.fingerprint(&body);
@@ -446,11 +446,10 @@ async fn live(req: &Request, env: &Env, feed: FeedName) -> Outcome<Response> {
             Caller::Anonymous => return Err(ApiError::OrderNotFound),
             caller => actor(&caller),
         };
-        let mut seen = order_call(env, order.clone(), OrderOp::Get { caller }).await?;
+        let seen = order_call(env, order.clone(), OrderOp::Get { caller }).await?;
         if seen.status_code() != 200 {
             return Err(ApiError::OrderNotFound);
         }
-        let _ = seen.text().await;
         headers
             .set("Sec-WebSocket-Protocol", "edgestock")
             .map_err(internal)?;
