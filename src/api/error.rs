@@ -4,7 +4,26 @@
 use super::HttpReply;
 use crate::domain::order::OrderError;
 use crate::domain::stock::StockError;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
+
+/// Whose attempts a rate limit counted: a client address (generous: a
+/// carrier-grade NAT puts thousands of viewers behind one) or a buyer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RateScope {
+    Address,
+    Buyer,
+}
+
+impl RateScope {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RateScope::Address => "address",
+            RateScope::Buyer => "buyer",
+        }
+    }
+}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ApiError {
@@ -28,7 +47,7 @@ pub enum ApiError {
     /// Too many attempts from one buyer or address; retry after this many
     /// seconds.
     RateLimited {
-        scope: &'static str,
+        scope: RateScope,
         retry_after_s: u64,
     },
     /// The admin API is off because no ADMIN_TOKEN secret is set.
@@ -95,13 +114,13 @@ impl ApiError {
             ApiError::Forbidden(d) => (403, "forbidden", "Forbidden", d.clone(), none),
             ApiError::RateLimited { scope, retry_after_s } => {
                 let mut ext = Map::new();
-                ext.insert("scope".into(), json!(scope));
+                ext.insert("scope".into(), json!(scope.as_str()));
                 ext.insert("retry_after".into(), json!(retry_after_s));
                 (
                     429,
                     "rate-limited",
                     "Too many requests",
-                    format!("too many attempts from this {scope}; retry in {retry_after_s} s (a retry with the same Idempotency-Key is not a new attempt)"),
+                    format!("too many attempts from this {}; retry in {retry_after_s} s (a retry with the same Idempotency-Key is not a new attempt)", scope.as_str()),
                     ext,
                 )
             }

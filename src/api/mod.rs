@@ -7,7 +7,7 @@ pub mod routes;
 pub mod session;
 pub mod wire;
 
-pub use error::ApiError;
+pub use error::{ApiError, RateScope};
 pub use routes::Route;
 
 use serde_json::Value;

@@ -6,6 +6,7 @@ mod buyer_object;
 mod events;
 mod feed_object;
 mod http;
+mod limits;
 mod order_object;
 mod router;
 mod sku_object;

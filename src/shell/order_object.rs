@@ -11,7 +11,7 @@ use super::feed_object::FeedClient;
 use super::http::to_response;
 use super::sku_object::{SkuCall, SkuClient, SkuOp};
 use crate::api::wire::{failed_lines_json, order_json, order_summary_json};
-use crate::api::{ApiError, HttpReply};
+use crate::api::{ApiError, HttpReply, RateScope};
 use crate::domain::event::Event;
 use crate::domain::live::{FeedName, RoomId};
 use crate::domain::order::{
@@ -46,6 +46,10 @@ pub enum OrderOp {
         lines: Vec<(SkuId, Quantity)>,
         room: Option<RoomId>,
         fingerprint: String,
+        /// Set when the caller is over a rate limit: a retry of a create
+        /// already made is answered, a new order is refused.
+        #[serde(default)]
+        replay_only: Option<RateScope>,
     },
     /// The order, for its buyer or an admin (anyone else: not found).
     Get { caller: Actor },
@@ -213,13 +217,15 @@ impl OrderObject {
                 lines,
                 room,
                 fingerprint,
+                replay_only,
             } => {
-                let mut order = match self.load()? {
-                    Some(existing) if existing.fingerprint != fingerprint => {
+                let mut order = match (self.load()?, replay_only) {
+                    (Some(existing), _) if existing.fingerprint != fingerprint => {
                         return Err(ApiError::IdempotencyKeyReused)
                     }
-                    Some(existing) => existing,
-                    None => {
+                    (Some(existing), _) => existing,
+                    (None, Some(scope)) => return Err(super::limits::refusal(scope)),
+                    (None, None) => {
                         let lines = lines
                             .into_iter()
                             .enumerate()

@@ -7,6 +7,7 @@ use super::auth::{self, Caller};
 use super::buyer_object::BuyerClient;
 use super::feed_object::{FeedCall, FeedClient};
 use super::http::to_response;
+use super::limits;
 use super::order_object::{OrderCall, OrderClient, OrderOp};
 use super::sku_object::{SkuCall, SkuClient, SkuOp};
 use crate::api::routes::{Access, OrderAction};
@@ -172,6 +173,12 @@ async fn dispatch(req: &mut Request, env: &Env) -> Outcome<Response> {
         Access::Dev if auth::dev_mode(env) => Caller::Anonymous,
         Access::Dev => return Err(ApiError::RouteNotFound),
     };
+    // Reservations and orders are what a rush (or a bot) makes; each is an
+    // attempt against the caller's address and buyer.
+    let limited = match route {
+        Route::Reserve(_) | Route::CreateOrder => limits::attempt(env, req, &caller).await,
+        _ => None,
+    };
     let mut incoming = Incoming {
         method,
         path: url.path().to_owned(),
@@ -211,7 +218,15 @@ async fn dispatch(req: &mut Request, env: &Env) -> Outcome<Response> {
             let buyer = acting_buyer(caller.buyer(), body.buyer.as_ref())?;
             let fingerprint = incoming.fingerprint(&(&body, &buyer));
             let command = body.into_command(new_hold_id()?, buyer);
-            let op = incoming.step(fingerprint, actor(&caller), command)?;
+            let op = match (incoming.step(fingerprint, actor(&caller), command)?, limited) {
+                (op, None) => op,
+                // Over a limit: only a retry of an attempt already made
+                // gets through, answered from its stored reply.
+                (SkuOp::Step { request }, Some(scope)) if request.key.is_some() => {
+                    SkuOp::Replay { request, scope }
+                }
+                (_, Some(scope)) => return Err(limits::refusal(scope)),
+            };
             sku_call(env, sku, op).await
         }
         Route::Commit(sku, hold) => {
@@ -229,9 +244,10 @@ async fn dispatch(req: &mut Request, env: &Env) -> Outcome<Response> {
             let buyer = acting_buyer(caller.buyer(), body.buyer.as_ref())?;
             let lines = body.merged_lines()?;
             // With a key, a retried create reaches the same order object.
-            let order = match incoming.key()? {
-                Some(key) => order_id_for_key(&buyer, &key),
-                None => OrderId::from_bytes(random_bytes()?),
+            let order = match (incoming.key()?, limited) {
+                (Some(key), _) => order_id_for_key(&buyer, &key),
+                (None, Some(scope)) => return Err(limits::refusal(scope)),
+                (None, None) => OrderId::from_bytes(random_bytes()?),
             };
             let op = OrderOp::Create {
                 fingerprint: incoming.fingerprint(&(&body, &buyer)),
@@ -239,6 +255,7 @@ async fn dispatch(req: &mut Request, env: &Env) -> Outcome<Response> {
                 channel: body.channel,
                 room: body.room,
                 lines,
+                replay_only: limited,
             };
             order_call(env, order, op).await
         }

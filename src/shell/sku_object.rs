@@ -14,7 +14,8 @@ use super::http::to_response;
 use super::order_object::internal_request;
 use super::sql_store::{SqlStore, StoreError};
 use crate::api::wire::{hold_json, holds_json, ledger_json, reply_to_http, sku_json};
-use crate::api::{ApiError, HttpReply};
+use crate::api::{ApiError, HttpReply, RateScope};
+use super::limits;
 use crate::domain::event::Event;
 use crate::domain::live::FeedName;
 use crate::domain::stock::Stock;
@@ -45,6 +46,12 @@ pub struct SkuCall {
 pub enum SkuOp {
     Step {
         request: StockRequest,
+    },
+    /// A step from a caller over a rate limit: answered only if its key has
+    /// a stored answer (a retry is not a new attempt), else refused.
+    Replay {
+        request: StockRequest,
+        scope: RateScope,
     },
     /// A step for another object (an order): answers the core's `Reply` as
     /// JSON, not HTTP.
@@ -227,6 +234,9 @@ fn run(
 impl SkuObject {
     fn handle(&self, call: SkuCall) -> HttpReply {
         let sku = call.sku.clone();
+        if let SkuOp::Replay { request, scope } = &call.op {
+            return self.replay(&sku, request, *scope);
+        }
         let result = self.with_stock(Some(&sku), |store, stock| {
             // Every call runs a step, so holds past their time are returned
             // before anything is read or decided.
@@ -241,6 +251,7 @@ impl SkuObject {
                     200,
                     serde_json::to_value(&replies[0]).map_err(|e| StoreError(e.to_string()))?,
                 ),
+                SkuOp::Replay { scope, .. } => limits::refusal(scope).to_reply(),
                 SkuOp::Subscribe { feed } => {
                     store.add_feed(&feed)?;
                     let mut feeds = self.pusher.feeds.borrow_mut();
@@ -293,6 +304,31 @@ impl SkuObject {
             console_error!("sku object {sku}: {}", e.0);
             ApiError::Internal.to_reply()
         })
+    }
+
+    /// The stored answer to `request`'s key, or the rate limit's refusal:
+    /// nothing runs, nothing is written.
+    fn replay(&self, sku: &SkuId, request: &StockRequest, scope: RateScope) -> HttpReply {
+        let found = self.with_stock(Some(sku), |store, stock| {
+            let Some(key) = request.replay_key() else {
+                return Ok(None);
+            };
+            match stock.replay(&key).cloned() {
+                Some(replay) => Ok(Some(replay)),
+                None => store.load_replay(&key),
+            }
+        });
+        match found {
+            Ok(Some(replay)) if replay.fingerprint == request.fingerprint => {
+                reply_to_http(&replay.reply)
+            }
+            Ok(Some(_)) => ApiError::IdempotencyKeyReused.to_reply(),
+            Ok(None) => limits::refusal(scope).to_reply(),
+            Err(e) => {
+                console_error!("sku object {sku}: {}", e.0);
+                ApiError::Internal.to_reply()
+            }
+        }
     }
 
     /// Runs `f` over the store and the loaded stock, loading both on first

@@ -25,6 +25,11 @@ pub struct App {
     /// machine; 128 in flight still queue far more requests at one object
     /// than it serves at a time, so races stay races.
     pub in_flight: std::sync::Arc<tokio::sync::Semaphore>,
+    /// The client address every request claims (`CF-Connecting-IP`, which
+    /// wrangler dev passes through): one per test, so the per-address rate
+    /// limit counts each test's attempts apart, as it would count viewers
+    /// behind different networks.
+    pub address: String,
 }
 
 pub const IN_FLIGHT_MAX: usize = 128;
@@ -65,6 +70,12 @@ impl Reply {
 }
 
 static NEXT: AtomicU64 = AtomicU64::new(0);
+
+/// A client address (from the documentation range 2001:db8::/32) no other
+/// test uses.
+pub fn unique_address() -> String {
+    format!("2001:db8::{:x}", NEXT.fetch_add(1, Ordering::Relaxed))
+}
 
 /// A SKU id no other test uses.
 pub fn unique(prefix: &str) -> String {
@@ -136,6 +147,9 @@ impl App {
         let mut request = self
             .client
             .request(call.method, format!("{}{}", self.base, call.path));
+        if !call.headers.iter().any(|(n, _)| *n == "CF-Connecting-IP") {
+            request = request.header("CF-Connecting-IP", &self.address);
+        }
         for (name, value) in call.headers {
             request = request.header(name, value);
         }

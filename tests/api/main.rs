@@ -12,6 +12,7 @@ mod durability;
 mod errors;
 mod harness;
 mod hostile;
+mod limits;
 mod live;
 mod openapi;
 mod orders;
@@ -76,6 +77,8 @@ fn concurrent_tests() -> Vec<Test> {
         trust::only_a_signed_callback_pays,
         trust::strangers_cannot_reach_an_orders_hold_or_its_saga_keys,
         trust::an_admin_acts_for_a_named_buyer,
+        limits::a_buyer_is_limited_and_a_retry_is_not_a_new_attempt,
+        limits::an_order_retry_over_the_limit_gets_its_order,
     ]
 }
 
@@ -87,6 +90,8 @@ fn heavy_tests() -> Vec<Test> {
         orders::two_hundred_two_line_orders_race_over_fifty_units,
         live::a_burst_is_coalesced_and_ends_on_the_true_number,
         browser::the_storefront_and_console_work_in_chromium,
+        // Alone: 2,000 attempts in one rate-limit window.
+        limits::an_address_is_limited_generously,
         // Alone: its raw-socket bodies go through the dev proxy.
         hostile::hostile_inputs_are_problems_and_change_nothing,
     ]
@@ -128,6 +133,11 @@ async fn run() -> (usize, usize) {
             .build()
             .expect("client"),
         in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(app::IN_FLIGHT_MAX)),
+        address: app::unique_address(),
+    };
+    let app_for_test = |app: &App| App {
+        address: app::unique_address(),
+        ..app.clone()
     };
 
     let mut outcomes = Vec::new();
@@ -138,7 +148,7 @@ async fn run() -> (usize, usize) {
         .into_iter()
         .filter(|(name, _)| selected(name))
         .map(|(name, test)| {
-            let app = app.clone();
+            let app = app_for_test(&app);
             (
                 name,
                 tokio::spawn(AssertUnwindSafe(test(app)).catch_unwind()),
@@ -152,7 +162,7 @@ async fn run() -> (usize, usize) {
     }
 
     for (name, test) in heavy_tests().into_iter().filter(|(name, _)| selected(name)) {
-        let ok = tokio::spawn(AssertUnwindSafe(test(app.clone())).catch_unwind())
+        let ok = tokio::spawn(AssertUnwindSafe(test(app_for_test(&app))).catch_unwind())
             .await
             .is_ok_and(|r| r.is_ok());
         report(name, ok);
