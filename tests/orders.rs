@@ -13,6 +13,7 @@ use edgestock::domain::order::{
     line_hold_id, Begin, Change, Channel, Intent, LineFailure, LineState, Order, OrderError,
     OrderStatus, Shipment,
 };
+use edgestock::domain::risk::{Action, Decision, Fired, Verdict};
 use edgestock::domain::stock::{
     Actor, Command, DeductionMode, HoldStatus, LimitChange, Request, SetupSpec,
 };
@@ -83,6 +84,103 @@ fn pay(reference: &str) -> Intent {
         payment_ref: reference.into(),
         amount: None,
     }
+}
+
+/// A risk decision with one fired rule of `action` (or none: allow).
+fn decision(action: Option<Action>) -> Decision {
+    let fired: Vec<Fired> = action
+        .into_iter()
+        .map(|action| Fired {
+            rule: "test-rule".into(),
+            action,
+            reason: "4 orders from this buyer in 60 s".into(),
+            observed: 4,
+            limit: 3,
+        })
+        .collect();
+    Decision {
+        verdict: match action {
+            None => Verdict::Allow,
+            Some(Action::Review) => Verdict::Review,
+            Some(Action::Deny) => Verdict::Deny,
+        },
+        rules_version: 1,
+        fired,
+    }
+}
+
+fn review_hold() -> HoldSeconds {
+    HoldSeconds::parse(1_800).unwrap()
+}
+
+#[test]
+fn an_order_in_review_keeps_its_holds_until_approved_or_rejected() {
+    for mode in [
+        DeductionMode::Hold,
+        DeductionMode::AtOrder,
+        DeductionMode::AtPayment,
+    ] {
+        let mut world = World::default();
+        two_skus(&mut world, mode, DeductionMode::Hold);
+        let mut order = new_order(1, "fan", &[("a", 2), ("b", 1)]);
+        order.judge(decision(Some(Action::Review)), review_hold(), T0);
+        assert!(world.drive(&mut order, T0, None));
+        assert_eq!(order.status, OrderStatus::PendingReview, "{mode:?}");
+        let note = order.timeline.last().unwrap().note.clone().unwrap();
+        assert!(note.contains("test-rule: 4 orders"), "{note}");
+        // Held past the SKU's own 60 s, for the review's 30 minutes.
+        assert_eq!(order.expires_at_ms, Some(T0 + 1_800_000), "{mode:?}");
+        world.tick(T0 + 61_000);
+        assert_eq!(world.counts(&sku("b")), (10, 1, 0, 9));
+        // Not payable until approved.
+        assert!(matches!(
+            order.begin(pay("p1"), T0),
+            Err(OrderError::IllegalTransition {
+                from: OrderStatus::PendingReview,
+                ..
+            })
+        ));
+        order.change(Change::Approve, "admin", T0 + 1).unwrap();
+        assert_eq!(order.status, OrderStatus::Reserved);
+        apply(&mut world, &mut order, pay("p1"), T0 + 2).unwrap();
+        assert_eq!(order.status, OrderStatus::Paid, "{mode:?}");
+
+        let mut world = World::default();
+        two_skus(&mut world, mode, DeductionMode::Hold);
+        let mut rejected = new_order(1, "fan", &[("a", 2), ("b", 1)]);
+        rejected.judge(decision(Some(Action::Review)), review_hold(), T0);
+        assert!(world.drive(&mut rejected, T0, None));
+        let reason = Some("looks like a bot".to_owned());
+        apply(&mut world, &mut rejected, Intent::Reject { reason }, T0 + 1).unwrap();
+        assert_eq!(rejected.status, OrderStatus::Cancelled);
+        assert!(rejected.holds_nothing());
+        assert_eq!(world.counts(&sku("a")).3, 10, "{mode:?}");
+        assert_eq!(world.counts(&sku("b")).3, 10);
+    }
+}
+
+#[test]
+fn a_denied_order_asks_no_sku_and_says_which_rule() {
+    let mut world = World::default();
+    two_skus(&mut world, DeductionMode::Hold, DeductionMode::Hold);
+    let mut order = new_order(1, "fan", &[("a", 2)]);
+    order.judge(decision(Some(Action::Deny)), review_hold(), T0);
+    assert!(order.plan().is_empty());
+    assert!(world.drive(&mut order, T0, None));
+    assert_eq!(order.status, OrderStatus::Rejected);
+    assert!(order.denied_by_risk());
+    assert_eq!(order.timeline[0].actor, "risk");
+    assert_eq!(
+        order.timeline[0].note.as_deref(),
+        Some("test-rule: 4 orders from this buyer in 60 s")
+    );
+    assert_eq!(world.counts(&sku("a")), (10, 0, 0, 10));
+    // Allowed: placed as ever.
+    let mut fine = new_order(2, "fan", &[("a", 2)]);
+    fine.judge(decision(None), review_hold(), T0);
+    assert!(world.drive(&mut fine, T0, None));
+    assert_eq!(fine.status, OrderStatus::Reserved);
+    assert!(!fine.denied_by_risk());
 }
 
 fn two_skus(world: &mut World, a: DeductionMode, b: DeductionMode) {
@@ -422,7 +520,7 @@ fn check_order(order: &Order, at: &str) {
     use OrderStatus::*;
     let states: Vec<&LineState> = order.lines.iter().map(|l| &l.state).collect();
     let ok = match order.status {
-        Reserved => states
+        Reserved | PendingReview => states
             .iter()
             .all(|s| matches!(s, LineState::Held | LineState::Sold | LineState::Deferred)),
         Paid | Shipped | Delivered => states.iter().all(|s| matches!(s, LineState::Sold)),
@@ -461,9 +559,11 @@ fn simulate(seed: u64, steps: usize) -> HashMap<&'static str, u64> {
         // Alarms: expire every reserved order past its deadline.
         world.tick(now);
         for order in orders.iter_mut() {
-            if order.status == OrderStatus::Reserved
-                && order.expires_at_ms.is_some_and(|d| now >= d)
-            {
+            let waiting = matches!(
+                order.status,
+                OrderStatus::Reserved | OrderStatus::PendingReview
+            );
+            if waiting && order.expires_at_ms.is_some_and(|d| now >= d) {
                 order.begin(Intent::Expire, now).unwrap();
                 assert!(world.drive(order, now, None));
                 *seen.entry("expired").or_default() += 1;
@@ -502,6 +602,12 @@ fn simulate(seed: u64, steps: usize) -> HashMap<&'static str, u64> {
                     String::new(),
                     now,
                 );
+                let judged = match rng.below(20) {
+                    0 => Some(Action::Deny),
+                    1..=3 => Some(Action::Review),
+                    _ => None,
+                };
+                order.judge(decision(judged), review_hold(), now);
                 let saved = order.clone();
                 if !world.drive(&mut order, now, crash) {
                     order = saved;
@@ -509,10 +615,11 @@ fn simulate(seed: u64, steps: usize) -> HashMap<&'static str, u64> {
                     *seen.entry("crash").or_default() += 1;
                 }
                 *seen
-                    .entry(if order.status == OrderStatus::Rejected {
-                        "rejected"
-                    } else {
-                        "reserved"
+                    .entry(match order.status {
+                        OrderStatus::Rejected if order.denied_by_risk() => "denied",
+                        OrderStatus::Rejected => "rejected",
+                        OrderStatus::PendingReview => "in review",
+                        _ => "reserved",
                     })
                     .or_default() += 1;
                 orders.push(order);
@@ -521,13 +628,18 @@ fn simulate(seed: u64, steps: usize) -> HashMap<&'static str, u64> {
                 let order = &mut orders[pick];
                 let intent = match choice {
                     4..=6 => pay(&format!("p{}", rng.below(2))),
+                    7 if order.status == OrderStatus::PendingReview && rng.chance(50) => {
+                        Intent::Reject { reason: None }
+                    }
                     7 => Intent::Cancel { reason: None },
                     8 => Intent::Refund {
                         restock: rng.below(2) == 0,
                         reason: None,
                     },
                     _ => {
-                        let change = if order.status == OrderStatus::Paid {
+                        let change = if order.status == OrderStatus::PendingReview {
+                            Change::Approve
+                        } else if order.status == OrderStatus::Paid {
                             Change::Ship {
                                 shipment: Shipment {
                                     carrier: "SF".into(),
@@ -592,9 +704,10 @@ fn simulate(seed: u64, steps: usize) -> HashMap<&'static str, u64> {
             .values()
             .filter(|h| h.status == HoldStatus::Held)
             .all(|h| {
-                orders
-                    .iter()
-                    .any(|o| Some(&o.id) == h.order.as_ref() && o.status == OrderStatus::Reserved)
+                orders.iter().any(|o| {
+                    Some(&o.id) == h.order.as_ref()
+                        && matches!(o.status, OrderStatus::Reserved | OrderStatus::PendingReview)
+                })
             }));
     }
     seen
@@ -626,6 +739,8 @@ fn many_orders_over_a_few_skus_never_oversell_or_leak() {
             "refused",
             "crash",
             "shipped or delivered",
+            "denied",
+            "in review",
         ] {
             assert!(
                 seen.contains_key(outcome),

@@ -305,6 +305,7 @@ impl Workload {
                         buyer,
                         qty,
                         order,
+                        hold_for: None,
                     }
                 } else {
                     Command::Sell {

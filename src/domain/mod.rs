@@ -5,9 +5,12 @@ pub mod event;
 pub mod ledger;
 pub mod live;
 pub mod order;
+pub mod risk;
 pub mod stock;
 pub mod store;
 pub mod types;
 
+#[cfg(test)]
+mod risk_tests;
 #[cfg(test)]
 mod tests;

@@ -12,9 +12,10 @@
 //! SKUs, a refused line makes the order give back every line it took, and a
 //! hold that nobody resolves expires at its SKU.
 
+use super::risk::{Decision, Verdict};
 use super::stock::{Command, DeductionMode, HoldStatus, Outcome, Reply, StockError};
 pub use super::types::Channel;
-use super::types::{BuyerId, IdempotencyKey, OrderId, Quantity, ReservationId, SkuId};
+use super::types::{BuyerId, HoldSeconds, IdempotencyKey, OrderId, Quantity, ReservationId, SkuId};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -26,8 +27,11 @@ pub const LINES_MAX: usize = 20;
 pub enum OrderStatus {
     /// Taking its lines from the SKUs (only seen if that was interrupted).
     Placing,
-    /// A line could not be had; nothing is held.
+    /// A line could not be had, or a risk rule denied it; nothing is held.
     Rejected,
+    /// A risk rule asked for a merchant's look: the holds are kept (for the
+    /// rule set's `review_hold_s`) until it is approved or rejected.
+    PendingReview,
     Reserved,
     Paid,
     /// Paying found an at-payment line sold out, or a hold gone; nothing is
@@ -45,6 +49,7 @@ impl OrderStatus {
         match self {
             OrderStatus::Placing => "placing",
             OrderStatus::Rejected => "rejected",
+            OrderStatus::PendingReview => "pending_review",
             OrderStatus::Reserved => "reserved",
             OrderStatus::Paid => "paid",
             OrderStatus::Failed => "failed",
@@ -166,6 +171,11 @@ pub enum Intent {
         restock: bool,
         reason: Option<String>,
     },
+    /// A merchant turns down an order waiting for review: its holds go
+    /// back.
+    Reject {
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -198,6 +208,13 @@ pub struct Order {
     /// The live room it was placed from, if any.
     #[serde(default)]
     pub room: Option<crate::domain::live::RoomId>,
+    /// What the risk rules decided when it was placed, and why.
+    #[serde(default)]
+    pub risk: Option<Decision>,
+    /// Set when the rules asked for review: its lines are held this long,
+    /// and placing ends in `pending_review`.
+    #[serde(default)]
+    pub review_hold: Option<HoldSeconds>,
 }
 
 /// One call an order needs made at a SKU.
@@ -237,8 +254,12 @@ pub enum Begin {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "change", rename_all = "snake_case")]
 pub enum Change {
-    Ship { shipment: Shipment },
+    Ship {
+        shipment: Shipment,
+    },
     Deliver,
+    /// A merchant lets an order waiting for review go on to payment.
+    Approve,
 }
 
 fn digest16(parts: &[&str]) -> [u8; 16] {
@@ -303,7 +324,40 @@ impl Order {
             pending: Some(Intent::Place),
             fingerprint,
             room: None,
+            risk: None,
+            review_hold: None,
         }
+    }
+
+    /// Applies the risk rules' decision to an order not yet placed: `deny`
+    /// rejects it before any SKU is asked; `review` places it with holds
+    /// that last `review_hold` and parks it in `pending_review`.
+    pub fn judge(&mut self, decision: Decision, review_hold: HoldSeconds, now: u64) {
+        match decision.verdict {
+            Verdict::Allow => {}
+            Verdict::Review => self.review_hold = Some(review_hold),
+            Verdict::Deny => {
+                self.pending = None;
+                let note = decision
+                    .fired
+                    .iter()
+                    .filter(|f| f.action == super::risk::Action::Deny)
+                    .map(|f| format!("{}: {}", f.rule, f.reason))
+                    .collect::<Vec<_>>()
+                    .join("; ");
+                self.record(OrderStatus::Rejected, "risk", Some(note), now);
+            }
+        }
+        self.risk = Some(decision);
+    }
+
+    /// True when a risk rule, not a SKU, turned the order down.
+    pub fn denied_by_risk(&self) -> bool {
+        self.status == OrderStatus::Rejected
+            && self
+                .risk
+                .as_ref()
+                .is_some_and(|d| d.verdict == Verdict::Deny)
     }
 
     /// Starts a transition, or refuses it as illegal from the current status.
@@ -333,14 +387,18 @@ impl Order {
                     return Err(OrderError::PastDeadline);
                 }
             }
-            (Intent::Cancel { .. }, Reserved | Paid) => {}
-            (Intent::Expire, Reserved) => {}
+            (Intent::Cancel { .. }, PendingReview | Reserved | Paid) => {}
+            (Intent::Expire, PendingReview | Reserved) => {}
+            (Intent::Reject { .. }, PendingReview) => {}
             (Intent::Refund { .. }, Paid | Shipped | Delivered) => {}
             (_, from) => return Err(illegal(from)),
         }
         // Lines deferred to payment hold nothing: cancelling or expiring
         // them needs no SKU call.
-        if matches!(intent, Intent::Cancel { .. } | Intent::Expire) {
+        if matches!(
+            intent,
+            Intent::Cancel { .. } | Intent::Expire | Intent::Reject { .. }
+        ) {
             for line in &mut self.lines {
                 if line.state == LineState::Deferred {
                     line.state = LineState::Released;
@@ -367,11 +425,21 @@ impl Order {
                 self.record(OrderStatus::Delivered, actor, None, now);
                 Ok(())
             }
+            (Change::Approve, OrderStatus::PendingReview) => {
+                self.record(
+                    OrderStatus::Reserved,
+                    actor,
+                    Some("approved in review".into()),
+                    now,
+                );
+                Ok(())
+            }
             (change, from) => Err(OrderError::IllegalTransition {
                 from,
                 to: match change {
                     Change::Ship { .. } => "shipped",
                     Change::Deliver => "delivered",
+                    Change::Approve => "reserved",
                 },
             }),
         }
@@ -427,6 +495,7 @@ impl Order {
                     buyer: self.buyer.clone(),
                     qty: l.qty,
                     order: self.id.clone(),
+                    hold_for: self.review_hold,
                 });
                 if !place.is_empty() {
                     return place;
@@ -453,7 +522,7 @@ impl Order {
                     hold: l.hold.clone(),
                 })
             }
-            Intent::Cancel { .. } | Intent::Expire => self.give_back(),
+            Intent::Cancel { .. } | Intent::Expire | Intent::Reject { .. } => self.give_back(),
             Intent::Refund { restock, .. } => {
                 if *restock {
                     self.give_back()
@@ -514,7 +583,18 @@ impl Order {
             }
             Intent::Place => {
                 self.expires_at_ms = self.lines.iter().filter_map(|l| l.pay_by_ms).min();
-                (OrderStatus::Reserved, None)
+                match &self.risk {
+                    Some(decision) if self.review_hold.is_some() => {
+                        let rules = decision
+                            .fired
+                            .iter()
+                            .map(|f| format!("{}: {}", f.rule, f.reason))
+                            .collect::<Vec<_>>()
+                            .join("; ");
+                        (OrderStatus::PendingReview, Some(rules))
+                    }
+                    _ => (OrderStatus::Reserved, None),
+                }
             }
             Intent::Pay { .. } if self.any_failed() => {
                 (OrderStatus::Failed, Some(self.failures_note()))
@@ -533,6 +613,13 @@ impl Order {
             }
             Intent::Cancel { reason } => (OrderStatus::Cancelled, reason.clone()),
             Intent::Expire => (OrderStatus::Expired, Some("not paid in time".to_owned())),
+            Intent::Reject { reason } => {
+                let note = match reason {
+                    Some(r) => format!("rejected in review: {r}"),
+                    None => "rejected in review".to_owned(),
+                };
+                (OrderStatus::Cancelled, Some(note))
+            }
             Intent::Refund { restock, reason } => {
                 self.restocked = Some(*restock);
                 let stock = if *restock {
@@ -613,5 +700,6 @@ fn intent_target(intent: &Intent) -> &'static str {
         Intent::Cancel { .. } => "cancelled",
         Intent::Expire => "expired",
         Intent::Refund { .. } => "refunded",
+        Intent::Reject { .. } => "cancelled",
     }
 }

@@ -246,6 +246,10 @@ pub enum Command {
         buyer: BuyerId,
         qty: Quantity,
         order: OrderId,
+        /// Hold this long instead of the SKU's `hold_seconds` (an order
+        /// waiting for a merchant's review).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        hold_for: Option<HoldSeconds>,
     },
     /// Reserve and commit at once: an at-payment line being paid.
     Sell {
@@ -368,6 +372,14 @@ pub enum StockError {
 }
 
 pub type Reply = Result<Outcome, StockError>;
+
+/// How a hold is taken: for an order or not, held or sold at once, and
+/// for how long.
+struct Terms<'a> {
+    order: Option<&'a OrderId>,
+    status: HoldStatus,
+    hold_ms: u64,
+}
 
 impl Request {
     /// Where this request's answer is remembered: its key in the scope of
@@ -673,12 +685,20 @@ impl Stock {
                 Ok(Outcome::Adjusted { sku })
             }
             Command::Reserve { hold, buyer, qty } => {
-                self.take(now, actor, hold, buyer, *qty, None, HoldStatus::Held)
+                let terms = Terms {
+                    order: None,
+                    status: HoldStatus::Held,
+                    hold_ms: record.settings.hold_seconds.as_ms(),
+                };
+                self.take(now, actor, hold, buyer, *qty, terms)
             }
-            Command::Place { .. } if record.settings.deduction == DeductionMode::AtPayment => {
+            Command::Place { hold_for, .. }
+                if record.settings.deduction == DeductionMode::AtPayment =>
+            {
+                let hold_seconds = hold_for.unwrap_or(record.settings.hold_seconds);
                 Ok(Outcome::Deferred {
                     sku: record.clone(),
-                    pay_by_ms: now + record.settings.hold_seconds.as_ms(),
+                    pay_by_ms: now + hold_seconds.as_ms(),
                 })
             }
             Command::Place {
@@ -686,23 +706,34 @@ impl Stock {
                 buyer,
                 qty,
                 order,
+                hold_for,
+            } => {
+                // A hold in hold mode, for as long as asked; a sale at once
+                // for at-order placing.
+                let terms = Terms {
+                    order: Some(order),
+                    status: if record.settings.deduction == DeductionMode::Hold {
+                        HoldStatus::Held
+                    } else {
+                        HoldStatus::Committed
+                    },
+                    hold_ms: hold_for.unwrap_or(record.settings.hold_seconds).as_ms(),
+                };
+                self.take(now, actor, hold, buyer, *qty, terms)
             }
-            | Command::Sell {
+            Command::Sell {
                 hold,
                 buyer,
                 qty,
                 order,
             } => {
-                // A sale in one step for Sell and at-order placing; a hold
-                // for placing in hold mode.
-                let placing_a_hold = matches!(command, Command::Place { .. })
-                    && record.settings.deduction == DeductionMode::Hold;
-                let status = if placing_a_hold {
-                    HoldStatus::Held
-                } else {
-                    HoldStatus::Committed
+                // A sale in one step: an at-payment line being paid.
+                let terms = Terms {
+                    order: Some(order),
+                    status: HoldStatus::Committed,
+                    hold_ms: record.settings.hold_seconds.as_ms(),
                 };
-                self.take(now, actor, hold, buyer, *qty, Some(order), status)
+                self.take(now, actor, hold, buyer, *qty, terms)
             }
             Command::Commit { hold } => self.resolve(now, actor, hold, HoldStatus::Committed),
             Command::Release { hold } => self.resolve(now, actor, hold, HoldStatus::Released),
@@ -768,9 +799,13 @@ impl Stock {
         id: &ReservationId,
         buyer: &BuyerId,
         qty: Quantity,
-        order: Option<&OrderId>,
-        status: HoldStatus,
+        terms: Terms<'_>,
     ) -> Reply {
+        let Terms {
+            order,
+            status,
+            hold_ms,
+        } = terms;
         let record = self.record.as_ref().ok_or(StockError::SkuNotFound)?;
         if self.holds.contains_key(id) {
             return Err(StockError::HoldIdTaken);
@@ -802,7 +837,7 @@ impl Stock {
             qty,
             status,
             created_at_ms: now,
-            expires_at_ms: now + record.settings.hold_seconds.as_ms(),
+            expires_at_ms: now + hold_ms,
             resolved_at_ms: sale.then_some(now),
             order: order.cloned(),
         };

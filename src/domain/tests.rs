@@ -69,6 +69,7 @@ fn place(n: u8, who: &str, qty: u64) -> Command {
         buyer: buyer(who),
         qty: q(qty),
         order: order_id(),
+        hold_for: None,
     }
 }
 
@@ -630,6 +631,32 @@ fn the_alarm_time_is_the_earliest_live_expiry() {
     assert_eq!(stock.next_expiry_ms(), Some(T0 + 40_000));
     stock.step(T0 + 40_000, &[]);
     assert_eq!(stock.next_expiry_ms(), None);
+    assert_eq!(counts(&stock), (10, 0, 0, 10));
+}
+
+#[test]
+fn an_order_in_review_holds_for_as_long_as_it_asks() {
+    let review = |n: u8| Command::Place {
+        hold: hold_id(n),
+        buyer: buyer("a"),
+        qty: q(1),
+        order: order_id(),
+        hold_for: Some(HoldSeconds::parse(600).unwrap()),
+    };
+    let (mut stock, _) = run(vec![
+        (0, req(setup_limited(10, 10, 30))),
+        (0, req(place(1, "a", 1))),
+        (0, req(review(2))),
+    ]);
+    assert_eq!(stock.next_expiry_ms(), Some(T0 + 30_000));
+    stock.step(T0 + 30_000, &[]);
+    assert_eq!(
+        counts(&stock),
+        (10, 1, 0, 9),
+        "the review hold outlives the SKU's hold time"
+    );
+    assert_eq!(stock.next_expiry_ms(), Some(T0 + 600_000));
+    stock.step(T0 + 600_000, &[]);
     assert_eq!(counts(&stock), (10, 0, 0, 10));
 }
 

@@ -22,7 +22,9 @@ async fn address(env: &Env, req: &Request) -> Option<RateScope> {
     // Set by Cloudflare's edge on every request; absent on a bare workerd
     // (the benchmark), where there is no client address to count.
     let address = req.headers().get("CF-Connecting-IP").ok().flatten()?;
-    over(env, "LIMIT_ADDRESS", address).await.then_some(RateScope::Address)
+    over(env, "LIMIT_ADDRESS", address)
+        .await
+        .then_some(RateScope::Address)
 }
 
 /// Counts one attempt against the session's buyer. `Some(scope)` if over.

@@ -218,7 +218,10 @@ async fn dispatch(req: &mut Request, env: &Env) -> Outcome<Response> {
             let buyer = acting_buyer(caller.buyer(), body.buyer.as_ref())?;
             let fingerprint = incoming.fingerprint(&(&body, &buyer));
             let command = body.into_command(new_hold_id()?, buyer);
-            let op = match (incoming.step(fingerprint, actor(&caller), command)?, limited) {
+            let op = match (
+                incoming.step(fingerprint, actor(&caller), command)?,
+                limited,
+            ) {
                 (op, None) => op,
                 // Over a limit: only a retry of an attempt already made
                 // gets through, answered from its stored reply.

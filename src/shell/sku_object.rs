@@ -11,11 +11,11 @@
 use super::events;
 use super::feed_object::FeedClient;
 use super::http::to_response;
+use super::limits;
 use super::order_object::internal_request;
 use super::sql_store::{SqlStore, StoreError};
 use crate::api::wire::{hold_json, holds_json, ledger_json, reply_to_http, sku_json};
 use crate::api::{ApiError, HttpReply, RateScope};
-use super::limits;
 use crate::domain::event::Event;
 use crate::domain::live::FeedName;
 use crate::domain::stock::Stock;

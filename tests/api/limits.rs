@@ -83,7 +83,9 @@ pub async fn an_order_retry_over_the_limit_gets_its_order(app: App) {
     for _ in 0..3 {
         let window_end = next_window().await;
         let first_key = unique("order");
-        let placed = app.create_order(&buyer, &[(&sku, 1)], Some(&first_key)).await;
+        let placed = app
+            .create_order(&buyer, &[(&sku, 1)], Some(&first_key))
+            .await;
         let _: Vec<Reply> = stream::iter(0..BUYER_LIMIT)
             .map(|_| {
                 let (app, sku, buyer) = (app.clone(), sku.clone(), buyer.clone());
@@ -98,7 +100,9 @@ pub async fn an_order_retry_over_the_limit_gets_its_order(app: App) {
         let refused = app
             .create_order(&buyer, &[(&sku, 1)], Some(&unique("order")))
             .await;
-        let retried = app.create_order(&buyer, &[(&sku, 1)], Some(&first_key)).await;
+        let retried = app
+            .create_order(&buyer, &[(&sku, 1)], Some(&first_key))
+            .await;
         let after = app.counts(&sku).await;
         if now_ms() >= window_end {
             continue;
@@ -132,7 +136,9 @@ pub async fn an_address_is_limited_generously(app: App) {
                 // (a resent one may count twice, hence the slack below).
                 let key = unique("k");
                 async move {
-                    let reply = app.reserve_keyed(&sku, 0, &format!("viewer-{i}"), Some(&key)).await;
+                    let reply = app
+                        .reserve_keyed(&sku, 0, &format!("viewer-{i}"), Some(&key))
+                        .await;
                     (reply.status, reply.body["scope"].clone())
                 }
             })
@@ -150,7 +156,10 @@ pub async fn an_address_is_limited_generously(app: App) {
             continue;
         }
         let counted = replies.iter().filter(|(s, _)| *s == 422).count();
-        assert!(counted >= ADDRESS_LIMIT - 20, "{counted} of {ADDRESS_LIMIT} let through");
+        assert!(
+            counted >= ADDRESS_LIMIT - 20,
+            "{counted} of {ADDRESS_LIMIT} let through"
+        );
         let mut limited = replies.iter().filter(|(s, _)| *s != 422);
         assert!(limited.all(|(s, scope)| *s == 429 && *scope == json!("address")));
         over.assert_problem(429, "rate-limited");
