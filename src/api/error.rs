@@ -50,6 +50,11 @@ pub enum ApiError {
         scope: RateScope,
         retry_after_s: u64,
     },
+    /// A risk rule denied the request; `risk` is the decision (which rules
+    /// fired, with what numbers).
+    RiskDenied {
+        risk: Value,
+    },
     /// The admin API is off because no ADMIN_TOKEN secret is set.
     AdminDisabled,
     RouteNotFound,
@@ -121,6 +126,24 @@ impl ApiError {
                     "rate-limited",
                     "Too many requests",
                     format!("too many attempts from this {}; retry in {retry_after_s} s (a retry with the same Idempotency-Key is not a new attempt)", scope.as_str()),
+                    ext,
+                )
+            }
+            ApiError::RiskDenied { risk } => {
+                let reasons: Vec<String> = risk["fired"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|f| f["action"] == "deny")
+                    .map(|f| format!("{}: {}", f["rule"].as_str().unwrap_or(""), f["reason"].as_str().unwrap_or("")))
+                    .collect();
+                let mut ext = Map::new();
+                ext.insert("risk".into(), risk.clone());
+                (
+                    403,
+                    "risk-denied",
+                    "Refused by risk control",
+                    format!("refused by the merchant's risk rules ({})", reasons.join("; ")),
                     ext,
                 )
             }

@@ -32,6 +32,12 @@ pub enum Route {
     DevSession,
     /// Dev mode only: plays the payment provider, signing a pay callback.
     DevPayment,
+    /// The risk rule set in force (admin).
+    GetRiskRules,
+    /// Replace the risk rule set (admin): checked, then a new version.
+    PutRiskRules,
+    /// Orders waiting for a merchant's review, oldest first (admin).
+    Reviews,
 }
 
 /// Which credential a route takes. Checked at the router, before any
@@ -58,6 +64,10 @@ pub enum OrderAction {
     Deliver,
     Cancel,
     Refund,
+    /// A merchant lets an order in review go on to payment.
+    Approve,
+    /// A merchant turns an order in review down; its holds go back.
+    Reject,
 }
 
 impl OrderAction {
@@ -68,6 +78,8 @@ impl OrderAction {
             "deliver" => OrderAction::Deliver,
             "cancel" => OrderAction::Cancel,
             "refund" => OrderAction::Refund,
+            "approve" => OrderAction::Approve,
+            "reject" => OrderAction::Reject,
             _ => return None,
         })
     }
@@ -94,6 +106,8 @@ enum Shape {
     OrderLive,
     DevSession,
     DevPayment,
+    RiskRules,
+    Reviews,
 }
 
 fn not_found_hold() -> ApiError {
@@ -132,6 +146,8 @@ impl Route {
             ["buyers", _, "orders"] => (Shape::BuyerOrders, &["GET"]),
             ["dev", "session"] => (Shape::DevSession, &["POST"]),
             ["dev", "payments"] => (Shape::DevPayment, &["POST"]),
+            ["risk", "rules"] => (Shape::RiskRules, &["GET", "PUT"]),
+            ["risk", "reviews"] => (Shape::Reviews, &["GET"]),
             _ => return Err(ApiError::RouteNotFound),
         };
         if !allowed.contains(&method) {
@@ -167,6 +183,9 @@ impl Route {
             (Shape::OrderLive, _) => Route::Live(FeedName::Order(order()?)),
             (Shape::DevSession, _) => Route::DevSession,
             (Shape::DevPayment, _) => Route::DevPayment,
+            (Shape::RiskRules, "GET") => Route::GetRiskRules,
+            (Shape::RiskRules, _) => Route::PutRiskRules,
+            (Shape::Reviews, _) => Route::Reviews,
         })
     }
 
@@ -194,9 +213,16 @@ impl Route {
             | Route::SkuHolds(_)
             | Route::PutRoom(_)
             | Route::Commit(..)
+            | Route::GetRiskRules
+            | Route::PutRiskRules
+            | Route::Reviews
             | Route::OrderAction(
                 _,
-                OrderAction::Ship | OrderAction::Deliver | OrderAction::Refund,
+                OrderAction::Ship
+                | OrderAction::Deliver
+                | OrderAction::Refund
+                | OrderAction::Approve
+                | OrderAction::Reject,
             ) => Access::Admin,
             Route::DevSession | Route::DevPayment => Access::Dev,
         }

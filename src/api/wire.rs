@@ -484,6 +484,7 @@ pub fn order_json(o: &Order) -> Value {
         "shipment": o.shipment,
         "restocked": o.restocked,
         "room": o.room,
+        "risk": o.risk,
         "timeline": timeline,
     })
 }

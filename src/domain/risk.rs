@@ -207,6 +207,18 @@ impl RuleSet {
         }
     }
 
+    /// Whether any rule needs `subject`'s history: when none does, the
+    /// shell skips that subject's object (no hop for nothing).
+    pub fn counts(&self, subject: Subject) -> bool {
+        self.rules.iter().any(|rule| match &rule.check {
+            Check::Velocity { subject: s, .. } | Check::SharedBy { subject: s, .. } => {
+                *s == subject
+            }
+            Check::UnpaidHistory { .. } => subject == Subject::Buyer,
+            _ => false,
+        })
+    }
+
     /// Parses and checks an admin's rule set; `version` is the one it will
     /// be stored under.
     pub fn parse(json: &[u8], version: u64) -> Result<RuleSet, InvalidRules> {

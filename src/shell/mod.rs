@@ -8,6 +8,7 @@ mod feed_object;
 mod http;
 mod limits;
 mod order_object;
+mod risk_object;
 mod router;
 mod sku_object;
 mod sql_store;

@@ -9,6 +9,7 @@ use super::buyer_object::BuyerClient;
 use super::events;
 use super::feed_object::FeedClient;
 use super::http::to_response;
+use super::risk_object::{self, RiskClient, SubjectName};
 use super::sku_object::{SkuCall, SkuClient, SkuOp};
 use crate::api::wire::{failed_lines_json, order_json, order_summary_json};
 use crate::api::{ApiError, HttpReply, RateScope};
@@ -17,8 +18,11 @@ use crate::domain::live::{FeedName, RoomId};
 use crate::domain::order::{
     line_hold_id, Begin, Change, Channel, Intent, Order, OrderStatus, SkuStep,
 };
+use crate::domain::risk::{self, Decision, Facts, History, Judged, Seen, Subject, Verdict};
 use crate::domain::stock::{Actor, Reply, Request as StockRequest};
-use crate::domain::types::{BuyerId, IdempotencyKey, OrderId, Quantity, ReplayKey, SkuId};
+use crate::domain::types::{
+    BuyerId, HoldSeconds, IdempotencyKey, OrderId, Quantity, ReplayKey, SkuId,
+};
 use futures_util::future::join_all;
 use futures_util::lock::Mutex;
 use serde::{Deserialize, Serialize};
@@ -50,6 +54,9 @@ pub enum OrderOp {
         /// already made is answered, a new order is refused.
         #[serde(default)]
         replay_only: Option<RateScope>,
+        /// What the risk rules look at besides the order itself.
+        #[serde(default)]
+        signals: Signals,
     },
     /// The order, for its buyer or an admin (anyone else: not found).
     Get { caller: Actor },
@@ -67,6 +74,16 @@ pub enum OrderOp {
         key: Option<IdempotencyKey>,
         fingerprint: String,
     },
+}
+
+/// What the router knows about who is ordering, for the risk rules: from
+/// the session's claims and the client's address.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Signals {
+    pub device: Option<String>,
+    pub address: Option<String>,
+    /// The buyer's account creation time (seconds), from the session.
+    pub account_created: Option<u64>,
 }
 
 pub struct OrderClient(Stub);
@@ -116,6 +133,18 @@ fn now_ms() -> u64 {
     Date::now().as_millis()
 }
 
+/// A subject's history with this attempt noted; none if there is no such
+/// subject or it cannot be reached (judged without it, and logged).
+async fn observe(env: &Env, seen: Seen, subject: Option<SubjectName<'_>>) -> Option<History> {
+    match RiskClient::observe(env, subject?, seen).await {
+        Ok(history) => Some(history),
+        Err(e) => {
+            console_error!("risk: a subject's history is unavailable: {e}");
+            None
+        }
+    }
+}
+
 impl DurableObject for OrderObject {
     fn new(state: State, env: Env) -> Self {
         let sql = state.storage().sql();
@@ -153,8 +182,10 @@ impl DurableObject for OrderObject {
         };
         let intent = match &order.pending {
             Some(intent) => Some(intent.clone()),
-            None if order.status == OrderStatus::Reserved
-                && order.expires_at_ms.is_some_and(|at| now_ms() >= at) =>
+            None if matches!(
+                order.status,
+                OrderStatus::Reserved | OrderStatus::PendingReview
+            ) && order.expires_at_ms.is_some_and(|at| now_ms() >= at) =>
             {
                 Some(Intent::Expire)
             }
@@ -218,6 +249,7 @@ impl OrderObject {
                 room,
                 fingerprint,
                 replay_only,
+                signals,
             } => {
                 let mut order = match (self.load()?, replay_only) {
                     (Some(existing), _) if existing.fingerprint != fingerprint => {
@@ -234,13 +266,23 @@ impl OrderObject {
                         let mut order =
                             Order::new(call.order, buyer, channel, lines, fingerprint, now_ms());
                         order.room = room;
+                        let (decision, review_hold) = self.judge(&order, &signals).await;
+                        order.judge(decision, review_hold, now_ms());
                         self.save(&order)?;
+                        if order.denied_by_risk() {
+                            self.after_change(&order, 0).await;
+                        }
                         order
                     }
                 };
                 // A retry of a create that was interrupted finishes it.
                 if order.pending.is_some() {
                     self.run(&mut order, "buyer").await?;
+                }
+                if order.denied_by_risk() {
+                    return Err(ApiError::RiskDenied {
+                        risk: serde_json::to_value(&order.risk).unwrap_or_default(),
+                    });
                 }
                 Ok(match order.status {
                     OrderStatus::Rejected => ApiError::LinesRefused {
@@ -426,6 +468,23 @@ impl OrderObject {
                 FeedClient::publish(&self.env, &FeedName::Room(room.clone()), &masked).await;
             }
         }
+        let new = &order.timeline[seen.min(order.timeline.len())..];
+        if let Some(expired) = new.iter().find(|e| e.status == OrderStatus::Expired) {
+            // Held and never paid: the buyer's record for the risk rules.
+            if let Err(e) = RiskClient::expired(&self.env, &order.buyer, expired.at_ms).await {
+                console_error!("order object {}: risk history: {e}", order.id);
+            }
+        }
+        let reviewed = order
+            .risk
+            .as_ref()
+            .is_some_and(|d| d.verdict == Verdict::Review);
+        if reviewed && !new.is_empty() {
+            let mut entry = order_summary_json(order);
+            entry["buyer"] = serde_json::json!(order.buyer);
+            entry["risk"] = serde_json::to_value(&order.risk).unwrap_or_default();
+            RiskClient::track_review(&self.env, &order.id, order.status, entry).await;
+        }
         if order.timeline.len() > seen {
             if let Err(e) = BuyerClient::upsert(
                 &self.env,
@@ -441,10 +500,66 @@ impl OrderObject {
         self.arm(order).await;
     }
 
+    /// What the risk rules say of a new order: the subjects' histories are
+    /// fetched together (only those some rule counts), with the attempt
+    /// noted. A subject that cannot be reached is judged without its
+    /// history: risk never stops the sale.
+    async fn judge(&self, order: &Order, signals: &Signals) -> (Decision, HoldSeconds) {
+        let rules = risk_object::rules(&self.env).await;
+        let now = now_ms();
+        let seen = Seen {
+            at_ms: now,
+            buyer: risk_object::digest(order.buyer.as_str()),
+        };
+        let wanted = |subject: Subject| rules.counts(subject);
+        let env = &self.env;
+        let (buyer_history, device_history, address_history) = futures_util::join!(
+            observe(
+                env,
+                seen.clone(),
+                wanted(Subject::Buyer).then_some(SubjectName::Buyer(&order.buyer))
+            ),
+            observe(
+                env,
+                seen.clone(),
+                signals
+                    .device
+                    .as_deref()
+                    .filter(|_| wanted(Subject::Device))
+                    .map(SubjectName::Device)
+            ),
+            observe(
+                env,
+                seen.clone(),
+                signals
+                    .address
+                    .as_deref()
+                    .filter(|_| wanted(Subject::Address))
+                    .map(SubjectName::Address)
+            ),
+        );
+        let facts = Facts {
+            now_ms: now,
+            buyer: Some(order.buyer.clone()),
+            device: signals.device.clone(),
+            address: signals.address.clone(),
+            account_created_s: signals.account_created,
+            units: order.lines.iter().map(|l| l.qty.get()).sum(),
+            room: order.room.clone(),
+            buyer_history,
+            device_history,
+            address_history,
+        };
+        let review_hold = HoldSeconds::parse(rules.review_hold_s).unwrap_or(HoldSeconds::DEFAULT);
+        (risk::evaluate(&rules, &facts, Judged::Order), review_hold)
+    }
+
     /// Points the alarm at what this order waits for next, if anything.
     async fn arm(&self, order: &Order) {
         match (order.status, order.expires_at_ms) {
-            (OrderStatus::Reserved, Some(at)) => self.set_alarm(at).await,
+            (OrderStatus::Reserved | OrderStatus::PendingReview, Some(at)) => {
+                self.set_alarm(at).await
+            }
             _ if order.pending.is_some() => self.set_alarm(now_ms() + RESUME_AFTER_MS).await,
             _ => {
                 if let Err(e) = self.state.storage().delete_alarm().await {

@@ -8,7 +8,8 @@ use super::buyer_object::BuyerClient;
 use super::feed_object::{FeedCall, FeedClient};
 use super::http::to_response;
 use super::limits;
-use super::order_object::{OrderCall, OrderClient, OrderOp};
+use super::order_object::{OrderCall, OrderClient, OrderOp, Signals};
+use super::risk_object::{self, RiskCall, RiskClient};
 use super::sku_object::{SkuCall, SkuClient, SkuOp};
 use crate::api::routes::{Access, OrderAction};
 use crate::api::session::{sign_session, Claims};
@@ -21,8 +22,9 @@ use crate::api::wire::{
 use crate::api::{ApiError, HttpReply, Route};
 use crate::domain::live::FeedName;
 use crate::domain::order::{order_id_for_key, Intent};
+use crate::domain::risk::{self, Facts, Judged, Verdict};
 use crate::domain::stock::{Actor, Command, Request as StockRequest};
-use crate::domain::types::{IdempotencyKey, OrderId, ReservationId, SkuId};
+use crate::domain::types::{BuyerId, IdempotencyKey, OrderId, ReservationId, SkuId};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -216,6 +218,10 @@ async fn dispatch(req: &mut Request, env: &Env) -> Outcome<Response> {
         Route::Reserve(sku) => {
             let body: ReserveBody = read_body(incoming.req).await?;
             let buyer = acting_buyer(caller.buyer(), body.buyer.as_ref())?;
+            if !caller.is_admin() {
+                let signals = signals(incoming.req, &caller);
+                screen_hold(env, &buyer, body.qty.get(), signals).await?;
+            }
             let fingerprint = incoming.fingerprint(&(&body, &buyer));
             let command = body.into_command(new_hold_id()?, buyer);
             let op = match (
@@ -259,6 +265,7 @@ async fn dispatch(req: &mut Request, env: &Env) -> Outcome<Response> {
                 room: body.room,
                 lines,
                 replay_only: limited,
+                signals: signals(incoming.req, &caller),
             };
             order_call(env, order, op).await
         }
@@ -269,6 +276,30 @@ async fn dispatch(req: &mut Request, env: &Env) -> Outcome<Response> {
         Route::OrderAction(order, action) => {
             let op = order_action(&mut incoming, env, &order, action, actor(&caller)).await?;
             order_call(env, order, op).await
+        }
+        Route::GetRiskRules => desk(env, &RiskCall::Rules).await,
+        Route::PutRiskRules => {
+            let raw = read_bytes(incoming.req).await?;
+            // JSON first (a 400 if not); the desk checks the rules (422).
+            parse_body::<serde_json::Value>(&raw)?;
+            let body = String::from_utf8(raw)
+                .map_err(|_| ApiError::MalformedJson("the body is not UTF-8".into()))?;
+            let mut response = desk(env, &RiskCall::PutRules { body }).await?;
+            if response.status_code() == 200 {
+                // This isolate uses the new set at once; others within
+                // risk_object::RULES_TTL_MS.
+                let set = response.json().await.map_err(internal)?;
+                risk_object::remember_rules(&set);
+                return reply(HttpReply::json(
+                    200,
+                    serde_json::to_value(&set).map_err(|_| ApiError::Internal)?,
+                ));
+            }
+            Ok(response)
+        }
+        Route::Reviews => {
+            let (_, limit) = wire::parse_page(query)?;
+            desk(env, &RiskCall::Reviews { limit }).await
         }
         Route::DevSession => dev_session(incoming.req, env).await,
         Route::DevPayment => dev_payment(incoming.req, env).await,
@@ -296,6 +327,47 @@ async fn dispatch(req: &mut Request, env: &Env) -> Outcome<Response> {
                 .map_err(internal)
         }
     }
+}
+
+/// What the risk rules may look at besides the request: the session's
+/// device and account age, and the client's address.
+fn signals(req: &Request, caller: &Caller) -> Signals {
+    let claims = match caller {
+        Caller::Buyer(claims) => Some(claims),
+        _ => None,
+    };
+    Signals {
+        device: claims.and_then(|c| c.device.clone()),
+        address: req.headers().get("CF-Connecting-IP").ok().flatten(),
+        account_created: claims.and_then(|c| c.account_created),
+    }
+}
+
+/// A hold meets the rules that need no history (blocklists, new accounts):
+/// microseconds from the cached rule set, no hop. Only `deny` applies; a
+/// hold is reviewed when it becomes an order.
+async fn screen_hold(env: &Env, buyer: &BuyerId, units: u64, signals: Signals) -> Outcome<()> {
+    let rules = risk_object::rules(env).await;
+    let facts = Facts {
+        now_ms: worker::Date::now().as_millis(),
+        buyer: Some(buyer.clone()),
+        device: signals.device,
+        address: signals.address,
+        account_created_s: signals.account_created,
+        units,
+        ..Facts::default()
+    };
+    let decision = risk::evaluate(&rules, &facts, Judged::Reservation);
+    if decision.verdict == Verdict::Deny {
+        return Err(ApiError::RiskDenied {
+            risk: serde_json::to_value(&decision).unwrap_or_default(),
+        });
+    }
+    Ok(())
+}
+
+async fn desk(env: &Env, call: &RiskCall) -> Outcome<Response> {
+    RiskClient::desk(env, call).await.map_err(internal)
 }
 
 /// A payment provider's callback: the signature over the raw body is
@@ -409,6 +481,23 @@ async fn order_action(
                 actor: "admin".into(),
                 key,
             }
+        }
+        OrderAction::Approve => {
+            let body: DeliverBody = read_optional_body(incoming.req).await?;
+            OrderOp::Change {
+                fingerprint: incoming.fingerprint(&body),
+                change: crate::domain::order::Change::Approve,
+                actor: "admin".into(),
+                key,
+            }
+        }
+        OrderAction::Reject => {
+            let body: CancelBody = read_optional_body(incoming.req).await?;
+            let fingerprint = incoming.fingerprint(&body);
+            let intent = Intent::Reject {
+                reason: body.reason.map(|r| r.to_string()),
+            };
+            transition(intent, "admin", fingerprint)
         }
         OrderAction::Deliver => {
             let body: DeliverBody = read_optional_body(incoming.req).await?;

@@ -16,6 +16,7 @@ mod limits;
 mod live;
 mod openapi;
 mod orders;
+mod risk;
 mod stock;
 mod trust;
 
@@ -79,6 +80,8 @@ fn concurrent_tests() -> Vec<Test> {
         trust::an_admin_acts_for_a_named_buyer,
         limits::a_buyer_is_limited_and_a_retry_is_not_a_new_attempt,
         limits::an_order_retry_over_the_limit_gets_its_order,
+        risk::a_buyer_ordering_too_fast_is_reviewed,
+        risk::a_buyer_whose_orders_keep_expiring_is_reviewed,
     ]
 }
 
@@ -90,6 +93,8 @@ fn heavy_tests() -> Vec<Test> {
         orders::two_hundred_two_line_orders_race_over_fifty_units,
         live::a_burst_is_coalesced_and_ends_on_the_true_number,
         browser::the_storefront_and_console_work_in_chromium,
+        // Alone: it writes the merchant's rule set, which every order meets.
+        risk::rules_are_checked_versioned_data_that_review_and_deny,
         // Alone: 2,000 attempts in one rate-limit window.
         limits::an_address_is_limited_generously,
         // Alone: its raw-socket bodies go through the dev proxy.

@@ -82,6 +82,24 @@ try {
   await viewer.screenshot({ path: join(shots, "viewer-paid.png"), fullPage: true });
   await console_.screenshot({ path: join(shots, "console.png"), fullPage: true });
 
+  // Risk review: a rule for this room only sends a 2-unit order to the
+  // console's queue; the merchant approves it there.
+  const rules = await admin("GET", "/api/risk/rules");
+  const reviewRule = { id: "t-browser-review", action: "review", rooms: [room], check: { large_order: { max_units: 1 } } };
+  await admin("PUT", "/api/risk/rules", { rules: [...rules.rules, reviewRule], review_hold_s: rules.review_hold_s });
+  await new Promise((r) => setTimeout(r, 5500)); // every isolate's rule cache
+  const inReview = await admin("POST", "/api/orders", { buyer: "reviewed", channel: "own", room, lines: [{ sku: tee, qty: 2 }] });
+  await admin("PUT", "/api/risk/rules", { rules: rules.rules, review_hold_s: rules.review_hold_s });
+  if (inReview.status !== "pending_review") throw new Error(`the order is ${inReview.status}, not in review`);
+  await console_.click("#reviews-refresh");
+  const row = console_.locator(`#reviews tr[data-order="${inReview.id}"]`);
+  await row.filter({ hasText: "t-browser-review" }).waitFor({ timeout: 10000 });
+  await console_.screenshot({ path: join(shots, "console-review.png"), fullPage: true });
+  await row.locator("button.approve").click();
+  await row.waitFor({ state: "detached", timeout: 10000 });
+  const approved = await admin("GET", `/api/orders/${inReview.id}`);
+  if (approved.status !== "reserved") throw new Error(`approved order is ${approved.status}`);
+
   // Another buyer takes the last caps: the badge says sold out.
   await admin("POST", "/api/orders", { buyer: "other", channel: "own", room, lines: [{ sku: cap, qty: 4 }] });
   await viewer.locator(`[data-sku="${cap}"] .badge`, { hasText: "Sold out" }).waitFor({ timeout: 10000 });

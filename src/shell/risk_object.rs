@@ -1,0 +1,336 @@
+//! Risk's state, in small objects that each scale on their own:
+//!
+//! - one per **subject** (`buyer:<id>`, `device:<digest>`,
+//!   `address:<digest>`): the subject's recent order attempts and expired
+//!   unpaid orders ([`History`], bounded in count and age). An order object
+//!   notes its attempt and gets the history back in one call.
+//! - the **desk** (`desk`): the merchant's rule set and the review queue.
+//!   Rules are read through a per-isolate cache ([`rules`]), so the desk sees
+//!   one read per isolate per [`RULES_TTL_MS`], not one per order; the queue
+//!   is written only by orders that need review.
+//!
+//! Device ids and client addresses are stored as digests, never raw.
+
+use super::http::to_response;
+use super::order_object::internal_request;
+use crate::api::{ApiError, HttpReply};
+use crate::domain::order::OrderStatus;
+use crate::domain::risk::{History, RuleSet, Seen};
+use crate::domain::types::{BuyerId, OrderId};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha2::{Digest, Sha256};
+use std::cell::RefCell;
+use worker::{
+    console_error, durable_object, Date, DurableObject, Env, Request, Response, Result,
+    SqlStorageValue, State,
+};
+
+/// How long an isolate trusts the rule set it read.
+pub const RULES_TTL_MS: u64 = 5_000;
+/// The review queue keeps at most this many orders (oldest first out).
+const REVIEWS_MAX: i64 = 10_000;
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RiskCall {
+    /// Subject: note an attempt, answer the history (including it).
+    Observe { seen: Seen },
+    /// Subject (a buyer): an unpaid order of theirs expired.
+    Expired { at_ms: u64 },
+    /// Desk: the rule set in force.
+    Rules,
+    /// Desk: replace the rule set with this (raw JSON, checked here with
+    /// the next version number).
+    PutRules { body: String },
+    /// Desk: an order waits for review (or its entry changed).
+    Review { order: OrderId, entry: Value },
+    /// Desk: an order no longer waits.
+    Reviewed { order: OrderId },
+    /// Desk: the queue, oldest first.
+    Reviews { limit: usize },
+}
+
+/// A subject's object name.
+pub enum SubjectName<'a> {
+    Buyer(&'a BuyerId),
+    Device(&'a str),
+    Address(&'a str),
+}
+
+impl SubjectName<'_> {
+    fn object_name(&self) -> String {
+        match self {
+            SubjectName::Buyer(b) => format!("buyer:{b}"),
+            SubjectName::Device(d) => format!("device:{}", digest(d)),
+            SubjectName::Address(a) => format!("address:{}", digest(a)),
+        }
+    }
+}
+
+/// A short digest (16 hex digits): enough to tell subjects apart, not to
+/// recover them.
+pub fn digest(value: &str) -> String {
+    let full = Sha256::digest(value.as_bytes());
+    full[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub struct RiskClient;
+
+impl RiskClient {
+    async fn call(env: &Env, name: &str, call: &RiskCall) -> Result<Response> {
+        let stub = env.durable_object("RISK")?.get_by_name(name)?;
+        stub.fetch_with_request(internal_request(call)?).await
+    }
+
+    async fn call_ok(env: &Env, name: &str, call: &RiskCall) -> Result<Response> {
+        let response = Self::call(env, name, call).await?;
+        match response.status_code() {
+            200 => Ok(response),
+            status => Err(worker::Error::RustError(format!(
+                "risk object {name} answered {status}"
+            ))),
+        }
+    }
+
+    pub async fn observe(env: &Env, subject: SubjectName<'_>, seen: Seen) -> Result<History> {
+        let name = subject.object_name();
+        Self::call_ok(env, &name, &RiskCall::Observe { seen })
+            .await?
+            .json()
+            .await
+    }
+
+    pub async fn expired(env: &Env, buyer: &BuyerId, at_ms: u64) -> Result<()> {
+        let name = SubjectName::Buyer(buyer).object_name();
+        Self::call_ok(env, &name, &RiskCall::Expired { at_ms }).await?;
+        Ok(())
+    }
+
+    /// The desk's answer to an admin call, as is.
+    pub async fn desk(env: &Env, call: &RiskCall) -> Result<Response> {
+        Self::call(env, "desk", call).await
+    }
+
+    /// Keeps the review queue in step with an order that was sent to
+    /// review: listed while it waits, gone once it does not.
+    pub async fn track_review(env: &Env, order: &OrderId, status: OrderStatus, entry: Value) {
+        let call = if status == OrderStatus::PendingReview {
+            RiskCall::Review {
+                order: order.clone(),
+                entry,
+            }
+        } else {
+            RiskCall::Reviewed {
+                order: order.clone(),
+            }
+        };
+        if let Err(e) = Self::call_ok(env, "desk", &call).await {
+            console_error!("risk: review queue for {order}: {e}");
+        }
+    }
+}
+
+thread_local! {
+    static RULES: RefCell<Option<(RuleSet, u64)>> = const { RefCell::new(None) };
+}
+
+/// The rule set in force, from this isolate's cache when it is fresh. If
+/// the desk cannot be read, the last set read is used (or the defaults):
+/// a risk outage never stops the sale.
+pub async fn rules(env: &Env) -> RuleSet {
+    let now = Date::now().as_millis();
+    let cached = RULES.with(|r| r.borrow().clone());
+    if let Some((set, at)) = &cached {
+        if now.saturating_sub(*at) < RULES_TTL_MS {
+            return set.clone();
+        }
+    }
+    let fetched = async {
+        RiskClient::call_ok(env, "desk", &RiskCall::Rules)
+            .await?
+            .json::<RuleSet>()
+            .await
+    }
+    .await;
+    match fetched {
+        Ok(set) => {
+            remember_rules(&set);
+            set
+        }
+        Err(e) => {
+            console_error!("risk: rules unavailable, using the last known: {e}");
+            cached.map_or_else(RuleSet::defaults, |(set, _)| set)
+        }
+    }
+}
+
+/// Puts a set just written into this isolate's cache.
+pub fn remember_rules(set: &RuleSet) {
+    let now = Date::now().as_millis();
+    RULES.with(|r| *r.borrow_mut() = Some((set.clone(), now)));
+}
+
+#[durable_object]
+pub struct RiskObject {
+    state: State,
+}
+
+#[derive(Deserialize)]
+struct Body {
+    body: String,
+}
+
+impl DurableObject for RiskObject {
+    fn new(state: State, _env: Env) -> Self {
+        RiskObject { state }
+    }
+
+    async fn fetch(&self, mut req: Request) -> Result<Response> {
+        let reply = match req.json::<RiskCall>().await {
+            Ok(call) => self.handle(call).unwrap_or_else(|e| {
+                console_error!("risk object: {e}");
+                ApiError::Internal.to_reply()
+            }),
+            Err(_) => ApiError::Internal.to_reply(),
+        };
+        to_response(&reply)
+    }
+}
+
+impl RiskObject {
+    /// Tables are made on the first write, so a read of a subject or desk
+    /// that never wrote leaves nothing behind.
+    fn schema(&self) -> Result<()> {
+        self.state.storage().sql().exec(
+            "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, body TEXT NOT NULL);
+             CREATE TABLE IF NOT EXISTS reviews (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, body TEXT NOT NULL);",
+            None,
+        )?;
+        Ok(())
+    }
+
+    fn has_schema(&self) -> Result<bool> {
+        #[derive(Deserialize)]
+        struct Row {
+            n: i64,
+        }
+        let rows: Vec<Row> = self
+            .state
+            .storage()
+            .sql()
+            .exec(
+                "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'kv'",
+                None,
+            )?
+            .to_array()?;
+        Ok(rows.first().is_some_and(|r| r.n > 0))
+    }
+
+    fn get<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>> {
+        if !self.has_schema()? {
+            return Ok(None);
+        }
+        let rows: Vec<Body> = self
+            .state
+            .storage()
+            .sql()
+            .exec(
+                "SELECT body FROM kv WHERE key = ?",
+                vec![SqlStorageValue::String(key.to_owned())],
+            )?
+            .to_array()?;
+        match rows.first() {
+            Some(row) => Ok(Some(serde_json::from_str(&row.body)?)),
+            None => Ok(None),
+        }
+    }
+
+    fn put(&self, key: &str, value: &impl Serialize) -> Result<()> {
+        self.schema()?;
+        self.state.storage().sql().exec(
+            "INSERT OR REPLACE INTO kv (key, body) VALUES (?, ?)",
+            vec![
+                SqlStorageValue::String(key.to_owned()),
+                SqlStorageValue::String(serde_json::to_string(value)?),
+            ],
+        )?;
+        Ok(())
+    }
+
+    fn handle(&self, call: RiskCall) -> Result<HttpReply> {
+        let ok = || HttpReply::json(200, json!({ "ok": true }));
+        match call {
+            RiskCall::Observe { seen } => {
+                let mut history: History = self.get("history")?.unwrap_or_default();
+                history.note(seen);
+                self.put("history", &history)?;
+                Ok(HttpReply::json(200, serde_json::to_value(&history)?))
+            }
+            RiskCall::Expired { at_ms } => {
+                let mut history: History = self.get("history")?.unwrap_or_default();
+                history.note_expired(at_ms);
+                self.put("history", &history)?;
+                Ok(ok())
+            }
+            RiskCall::Rules => {
+                let set: RuleSet = self.get("rules")?.unwrap_or_else(RuleSet::defaults);
+                Ok(HttpReply::json(200, serde_json::to_value(&set)?))
+            }
+            RiskCall::PutRules { body } => {
+                let current: RuleSet = self.get("rules")?.unwrap_or_else(RuleSet::defaults);
+                match RuleSet::parse(body.as_bytes(), current.version + 1) {
+                    Ok(set) => {
+                        self.put("rules", &set)?;
+                        Ok(HttpReply::json(200, serde_json::to_value(&set)?))
+                    }
+                    Err(e) => Ok(ApiError::InvalidBody(e.0).to_reply()),
+                }
+            }
+            RiskCall::Review { order, entry } => {
+                self.schema()?;
+                let sql = self.state.storage().sql();
+                sql.exec(
+                    "INSERT INTO reviews (id, body) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+                    vec![
+                        SqlStorageValue::String(order.to_string()),
+                        SqlStorageValue::String(entry.to_string()),
+                    ],
+                )?;
+                sql.exec(
+                    "DELETE FROM reviews WHERE seq <= (SELECT max(seq) FROM reviews) - ?",
+                    vec![SqlStorageValue::Integer(REVIEWS_MAX)],
+                )?;
+                Ok(ok())
+            }
+            RiskCall::Reviewed { order } => {
+                if self.has_schema()? {
+                    self.state.storage().sql().exec(
+                        "DELETE FROM reviews WHERE id = ?",
+                        vec![SqlStorageValue::String(order.to_string())],
+                    )?;
+                }
+                Ok(ok())
+            }
+            RiskCall::Reviews { limit } => {
+                let entries: Vec<Value> = if self.has_schema()? {
+                    let rows: Vec<Body> = self
+                        .state
+                        .storage()
+                        .sql()
+                        .exec(
+                            "SELECT body FROM reviews ORDER BY seq LIMIT ?",
+                            vec![SqlStorageValue::Integer(limit as i64)],
+                        )?
+                        .to_array()?;
+                    rows.iter()
+                        .map(|r| serde_json::from_str(&r.body).unwrap_or(Value::Null))
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                Ok(HttpReply::json(200, json!({ "orders": entries })))
+            }
+        }
+    }
+}
