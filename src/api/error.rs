@@ -16,6 +16,32 @@ pub enum RateScope {
     Buyer,
 }
 
+/// The rate limiters' window, in seconds: what a limited client is told to
+/// wait.
+pub const RATE_PERIOD_S: u64 = 10;
+
+/// Why a new attempt is refused at the edge, while a retry of an attempt
+/// already made (same Idempotency-Key) is still answered: sent along to the
+/// object that holds the stored answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Refusal {
+    RateLimited { scope: RateScope },
+    HoldCap { max: usize },
+}
+
+impl From<Refusal> for ApiError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::RateLimited { scope } => ApiError::RateLimited {
+                scope,
+                retry_after_s: RATE_PERIOD_S,
+            },
+            Refusal::HoldCap { max } => ApiError::HoldCapExceeded { max },
+        }
+    }
+}
+
 impl RateScope {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -49,6 +75,10 @@ pub enum ApiError {
     RateLimited {
         scope: RateScope,
         retry_after_s: u64,
+    },
+    /// The buyer already has `max` live holds across all SKUs.
+    HoldCapExceeded {
+        max: usize,
     },
     /// A risk rule denied the request; `risk` is the decision (which rules
     /// fired, with what numbers).
@@ -126,6 +156,17 @@ impl ApiError {
                     "rate-limited",
                     "Too many requests",
                     format!("too many attempts from this {}; retry in {retry_after_s} s (a retry with the same Idempotency-Key is not a new attempt)", scope.as_str()),
+                    ext,
+                )
+            }
+            ApiError::HoldCapExceeded { max } => {
+                let mut ext = Map::new();
+                ext.insert("max".into(), json!(max));
+                (
+                    409,
+                    "hold-cap-exceeded",
+                    "Too many live holds",
+                    format!("a buyer holds at most {max} items across all products at once; pay for or release one first"),
                     ext,
                 )
             }

@@ -7,7 +7,7 @@ pub mod routes;
 pub mod session;
 pub mod wire;
 
-pub use error::{ApiError, RateScope};
+pub use error::{ApiError, RateScope, Refusal, RATE_PERIOD_S};
 pub use routes::Route;
 
 use serde_json::Value;

@@ -2,6 +2,7 @@
 //! import. Everything here runs natively under `cargo test`.
 
 pub mod event;
+pub mod hold_cap;
 pub mod ledger;
 pub mod live;
 pub mod order;

@@ -11,11 +11,8 @@
 //! so a retry of an attempt already made is never a new attempt.
 
 use super::auth::Caller;
-use crate::api::{ApiError, RateScope};
+use crate::api::{ApiError, RateScope, Refusal};
 use worker::{console_error, Env, Request};
-
-/// The bindings' window, in seconds: what a limited client is told to wait.
-const PERIOD_S: u64 = 10;
 
 /// Counts one attempt against the client's address. `Some(scope)` if over.
 async fn address(env: &Env, req: &Request) -> Option<RateScope> {
@@ -49,10 +46,7 @@ pub async fn attempt(env: &Env, req: &Request, caller: &Caller) -> Option<RateSc
 
 /// The 429 for a limited request that has no key to replay.
 pub fn refusal(scope: RateScope) -> ApiError {
-    ApiError::RateLimited {
-        scope,
-        retry_after_s: PERIOD_S,
-    }
+    Refusal::RateLimited { scope }.into()
 }
 
 /// Whether `key` is over the binding's limit. A missing or failing binding

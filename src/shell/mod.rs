@@ -5,6 +5,7 @@ mod auth;
 mod buyer_object;
 mod events;
 mod feed_object;
+mod hold_gate;
 mod http;
 mod limits;
 mod order_object;
@@ -21,6 +22,6 @@ fn start() {
 }
 
 #[event(fetch)]
-async fn fetch(req: Request, env: Env, _ctx: Context) -> Result<Response> {
-    router::handle(req, env).await
+async fn fetch(req: Request, env: Env, ctx: Context) -> Result<Response> {
+    router::handle(req, env, ctx).await
 }

@@ -4,6 +4,11 @@
 //!   `address:<digest>`): the subject's recent order attempts and expired
 //!   unpaid orders ([`History`], bounded in count and age). An order object
 //!   notes its attempt and gets the history back in one call.
+//! - one per **hold ledger shard** (`holds:<n>`): the live holds of the
+//!   buyers whose digest falls in the shard, for the cap on a buyer's live
+//!   holds across SKUs (domain/hold_cap.rs). Shards, not one object per
+//!   buyer: a stampede of new viewers reports to a few warm objects instead
+//!   of creating one per viewer, and no shard is the only one.
 //! - the **desk** (`desk`): the merchant's rule set and the review queue.
 //!   Rules are read through a per-isolate cache ([`rules`]), so the desk sees
 //!   one read per isolate per [`RULES_TTL_MS`], not one per order; the queue
@@ -13,14 +18,20 @@
 
 use super::http::to_response;
 use super::order_object::internal_request;
+use super::sku_object::{SkuCall, SkuClient, SkuOp};
 use crate::api::{ApiError, HttpReply};
+use crate::domain::hold_cap::{Claim, LiveHold, LiveHolds, Moment};
 use crate::domain::order::OrderStatus;
 use crate::domain::risk::{History, RuleSet, Seen};
-use crate::domain::types::{BuyerId, OrderId};
+use crate::domain::stock::{Actor, Command, Request as StockRequest};
+use crate::domain::types::{BuyerId, OrderId, ReservationId};
+use futures_util::future::join_all;
+use futures_util::lock::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
 use worker::{
     console_error, durable_object, Date, DurableObject, Env, Request, Response, Result,
     SqlStorageValue, State,
@@ -49,6 +60,31 @@ pub enum RiskCall {
     Reviewed { order: OrderId },
     /// Desk: the queue, oldest first.
     Reviews { limit: usize },
+    /// Hold ledger: count buyers' holds against the cap, in order; one
+    /// answer per claim.
+    ClaimHolds { claims: Vec<HoldClaim> },
+    /// Hold ledger: a hold claimed before its SKU was asked, which the SKU
+    /// refused.
+    ForgetHold { buyer: BuyerId, hold: ReservationId },
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HoldClaim {
+    pub buyer: BuyerId,
+    pub hold: LiveHold,
+    pub moment: Moment,
+    pub max: usize,
+}
+
+/// How many hold ledger shards a deployment spreads buyers over.
+pub const HOLD_SHARDS: u64 = 64;
+
+pub fn hold_shard(buyer: &BuyerId) -> String {
+    let full = Sha256::digest(buyer.as_str().as_bytes());
+    let n = u64::from_be_bytes([
+        full[0], full[1], full[2], full[3], full[4], full[5], full[6], full[7],
+    ]) % HOLD_SHARDS;
+    format!("holds:{n}")
 }
 
 /// A subject's object name.
@@ -104,6 +140,23 @@ impl RiskClient {
     pub async fn expired(env: &Env, buyer: &BuyerId, at_ms: u64) -> Result<()> {
         let name = SubjectName::Buyer(buyer).object_name();
         Self::call_ok(env, &name, &RiskCall::Expired { at_ms }).await?;
+        Ok(())
+    }
+
+    /// Claims, all for buyers of one shard; one answer each.
+    pub async fn claim_holds(env: &Env, shard: &str, claims: Vec<HoldClaim>) -> Result<Vec<Claim>> {
+        Self::call_ok(env, shard, &RiskCall::ClaimHolds { claims })
+            .await?
+            .json()
+            .await
+    }
+
+    pub async fn forget_hold(env: &Env, buyer: &BuyerId, hold: ReservationId) -> Result<()> {
+        let call = RiskCall::ForgetHold {
+            buyer: buyer.clone(),
+            hold,
+        };
+        Self::call_ok(env, &hold_shard(buyer), &call).await?;
         Ok(())
     }
 
@@ -174,6 +227,11 @@ pub fn remember_rules(set: &RuleSet) {
 #[durable_object]
 pub struct RiskObject {
     state: State,
+    env: Env,
+    /// Hold claims ask SKUs about holds (they yield): one at a time.
+    claims: Mutex<()>,
+    /// Whether this instance knows its tables exist (created or seen).
+    tables: Cell<bool>,
 }
 
 #[derive(Deserialize)]
@@ -182,12 +240,27 @@ struct Body {
 }
 
 impl DurableObject for RiskObject {
-    fn new(state: State, _env: Env) -> Self {
-        RiskObject { state }
+    fn new(state: State, env: Env) -> Self {
+        RiskObject {
+            state,
+            env,
+            claims: Mutex::new(()),
+            tables: Cell::new(false),
+        }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         let reply = match req.json::<RiskCall>().await {
+            Ok(RiskCall::ClaimHolds { claims }) => {
+                let _turn = self.claims.lock().await;
+                match self.claim_all(claims).await {
+                    Ok(answers) => HttpReply::json(200, serde_json::to_value(&answers)?),
+                    Err(e) => {
+                        console_error!("hold ledger: claim: {e}");
+                        ApiError::Internal.to_reply()
+                    }
+                }
+            }
             Ok(call) => self.handle(call).unwrap_or_else(|e| {
                 console_error!("risk object: {e}");
                 ApiError::Internal.to_reply()
@@ -202,15 +275,22 @@ impl RiskObject {
     /// Tables are made on the first write, so a read of a subject or desk
     /// that never wrote leaves nothing behind.
     fn schema(&self) -> Result<()> {
+        if self.tables.get() {
+            return Ok(());
+        }
         self.state.storage().sql().exec(
             "CREATE TABLE IF NOT EXISTS kv (key TEXT PRIMARY KEY, body TEXT NOT NULL);
              CREATE TABLE IF NOT EXISTS reviews (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE, body TEXT NOT NULL);",
             None,
         )?;
+        self.tables.set(true);
         Ok(())
     }
 
     fn has_schema(&self) -> Result<bool> {
+        if self.tables.get() {
+            return Ok(true);
+        }
         #[derive(Deserialize)]
         struct Row {
             n: i64,
@@ -224,7 +304,9 @@ impl RiskObject {
                 None,
             )?
             .to_array()?;
-        Ok(rows.first().is_some_and(|r| r.n > 0))
+        let exists = rows.first().is_some_and(|r| r.n > 0);
+        self.tables.set(exists);
+        Ok(exists)
     }
 
     fn get<T: for<'de> Deserialize<'de>>(&self, key: &str) -> Result<Option<T>> {
@@ -258,9 +340,59 @@ impl RiskObject {
         Ok(())
     }
 
+    /// Counts holds against their buyers' caps, in order. The common case
+    /// (no buyer at the cap) reads and writes with no await in between, so
+    /// a whole batch commits as one write. A claim at the cap then asks the
+    /// SKUs which of the buyer's counted holds they still hold (released or
+    /// paid ones free their slot); a hold reported past the cap is given
+    /// back at its SKU.
+    async fn claim_all(&self, claims: Vec<HoldClaim>) -> Result<Vec<Claim>> {
+        let now = Date::now().as_millis();
+        let mut ledgers: HashMap<BuyerId, LiveHolds> = HashMap::new();
+        let mut answers = Vec::with_capacity(claims.len());
+        for c in &claims {
+            if !ledgers.contains_key(&c.buyer) {
+                let live = self.get(&format!("holds:{}", c.buyer))?.unwrap_or_default();
+                ledgers.insert(c.buyer.clone(), live);
+            }
+            let live = ledgers.get_mut(&c.buyer).expect("inserted above");
+            answers.push(live.claim(c.hold.clone(), now, c.max));
+        }
+        for (buyer, live) in &ledgers {
+            self.put(&format!("holds:{buyer}"), live)?;
+        }
+        for (c, answer) in claims.iter().zip(answers.iter_mut()) {
+            if !matches!(answer, Claim::Over { .. }) {
+                continue;
+            }
+            let key = format!("holds:{}", c.buyer);
+            let mut live: LiveHolds = self.get(&key)?.unwrap_or_default();
+            let checks = live.holds.iter().map(|h| still_held(&self.env, h));
+            let held: Vec<bool> = join_all(checks).await;
+            let mut still = held.into_iter();
+            live.keep_only(|_| still.next().unwrap_or(true));
+            *answer = live.claim(c.hold.clone(), now, c.max);
+            self.put(&key, &live)?;
+            if matches!(answer, Claim::Over { .. }) && c.moment == Moment::After {
+                give_back(&self.env, &c.hold).await;
+            }
+        }
+        Ok(answers)
+    }
+
     fn handle(&self, call: RiskCall) -> Result<HttpReply> {
         let ok = || HttpReply::json(200, json!({ "ok": true }));
         match call {
+            RiskCall::ClaimHolds { .. } => Err(worker::Error::RustError(
+                "claims are handled by claim()".into(),
+            )),
+            RiskCall::ForgetHold { buyer, hold } => {
+                let key = format!("holds:{buyer}");
+                let mut live: LiveHolds = self.get(&key)?.unwrap_or_default();
+                live.forget(&hold);
+                self.put(&key, &live)?;
+                Ok(ok())
+            }
             RiskCall::Observe { seen } => {
                 let mut history: History = self.get("history")?.unwrap_or_default();
                 history.note(seen);
@@ -332,5 +464,54 @@ impl RiskObject {
                 Ok(HttpReply::json(200, json!({ "orders": entries })))
             }
         }
+    }
+}
+
+/// Whether the hold's SKU still holds it (a failed question counts as yes:
+/// the cap errs on the side of the other buyers).
+async fn still_held(env: &Env, hold: &LiveHold) -> bool {
+    let call = SkuCall {
+        sku: hold.sku.clone(),
+        op: SkuOp::GetHold {
+            hold: hold.hold.clone(),
+            caller: Actor::System,
+        },
+    };
+    let answer = async {
+        let mut response = SkuClient::new(env, &hold.sku)?.call(&call).await?;
+        let body: Value = response.json().await?;
+        Ok::<_, worker::Error>((response.status_code(), body))
+    };
+    match answer.await {
+        Ok((200, body)) => body["status"] == "held",
+        Ok((404, _)) => false,
+        _ => true,
+    }
+}
+
+/// Releases a hold taken past the cap (a burst that beat the edge's note).
+async fn give_back(env: &Env, hold: &LiveHold) {
+    let call = SkuCall {
+        sku: hold.sku.clone(),
+        op: SkuOp::Step {
+            request: StockRequest {
+                key: None,
+                fingerprint: String::new(),
+                actor: Actor::System,
+                command: Command::Release {
+                    hold: hold.hold.clone(),
+                },
+            },
+        },
+    };
+    let released = async { SkuClient::new(env, &hold.sku)?.call(&call).await };
+    match released.await {
+        Ok(r) if r.status_code() == 200 => {}
+        Ok(r) => console_error!(
+            "hold cap: releasing {} answered {}",
+            hold.hold,
+            r.status_code()
+        ),
+        Err(e) => console_error!("hold cap: releasing {}: {e}", hold.hold),
     }
 }

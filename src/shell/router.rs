@@ -6,6 +6,7 @@
 use super::auth::{self, Caller};
 use super::buyer_object::BuyerClient;
 use super::feed_object::{FeedCall, FeedClient};
+use super::hold_gate;
 use super::http::to_response;
 use super::limits;
 use super::order_object::{OrderCall, OrderClient, OrderOp, Signals};
@@ -19,7 +20,7 @@ use crate::api::wire::{
     DevPaymentBody, DevSessionBody, PayBody, RefundBody, ReserveBody, RestockBody, SetupBody,
     ShipBody,
 };
-use crate::api::{ApiError, HttpReply, Route};
+use crate::api::{ApiError, HttpReply, Refusal, Route};
 use crate::domain::live::FeedName;
 use crate::domain::order::{order_id_for_key, Intent};
 use crate::domain::risk::{self, Facts, Judged, Verdict};
@@ -29,11 +30,13 @@ use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::json;
-use worker::{console_error, Env, Headers, Method, Request, RequestInit, Response, Result};
+use worker::{
+    console_error, Context, Env, Headers, Method, Request, RequestInit, Response, Result,
+};
 
 type Outcome<T> = std::result::Result<T, ApiError>;
 
-pub async fn handle(mut req: Request, env: Env) -> Result<Response> {
+pub async fn handle(mut req: Request, env: Env, ctx: Context) -> Result<Response> {
     let origin = cross_origin(&req)?;
     if let Some(origin) = &origin {
         if !origin_allowed(&env, origin) {
@@ -43,7 +46,7 @@ pub async fn handle(mut req: Request, env: Env) -> Result<Response> {
             return preflight(origin);
         }
     }
-    let response = match dispatch(&mut req, &env).await {
+    let response = match dispatch(&mut req, &env, &ctx).await {
         Ok(response) => response,
         Err(e) => to_response(&e.to_reply())?,
     };
@@ -155,7 +158,7 @@ fn actor(caller: &Caller) -> Actor {
     }
 }
 
-async fn dispatch(req: &mut Request, env: &Env) -> Outcome<Response> {
+async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Response> {
     let url = req.url().map_err(|_| ApiError::RouteNotFound)?;
     let method = raw_method(req);
     let route = Route::parse(&method, url.path())?;
@@ -218,25 +221,75 @@ async fn dispatch(req: &mut Request, env: &Env) -> Outcome<Response> {
         Route::Reserve(sku) => {
             let body: ReserveBody = read_body(incoming.req).await?;
             let buyer = acting_buyer(caller.buyer(), body.buyer.as_ref())?;
-            if !caller.is_admin() {
+            // A storefront's hold; the merchant's own are not screened.
+            let storefront = !caller.is_admin();
+            if storefront {
                 let signals = signals(incoming.req, &caller);
                 screen_hold(env, &buyer, body.qty.get(), signals).await?;
             }
             let fingerprint = incoming.fingerprint(&(&body, &buyer));
-            let command = body.into_command(new_hold_id()?, buyer);
+            let hold = new_hold_id()?;
+            let mut refusal = limited.map(|scope| Refusal::RateLimited { scope });
+            let mut claimed_first = false;
+            if storefront && refusal.is_none() && hold_gate::noted(&buyer) {
+                let now = worker::Date::now().as_millis();
+                match hold_gate::claim_first(env, &buyer, &sku, &hold, now).await {
+                    Ok(()) => claimed_first = true,
+                    Err(ApiError::HoldCapExceeded { max }) => {
+                        refusal = Some(Refusal::HoldCap { max })
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            let command = body.into_command(hold.clone(), buyer.clone());
             let op = match (
                 incoming.step(fingerprint, actor(&caller), command)?,
-                limited,
+                refusal,
             ) {
                 (op, None) => op,
-                // Over a limit: only a retry of an attempt already made
-                // gets through, answered from its stored reply.
-                (SkuOp::Step { request }, Some(scope)) if request.key.is_some() => {
-                    SkuOp::Replay { request, scope }
+                // Refused as a new attempt: only a retry of an attempt
+                // already made gets through, answered from its stored reply.
+                (SkuOp::Step { request }, Some(refusal)) if request.key.is_some() => {
+                    SkuOp::Replay { request, refusal }
                 }
-                (_, Some(scope)) => return Err(limits::refusal(scope)),
+                (_, Some(refusal)) => return Err(refusal.into()),
             };
-            sku_call(env, sku, op).await
+            let mut response = sku_call(env, sku.clone(), op).await?;
+            if storefront {
+                // Counted against the buyer's cap after the reply.
+                let taken = match response.status_code() {
+                    201 => Some(response.cloned().map_err(internal)?),
+                    _ => None,
+                };
+                let env = env.clone();
+                ctx.wait_until(async move {
+                    let taken = match taken {
+                        Some(mut copy) => copy.json::<serde_json::Value>().await.ok(),
+                        None => None,
+                    };
+                    let given = taken.as_ref().and_then(|body| {
+                        let id = ReservationId::parse(body["id"].as_str()?).ok()?;
+                        Some((id, body["expires_at"].as_u64()?))
+                    });
+                    // A replay answers an earlier hold, not the one drawn.
+                    let same = given.as_ref().is_some_and(|(id, _)| *id == hold);
+                    if claimed_first && !same {
+                        hold_gate::report(
+                            env.clone(),
+                            buyer.clone(),
+                            sku.clone(),
+                            hold,
+                            None,
+                            true,
+                        )
+                        .await;
+                    }
+                    if let Some((id, expires_at)) = given {
+                        hold_gate::report(env, buyer, sku, id, Some(expires_at), false).await;
+                    }
+                });
+            }
+            Ok(response)
         }
         Route::Commit(sku, hold) => {
             let fingerprint = incoming.fingerprint(&());

@@ -11,11 +11,10 @@
 use super::events;
 use super::feed_object::FeedClient;
 use super::http::to_response;
-use super::limits;
 use super::order_object::internal_request;
 use super::sql_store::{SqlStore, StoreError};
 use crate::api::wire::{hold_json, holds_json, ledger_json, reply_to_http, sku_json};
-use crate::api::{ApiError, HttpReply, RateScope};
+use crate::api::{ApiError, HttpReply, Refusal};
 use crate::domain::event::Event;
 use crate::domain::live::FeedName;
 use crate::domain::stock::Stock;
@@ -47,11 +46,12 @@ pub enum SkuOp {
     Step {
         request: StockRequest,
     },
-    /// A step from a caller over a rate limit: answered only if its key has
-    /// a stored answer (a retry is not a new attempt), else refused.
+    /// A step the edge refuses as a new attempt (a rate limit, the hold
+    /// cap): answered only if its key has a stored answer (a retry is not a
+    /// new attempt), else refused.
     Replay {
         request: StockRequest,
-        scope: RateScope,
+        refusal: Refusal,
     },
     /// A step for another object (an order): answers the core's `Reply` as
     /// JSON, not HTTP.
@@ -234,8 +234,8 @@ fn run(
 impl SkuObject {
     fn handle(&self, call: SkuCall) -> HttpReply {
         let sku = call.sku.clone();
-        if let SkuOp::Replay { request, scope } = &call.op {
-            return self.replay(&sku, request, *scope);
+        if let SkuOp::Replay { request, refusal } = &call.op {
+            return self.replay(&sku, request, *refusal);
         }
         let result = self.with_stock(Some(&sku), |store, stock| {
             // Every call runs a step, so holds past their time are returned
@@ -251,7 +251,7 @@ impl SkuObject {
                     200,
                     serde_json::to_value(&replies[0]).map_err(|e| StoreError(e.to_string()))?,
                 ),
-                SkuOp::Replay { scope, .. } => limits::refusal(scope).to_reply(),
+                SkuOp::Replay { refusal, .. } => ApiError::from(refusal).to_reply(),
                 SkuOp::Subscribe { feed } => {
                     store.add_feed(&feed)?;
                     let mut feeds = self.pusher.feeds.borrow_mut();
@@ -306,9 +306,9 @@ impl SkuObject {
         })
     }
 
-    /// The stored answer to `request`'s key, or the rate limit's refusal:
+    /// The stored answer to `request`'s key, or the edge's refusal:
     /// nothing runs, nothing is written.
-    fn replay(&self, sku: &SkuId, request: &StockRequest, scope: RateScope) -> HttpReply {
+    fn replay(&self, sku: &SkuId, request: &StockRequest, refusal: Refusal) -> HttpReply {
         let found = self.with_stock(Some(sku), |store, stock| {
             let Some(key) = request.replay_key() else {
                 return Ok(None);
@@ -323,7 +323,7 @@ impl SkuObject {
                 reply_to_http(&replay.reply)
             }
             Ok(Some(_)) => ApiError::IdempotencyKeyReused.to_reply(),
-            Ok(None) => limits::refusal(scope).to_reply(),
+            Ok(None) => ApiError::from(refusal).to_reply(),
             Err(e) => {
                 console_error!("sku object {sku}: {}", e.0);
                 ApiError::Internal.to_reply()

@@ -23,23 +23,26 @@ async fn next_window() -> u64 {
 pub async fn a_buyer_is_limited_and_a_retry_is_not_a_new_attempt(app: App) {
     let sku = unique("limited");
     app.given_sku(&sku, json!({"on_hand": 1000})).await;
+    let empty = unique("limited-empty");
+    app.given_sku(&empty, json!({"on_hand": 0})).await;
     let buyer = unique("eager");
-    let key = |i: usize| format!("{sku}-{i}");
     // A window may end under a slow run; then the next one is used.
     for _ in 0..3 {
         let before = app.counts(&sku).await;
         let window_end = next_window().await;
-        let replies: Vec<Reply> = stream::iter(0..BUYER_LIMIT + 5)
-            .map(|i| {
-                let (app, sku, key) = (app.clone(), sku.clone(), key(i));
-                let buyer = buyer.clone();
-                async move { app.reserve_keyed(&sku, 1, &buyer, Some(&key)).await }
+        // One hold, then attempts at a sold-out SKU (refused, so they
+        // hold nothing and the hold cap stays out of it).
+        let first_key = unique("first");
+        let first = app.reserve_keyed(&sku, 1, &buyer, Some(&first_key)).await;
+        let replies: Vec<Reply> = stream::iter(1..BUYER_LIMIT + 5)
+            .map(|_| {
+                let (app, sku, buyer) = (app.clone(), empty.clone(), buyer.clone());
+                async move { app.reserve_keyed(&sku, 1, &buyer, Some(&unique("k"))).await }
             })
             .buffered(8)
             .collect()
             .await;
-        let first_reply = replies[0].clone();
-        let replayed = app.reserve_keyed(&sku, 1, &buyer, Some(&key(0))).await;
+        let replayed = app.reserve_keyed(&sku, 1, &buyer, Some(&first_key)).await;
         let fresh = app
             .reserve_keyed(&sku, 1, &buyer, Some(&unique("new")))
             .await;
@@ -57,17 +60,18 @@ pub async fn a_buyer_is_limited_and_a_retry_is_not_a_new_attempt(app: App) {
         if now_ms() >= window_end {
             continue;
         }
-        let held = replies.iter().filter(|r| r.status == 201).count();
-        assert_eq!(held, BUYER_LIMIT, "{:?}", replies.last());
-        for refused in replies.iter().filter(|r| r.status != 201) {
+        assert_eq!(first.status, 201, "{:?}", first.body);
+        let counted = replies.iter().filter(|r| r.status == 409).count();
+        assert_eq!(counted + 1, BUYER_LIMIT, "{:?}", replies.last());
+        for refused in replies.iter().filter(|r| r.status != 409) {
             refused.assert_problem(429, "rate-limited");
             assert_eq!(refused.header("Retry-After"), Some("10"));
             assert_eq!(refused.body["scope"], json!("buyer"));
         }
-        assert_eq!(after.1, before.1 + BUYER_LIMIT as u64);
+        assert_eq!(after.1, before.1 + 1);
         // A retry of an attempt already made is answered as before; a new
         // attempt, keyed or not, is refused and changes nothing.
-        assert_eq!((replayed.status, &replayed.body), (201, &first_reply.body));
+        assert_eq!((replayed.status, &replayed.body), (201, &first.body));
         fresh.assert_problem(429, "rate-limited");
         unkeyed.assert_problem(429, "rate-limited");
         assert_eq!(admin.status, 201, "{:?}", admin.body);
@@ -169,4 +173,97 @@ pub async fn an_address_is_limited_generously(app: App) {
         return;
     }
     panic!("no 10 s window was long enough for the run");
+}
+
+const HOLD_CAP: usize = 20;
+
+async fn live_holds_of(app: &App, skus: &[String], buyer: &str) -> usize {
+    let mut n = 0;
+    for sku in skus {
+        let reply = app
+            .with(
+                Method::GET,
+                format!("/api/skus/{sku}/holds"),
+                vec![app.bearer()],
+            )
+            .await;
+        n += reply.body["holds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|h| h["buyer"] == json!(buyer))
+            .count();
+    }
+    n
+}
+
+pub async fn a_buyer_holds_at_most_the_cap_across_skus(app: App) {
+    let skus: Vec<String> = (0..2).map(|_| unique("cap")).collect();
+    for sku in &skus {
+        app.given_sku(sku, json!({"on_hand": 100})).await;
+    }
+    let buyer = unique("collector");
+    let mut holds = Vec::new();
+    for i in 0..HOLD_CAP {
+        let reply = app.reserve(&skus[i % 2], 1, &buyer).await;
+        assert_eq!(reply.status, 201, "hold {i}: {:?}", reply.body);
+        holds.push((
+            skus[i % 2].clone(),
+            reply.body["id"].as_str().unwrap().to_owned(),
+        ));
+        // Reports land after each reply; give them a moment.
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // At the cap, on either SKU: a 409 that names the cap, and no hold.
+    for sku in &skus {
+        let over = app.reserve(sku, 1, &buyer).await;
+        over.assert_problem(409, "hold-cap-exceeded");
+        assert_eq!(over.body["max"], json!(HOLD_CAP));
+    }
+    assert_eq!(live_holds_of(&app, &skus, &buyer).await, HOLD_CAP);
+    // Another buyer is not affected.
+    assert_eq!(app.reserve(&skus[0], 1, &unique("other")).await.status, 201);
+    // Releasing one frees its slot.
+    let (sku, hold) = &holds[3];
+    assert_eq!(app.release_as(&buyer, sku, hold).await.status, 200);
+    let again = app.reserve(&skus[1], 1, &buyer).await;
+    assert_eq!(again.status, 201, "{:?}", again.body);
+    assert_eq!(live_holds_of(&app, &skus, &buyer).await, HOLD_CAP);
+}
+
+pub async fn a_burst_past_the_hold_cap_is_given_back(app: App) {
+    let skus: Vec<String> = (0..3).map(|_| unique("burst-cap")).collect();
+    for sku in &skus {
+        app.given_sku(sku, json!({"on_hand": 100})).await;
+    }
+    let buyer = unique("burster");
+    // All at once, before the edge has seen this buyer near the cap.
+    let replies: Vec<Reply> = stream::iter(0..HOLD_CAP + 8)
+        .map(|i| {
+            let (app, sku, buyer) = (app.clone(), skus[i % 3].clone(), buyer.clone());
+            async move { app.reserve_keyed(&sku, 1, &buyer, Some(&unique("b"))).await }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    assert!(replies.iter().all(|r| [201, 409].contains(&r.status)));
+    // The holds past the cap are given back within moments.
+    let mut live = usize::MAX;
+    for _ in 0..50 {
+        live = live_holds_of(&app, &skus, &buyer).await;
+        if live <= HOLD_CAP {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(live, HOLD_CAP, "live holds after the burst");
+    let reserved: u64 = {
+        let mut n = 0;
+        for sku in &skus {
+            n += app.counts(sku).await.1;
+        }
+        n
+    };
+    assert_eq!(reserved, HOLD_CAP as u64, "units held match the live holds");
 }

@@ -80,6 +80,8 @@ fn concurrent_tests() -> Vec<Test> {
         trust::an_admin_acts_for_a_named_buyer,
         limits::a_buyer_is_limited_and_a_retry_is_not_a_new_attempt,
         limits::an_order_retry_over_the_limit_gets_its_order,
+        limits::a_buyer_holds_at_most_the_cap_across_skus,
+        limits::a_burst_past_the_hold_cap_is_given_back,
         risk::a_buyer_ordering_too_fast_is_reviewed,
         risk::a_buyer_whose_orders_keep_expiring_is_reviewed,
     ]

@@ -1,0 +1,171 @@
+//! The edge's side of the cap on a buyer's live holds across all SKUs
+//! (domain/hold_cap.rs): no hop for a buyer far below the cap.
+//!
+//! Every hold a storefront takes is reported to the buyer's hold ledger
+//! shard (risk_object.rs) after the reply (`wait_until`). When a report finds the buyer one hold from
+//! the cap, this isolate notes it in memory (no I/O at all), and while the
+//! note lasts the buyer's reservations here claim their slot before the
+//! SKU is asked, and are refused with a 409 at the cap. A request that
+//! lands on an isolate without the note, or a burst that beats it, is
+//! caught by the reports: the ledger gives back any hold past the
+//! cap. So the cap holds within milliseconds everywhere, and a buyer at it
+//! is told so up front wherever the edge has seen them near it.
+
+use super::risk_object::{hold_shard, HoldClaim, RiskClient};
+use crate::api::ApiError;
+use crate::domain::hold_cap::{Claim, LiveHold, LiveHolds, Moment, LIVE_HOLDS_MAX_DEFAULT};
+use crate::domain::types::{BuyerId, ReservationId, SkuId};
+use futures_util::future::join_all;
+use std::cell::Cell;
+use std::cell::RefCell;
+use std::collections::HashMap;
+use worker::{console_error, Date, Env};
+
+/// How long a "near the cap" note lasts; a report renews it.
+const NOTE_TTL_MS: u64 = 60_000;
+/// An isolate remembers at most this many notes.
+const NOTES_MAX: usize = 10_000;
+
+thread_local! {
+    /// Buyers this isolate has seen near the cap, until when.
+    static NOTES: RefCell<HashMap<BuyerId, u64>> = RefCell::new(HashMap::new());
+    /// Holds taken here and not yet reported.
+    static QUEUE: RefCell<Vec<HoldClaim>> = const { RefCell::new(Vec::new()) };
+    /// Whether a report is under way (it takes what queues meanwhile).
+    static REPORTING: Cell<bool> = const { Cell::new(false) };
+}
+/// A slot claimed before the SKU answers lasts at most this long, unless
+/// the report after sets the hold's real expiry.
+const CLAIM_TTL_MS: u64 = 86_400_000;
+
+/// The cap: `BUYER_LIVE_HOLDS_MAX` (1 to 1000), else the default.
+pub fn max(env: &Env) -> usize {
+    env.var("BUYER_LIVE_HOLDS_MAX")
+        .ok()
+        .and_then(|v| v.to_string().parse::<usize>().ok())
+        .filter(|n| (1..=1000).contains(n))
+        .unwrap_or(LIVE_HOLDS_MAX_DEFAULT)
+}
+
+/// Whether this isolate has seen the buyer near the cap lately.
+pub fn noted(buyer: &BuyerId) -> bool {
+    let now = Date::now().as_millis();
+    NOTES.with(|n| n.borrow().get(buyer).is_some_and(|until| *until > now))
+}
+
+fn note(buyer: &BuyerId) {
+    let now = Date::now().as_millis();
+    NOTES.with(|n| {
+        let mut notes = n.borrow_mut();
+        if notes.len() >= NOTES_MAX {
+            notes.retain(|_, until| *until > now);
+            if notes.len() >= NOTES_MAX {
+                notes.clear();
+            }
+        }
+        notes.insert(buyer.clone(), now + NOTE_TTL_MS);
+    });
+}
+
+/// For a noted buyer: claims the slot before the SKU is asked. A 409 at
+/// the cap; if the buyer's object cannot be reached, the hold goes ahead
+/// and the report after decides.
+pub async fn claim_first(
+    env: &Env,
+    buyer: &BuyerId,
+    sku: &SkuId,
+    hold: &ReservationId,
+    now_ms: u64,
+) -> Result<(), ApiError> {
+    let live = LiveHold {
+        hold: hold.clone(),
+        sku: sku.clone(),
+        expires_at_ms: now_ms + CLAIM_TTL_MS,
+    };
+    let claim = HoldClaim {
+        buyer: buyer.clone(),
+        hold: live,
+        moment: Moment::Before,
+        max: max(env),
+    };
+    let answer = RiskClient::claim_holds(env, &hold_shard(buyer), vec![claim]).await;
+    match answer.as_deref() {
+        Ok([Claim::Over { max, .. }]) => Err(ApiError::HoldCapExceeded { max: *max }),
+        Ok(_) => Ok(()),
+        Err(e) => {
+            console_error!("hold cap: claim for {buyer}: {e}");
+            Ok(())
+        }
+    }
+}
+
+/// After the reply: the hold the SKU gave (`Some(expiry)`) is reported,
+/// and the buyer noted when next to the cap; a slot claimed first for a
+/// hold the SKU refused (`None`) is freed.
+pub async fn report(
+    env: Env,
+    buyer: BuyerId,
+    sku: SkuId,
+    hold: ReservationId,
+    taken: Option<u64>,
+    claimed_first: bool,
+) {
+    let Some(expires_at_ms) = taken else {
+        if claimed_first {
+            if let Err(e) = RiskClient::forget_hold(&env, &buyer, hold).await {
+                console_error!("hold cap: freeing a slot of {buyer}: {e}");
+            }
+        }
+        return;
+    };
+    let claim = HoldClaim {
+        buyer,
+        hold: LiveHold {
+            hold,
+            sku,
+            expires_at_ms,
+        },
+        moment: Moment::After,
+        max: max(&env),
+    };
+    QUEUE.with(|q| q.borrow_mut().push(claim));
+    if REPORTING.with(|r| r.replace(true)) {
+        return; // the report under way takes it
+    }
+    // This task reports until the queue is empty: holds taken meanwhile go
+    // together, one call per shard, however many buyers a rush brings.
+    loop {
+        let batch = QUEUE.with(|q| std::mem::take(&mut *q.borrow_mut()));
+        if batch.is_empty() {
+            REPORTING.with(|r| r.set(false));
+            return;
+        }
+        let mut shards: HashMap<String, Vec<HoldClaim>> = HashMap::new();
+        for claim in batch {
+            shards
+                .entry(hold_shard(&claim.buyer))
+                .or_default()
+                .push(claim);
+        }
+        let calls = shards.into_iter().map(|(shard, claims)| {
+            let env = env.clone();
+            async move {
+                let buyers: Vec<BuyerId> = claims.iter().map(|c| c.buyer.clone()).collect();
+                match RiskClient::claim_holds(&env, &shard, claims).await {
+                    Ok(answers) => buyers.into_iter().zip(answers).collect(),
+                    Err(e) => {
+                        console_error!("hold cap: report to {shard}: {e}");
+                        Vec::new()
+                    }
+                }
+            }
+        });
+        for (buyer, answer) in join_all(calls).await.into_iter().flatten() {
+            match answer {
+                Claim::Counted { live, max } if LiveHolds::near(live, max) => note(&buyer),
+                Claim::Over { .. } => note(&buyer),
+                Claim::Counted { .. } => {}
+            }
+        }
+    }
+}
