@@ -6,13 +6,14 @@
 //! status changes.
 
 use super::http::to_response;
-use super::order_object::internal_request;
+use super::order_object::{internal_request, OrderCall, OrderClient, OrderOp};
 use super::sku_object::{SkuCall, SkuClient, SkuOp};
 use crate::api::{ApiError, HttpReply};
 use crate::domain::event::{Event, EVENT_VERSION};
 use crate::domain::live::{
     to_json, FeedName, FeedState, Meter, RoomSetup, ViewerMessage, INCOMING_BYTES_MAX,
 };
+use crate::domain::stock::StockError;
 use serde::{Deserialize, Serialize};
 use std::cell::RefCell;
 use worker::{
@@ -73,12 +74,13 @@ struct Row {
     body: String,
 }
 
+#[derive(Deserialize)]
+struct Count {
+    n: i64,
+}
+
 impl DurableObject for FeedObject {
     fn new(state: State, env: Env) -> Self {
-        let schema = "CREATE TABLE IF NOT EXISTS feed (id INTEGER PRIMARY KEY CHECK (id = 1), name TEXT NOT NULL, body TEXT NOT NULL);";
-        if let Err(e) = state.storage().sql().exec(schema, None) {
-            console_error!("feed object: schema: {e}");
-        }
         // Answered by the runtime without waking the object.
         if let Ok(pair) = worker::worker_sys::WebSocketRequestResponsePair::new("ping", "pong") {
             state.set_websocket_auto_response(&pair);
@@ -182,15 +184,37 @@ fn refuse(ws: &WebSocket, code: &str, detail: &str, close_code: u16) {
     let _ = ws.close(Some(close_code), Some(code));
 }
 
+/// The most viewers one feed holds (the runtime allows 32,768 hibernating
+/// sockets per object); `FEED_SOCKETS_MAX` may set fewer.
+const SOCKETS_MAX: usize = 32_000;
+
 impl FeedObject {
+    fn sockets_max(&self) -> usize {
+        self.env
+            .var("FEED_SOCKETS_MAX")
+            .ok()
+            .and_then(|v| v.to_string().parse::<usize>().ok())
+            .filter(|n| (1..=SOCKETS_MAX).contains(n))
+            .unwrap_or(SOCKETS_MAX)
+    }
+
     fn load(&self) -> Result<Option<(FeedName, FeedState)>> {
         if let Some(loaded) = self.feed.borrow().as_ref() {
             return Ok(Some(loaded.clone()));
         }
-        let rows: Vec<Row> = self
-            .state
-            .storage()
-            .sql()
+        // The table is made on the first save: a viewer of a room never set
+        // up stores nothing.
+        let sql = self.state.storage().sql();
+        let exists: Vec<Count> = sql
+            .exec(
+                "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'feed'",
+                None,
+            )?
+            .to_array()?;
+        if exists.first().is_none_or(|c| c.n <= 0) {
+            return Ok(None);
+        }
+        let rows: Vec<Row> = sql
             .exec("SELECT name, body FROM feed WHERE id = 1", None)?
             .to_array()?;
         let Some(row) = rows.first() else {
@@ -205,7 +229,12 @@ impl FeedObject {
     }
 
     fn save(&self, feed: &FeedName, state: &FeedState) -> Result<()> {
-        self.state.storage().sql().exec(
+        let sql = self.state.storage().sql();
+        sql.exec(
+            "CREATE TABLE IF NOT EXISTS feed (id INTEGER PRIMARY KEY CHECK (id = 1), name TEXT NOT NULL, body TEXT NOT NULL);",
+            None,
+        )?;
+        sql.exec(
             "INSERT OR REPLACE INTO feed (id, name, body) VALUES (1, ?, ?)",
             vec![
                 SqlStorageValue::String(feed.to_string()),
@@ -216,26 +245,54 @@ impl FeedObject {
         Ok(())
     }
 
-    /// The feed's state, creating it (and subscribing to its SKU, for a SKU
-    /// feed) the first time.
-    async fn ensure(&self, feed: &FeedName) -> Result<FeedState> {
+    /// The feed's state, creating it the first time a viewer asks: a SKU
+    /// feed subscribes to its SKU (none for a SKU never set up), an order
+    /// feed starts from the order's latest status. A room feed is stored
+    /// only once the merchant sets the room up; until then a viewer gets an
+    /// empty one, and nothing is written.
+    async fn ensure(&self, feed: &FeedName) -> Result<Option<FeedState>> {
         if let Some((_, state)) = self.load()? {
-            return Ok(state);
+            return Ok(Some(state));
         }
         let mut state = FeedState::default();
-        if let FeedName::Sku(sku) = feed {
-            if let Some(event) = subscribe(&self.env, sku, feed).await {
-                state.publish(event);
+        match feed {
+            FeedName::Sku(sku) => match subscribe(&self.env, sku, feed, false).await {
+                Subscribed::State(event) => {
+                    state.publish(event);
+                }
+                Subscribed::Unknown => return Ok(None),
+                Subscribed::Failed => {}
+            },
+            FeedName::Order(order) => {
+                if let Some(event) = latest_order_event(&self.env, order).await {
+                    state.publish(event);
+                }
             }
+            FeedName::Room(_) => return Ok(Some(state)),
         }
         self.save(feed, &state)?;
-        Ok(state)
+        Ok(Some(state))
     }
 
     /// Accepts a viewer; `protocol` is the subprotocol the router selected
     /// (an order feed's), which the handshake must name.
     async fn accept(&self, feed: FeedName, protocol: Option<String>) -> Result<Response> {
-        let state = self.ensure(&feed).await?;
+        let Some(state) = self.ensure(&feed).await? else {
+            return to_response(&ApiError::Stock(StockError::SkuNotFound).to_reply());
+        };
+        let viewers = self.state.get_websockets().len();
+        if viewers >= self.sockets_max() {
+            // Accepted only to say why, then closed: "try again later".
+            let pair = WebSocketPair::new()?;
+            self.state.accept_web_socket(&pair.server);
+            refuse(
+                &pair.server,
+                "feed-full",
+                &format!("this feed has its {viewers} viewers; try again in a moment"),
+                1013,
+            );
+            return Response::from_websocket(pair.client);
+        }
         let pair = WebSocketPair::new()?;
         self.state.accept_web_socket(&pair.server);
         pair.server.serialize_attachment(Meter::default())?;
@@ -255,23 +312,30 @@ impl FeedObject {
         let result: Result<HttpReply> = async {
             match call {
                 FeedCall::Publish { feed, event } => {
-                    let mut state = self.ensure(&feed).await?;
+                    // A feed nobody has asked for (an order nobody watches,
+                    // a room never set up) stores nothing.
+                    let stored = self.load()?;
+                    let mut state = stored.as_ref().map(|(_, s)| s.clone()).unwrap_or_default();
                     let messages = state.publish(event);
                     if !messages.is_empty() {
-                        self.save(&feed, &state)?;
+                        if stored.is_some() {
+                            self.save(&feed, &state)?;
+                        }
                         self.broadcast(&messages);
                     }
                     Ok(HttpReply::json(200, serde_json::json!({ "ok": true })))
                 }
                 FeedCall::SetupRoom { feed, room } => {
-                    let mut state = self.ensure(&feed).await?;
+                    let mut state = self.ensure(&feed).await?.unwrap_or_default();
                     let before: Vec<_> = state
                         .room
                         .iter()
                         .flat_map(|r| r.items.iter().map(|i| i.sku.clone()))
                         .collect();
                     for item in &room.items {
-                        if let Some(event) = subscribe(&self.env, &item.sku, &feed).await {
+                        if let Subscribed::State(event) =
+                            subscribe(&self.env, &item.sku, &feed, true).await
+                        {
                             state.publish(event);
                         }
                     }
@@ -289,7 +353,7 @@ impl FeedObject {
                     Ok(HttpReply::json(200, serde_json::from_str(&snapshot)?))
                 }
                 FeedCall::Snapshot { feed } => {
-                    let state = self.ensure(&feed).await?;
+                    let state = self.ensure(&feed).await?.unwrap_or_default();
                     Ok(HttpReply::json(
                         200,
                         serde_json::from_str(&state.snapshot(&feed))?,
@@ -316,13 +380,51 @@ impl FeedObject {
     }
 }
 
+enum Subscribed {
+    State(Event),
+    /// The SKU was never set up.
+    Unknown,
+    /// Not reached, or set up but with nothing to say yet.
+    Failed,
+}
+
 /// Asks a SKU to push its changes to `feed`; answers its current state.
-async fn subscribe(env: &Env, sku: &crate::domain::types::SkuId, feed: &FeedName) -> Option<Event> {
+async fn subscribe(
+    env: &Env,
+    sku: &crate::domain::types::SkuId,
+    feed: &FeedName,
+    even_unknown: bool,
+) -> Subscribed {
     let call = SkuCall {
         sku: sku.clone(),
-        op: SkuOp::Subscribe { feed: feed.clone() },
+        op: SkuOp::Subscribe {
+            feed: feed.clone(),
+            even_unknown,
+        },
     };
-    let mut response = SkuClient::new(env, sku).ok()?.call(&call).await.ok()?;
+    let answer = async {
+        let mut response = SkuClient::new(env, sku)?.call(&call).await?;
+        if response.status_code() == 404 {
+            return Ok(Subscribed::Unknown);
+        }
+        Ok::<_, worker::Error>(match response.json::<Option<Event>>().await? {
+            Some(event) => Subscribed::State(event),
+            None => Subscribed::Failed,
+        })
+    };
+    answer.await.unwrap_or(Subscribed::Failed)
+}
+
+/// An order's latest status, for its feed's first viewer.
+async fn latest_order_event(env: &Env, order: &crate::domain::types::OrderId) -> Option<Event> {
+    let call = OrderCall {
+        order: order.clone(),
+        op: OrderOp::Latest,
+    };
+    let mut response = OrderClient::new(env, order).ok()?.call(&call).await.ok()?;
+    if response.status_code() != 200 {
+        return None;
+    }
     response.json::<Option<Event>>().await.ok().flatten()
 }
 

@@ -26,7 +26,7 @@ use crate::domain::types::{
 use futures_util::future::join_all;
 use futures_util::lock::Mutex;
 use serde::{Deserialize, Serialize};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use worker::{
     console_error, durable_object, js_sys, Date, DurableObject, Env, Method, Request, RequestInit,
     Response, Result, ScheduledTime, SqlStorageValue, State, Stub,
@@ -60,6 +60,9 @@ pub enum OrderOp {
     },
     /// The order, for its buyer or an admin (anyone else: not found).
     Get { caller: Actor },
+    /// The order's latest status as an event, for its feed's first viewer
+    /// (the router has checked the viewer's session).
+    Latest,
     Transition {
         intent: Intent,
         actor: String,
@@ -118,7 +121,12 @@ pub struct OrderObject {
     /// One transition at a time: calls to the SKUs yield, and a second
     /// request must not interleave with the first.
     lock: Mutex<()>,
+    /// Whether the tables exist.
+    tables: Cell<bool>,
 }
+
+/// An order remembers at most this many keyed answers.
+const REPLAYS_MAX: i64 = 1_000;
 
 /// Why a transition stopped before its end.
 struct Interrupted(String);
@@ -147,17 +155,28 @@ async fn observe(env: &Env, seen: Seen, subject: Option<SubjectName<'_>>) -> Opt
 
 impl DurableObject for OrderObject {
     fn new(state: State, env: Env) -> Self {
-        let sql = state.storage().sql();
-        let schema = "CREATE TABLE IF NOT EXISTS order_state (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL);
-             CREATE TABLE IF NOT EXISTS replays (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, status INTEGER NOT NULL, body TEXT NOT NULL);";
-        if let Err(e) = sql.exec(schema, None) {
-            console_error!("order object: schema: {e}");
+        #[derive(Deserialize)]
+        struct Count {
+            n: i64,
         }
+        // Tables are made on the first write: asking for an order that does
+        // not exist stores nothing.
+        let tables = state
+            .storage()
+            .sql()
+            .exec(
+                "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'order_state'",
+                None,
+            )
+            .and_then(|c| c.to_array::<Count>())
+            .map(|rows| rows.first().is_some_and(|r| r.n > 0))
+            .unwrap_or(false);
         OrderObject {
             state,
             env,
             order: RefCell::new(None),
             lock: Mutex::new(()),
+            tables: Cell::new(tables),
         }
     }
 
@@ -203,9 +222,29 @@ impl DurableObject for OrderObject {
 }
 
 impl OrderObject {
+    fn prepare(&self) -> std::result::Result<(), ApiError> {
+        if !self.tables.get() {
+            self.state
+                .storage()
+                .sql()
+                .exec(
+                    "CREATE TABLE IF NOT EXISTS order_state (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL);
+                     CREATE TABLE IF NOT EXISTS replays (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, status INTEGER NOT NULL, body TEXT NOT NULL);",
+                    None,
+                )
+                .map_err(internal)?;
+            self.tables.set(true);
+        }
+        Ok(())
+    }
+
     fn load(&self) -> std::result::Result<Option<Order>, ApiError> {
         if let Some(order) = self.order.borrow().as_ref() {
             return Ok(order.clone());
+        }
+        if !self.tables.get() {
+            *self.order.borrow_mut() = Some(None);
+            return Ok(None);
         }
         #[derive(Deserialize)]
         struct Row {
@@ -227,6 +266,7 @@ impl OrderObject {
     }
 
     fn save(&self, order: &Order) -> std::result::Result<(), ApiError> {
+        self.prepare()?;
         let body = serde_json::to_string(order).map_err(internal)?;
         self.state
             .storage()
@@ -301,6 +341,17 @@ impl OrderObject {
             OrderOp::Get { caller } => {
                 let order = self.visible_to(&caller)?;
                 Ok(HttpReply::json(200, order_json(&order)))
+            }
+            OrderOp::Latest => {
+                let order = self.visible_to(&Actor::System)?;
+                let event = order
+                    .timeline
+                    .last()
+                    .map(|e| Event::order_status(&order, e));
+                Ok(HttpReply::json(
+                    200,
+                    serde_json::to_value(event).map_err(internal)?,
+                ))
             }
             OrderOp::Transition {
                 intent,
@@ -587,6 +638,9 @@ impl OrderObject {
         fingerprint: &str,
     ) -> std::result::Result<Option<HttpReply>, ApiError> {
         let Some(key) = key else { return Ok(None) };
+        if !self.tables.get() {
+            return Ok(None);
+        }
         #[derive(Deserialize)]
         struct Row {
             fingerprint: String,
@@ -627,6 +681,7 @@ impl OrderObject {
         let (Some(key), false) = (key, reply.status == 503) else {
             return Ok(());
         };
+        self.prepare()?;
         self.state
             .storage()
             .sql()
@@ -638,6 +693,15 @@ impl OrderObject {
                     SqlStorageValue::Integer(i64::from(reply.status)),
                     SqlStorageValue::String(reply.body.to_string()),
                 ],
+            )
+            .map_err(internal)?;
+        // Bounded: past the cap, the oldest answers go.
+        self.state
+            .storage()
+            .sql()
+            .exec(
+                "DELETE FROM replays WHERE rowid <= (SELECT max(rowid) FROM replays) - ?",
+                vec![SqlStorageValue::Integer(REPLAYS_MAX)],
             )
             .map_err(internal)?;
         Ok(())

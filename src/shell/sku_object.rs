@@ -61,9 +61,13 @@ pub enum SkuOp {
     /// The live holds, with the orders they belong to.
     Holds,
     /// Push this SKU's changes to a feed (a room, the SKU's own feed);
-    /// answers the current state.
+    /// answers the current state. A SKU never set up refuses (404) unless
+    /// `even_unknown` (a room the merchant set up with a SKU to come): an
+    /// anonymous viewer's socket stores nothing.
     Subscribe {
         feed: FeedName,
+        #[serde(default)]
+        even_unknown: bool,
     },
     Unsubscribe {
         feed: FeedName,
@@ -252,7 +256,10 @@ impl SkuObject {
                     serde_json::to_value(&replies[0]).map_err(|e| StoreError(e.to_string()))?,
                 ),
                 SkuOp::Replay { refusal, .. } => ApiError::from(refusal).to_reply(),
-                SkuOp::Subscribe { feed } => {
+                SkuOp::Subscribe { feed, even_unknown } => {
+                    if stock.record().is_none() && !even_unknown {
+                        return Ok(ApiError::Stock(StockError::SkuNotFound).to_reply());
+                    }
                     store.add_feed(&feed)?;
                     let mut feeds = self.pusher.feeds.borrow_mut();
                     let feeds = feeds.get_or_insert_with(Vec::new);

@@ -50,7 +50,19 @@ struct CountRow {
 
 pub struct SqlStore {
     sql: SqlStorage,
+    /// Whether the tables exist. A SKU never set up has none, and reading
+    /// it (a GET, a viewer's socket) must not create them: nothing is
+    /// stored for a SKU until a write.
+    ready: bool,
+    /// Replays written since the count was last trimmed.
+    replays_written: u32,
 }
+
+/// A SKU keeps at most this many idempotency answers (besides dropping
+/// those older than the retention); checked every [`REPLAY_TRIM_EVERY`]
+/// writes.
+pub const REPLAYS_MAX: u64 = 100_000;
+const REPLAY_TRIM_EVERY: u32 = 1_000;
 
 fn text(s: &str) -> SqlStorageValue {
     SqlStorageValue::String(s.to_owned())
@@ -62,8 +74,27 @@ fn int(n: u64) -> SqlStorageValue {
 
 impl SqlStore {
     pub fn open(sql: SqlStorage) -> Result<SqlStore, StoreError> {
-        sql.exec(SCHEMA, None)?;
-        Ok(SqlStore { sql })
+        let rows: Vec<CountRow> = sql
+            .exec(
+                "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'sku'",
+                None,
+            )?
+            .to_array()?;
+        let ready = rows.first().is_some_and(|r| r.n > 0);
+        Ok(SqlStore {
+            sql,
+            ready,
+            replays_written: 0,
+        })
+    }
+
+    /// Creates the tables before the first write.
+    fn prepare(&mut self) -> Result<(), StoreError> {
+        if !self.ready {
+            self.sql.exec(SCHEMA, None)?;
+            self.ready = true;
+        }
+        Ok(())
     }
 
     fn bodies<T: DeserializeOwned>(
@@ -86,6 +117,9 @@ impl SqlStore {
     /// when no record exists yet; None (an alarm on an empty object) loads
     /// nothing.
     pub fn load(&self, sku: Option<&SkuId>) -> Result<Option<Stock>, StoreError> {
+        if !self.ready {
+            return Ok(sku.map(|sku| Stock::load(sku.clone(), None, Vec::new(), 1)));
+        }
         let record: Option<SkuRecord> = self
             .bodies("SELECT body FROM sku WHERE id = 1", vec![])?
             .into_iter()
@@ -107,6 +141,9 @@ impl SqlStore {
         struct Name {
             name: String,
         }
+        if !self.ready {
+            return Ok(Vec::new());
+        }
         let rows: Vec<Name> = self.sql.exec("SELECT name FROM feeds", None)?.to_array()?;
         Ok(rows
             .iter()
@@ -114,7 +151,8 @@ impl SqlStore {
             .collect())
     }
 
-    pub fn add_feed(&self, feed: &FeedName) -> Result<(), StoreError> {
+    pub fn add_feed(&mut self, feed: &FeedName) -> Result<(), StoreError> {
+        self.prepare()?;
         self.sql.exec(
             "INSERT OR IGNORE INTO feeds (name) VALUES (?)",
             vec![text(&feed.to_string())],
@@ -123,6 +161,9 @@ impl SqlStore {
     }
 
     pub fn remove_feed(&self, feed: &FeedName) -> Result<(), StoreError> {
+        if !self.ready {
+            return Ok(());
+        }
         self.sql.exec(
             "DELETE FROM feeds WHERE name = ?",
             vec![text(&feed.to_string())],
@@ -131,6 +172,9 @@ impl SqlStore {
     }
 
     pub fn ledger(&self, after: u64, limit: usize) -> Result<Vec<LedgerEntry>, StoreError> {
+        if !self.ready {
+            return Ok(Vec::new());
+        }
         self.bodies(
             "SELECT body FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?",
             vec![int(after), int(limit as u64)],
@@ -142,6 +186,9 @@ impl Store for SqlStore {
     type Error = StoreError;
 
     fn load_hold(&self, id: &ReservationId) -> Result<Option<Hold>, StoreError> {
+        if !self.ready {
+            return Ok(None);
+        }
         Ok(self
             .bodies(
                 "SELECT body FROM holds WHERE id = ?",
@@ -152,6 +199,9 @@ impl Store for SqlStore {
     }
 
     fn load_replay(&self, key: &ReplayKey) -> Result<Option<Replay>, StoreError> {
+        if !self.ready {
+            return Ok(None);
+        }
         Ok(self
             .bodies(
                 "SELECT body FROM replays WHERE key = ?",
@@ -162,6 +212,9 @@ impl Store for SqlStore {
     }
 
     fn load_bought(&self, buyer: &BuyerId) -> Result<u64, StoreError> {
+        if !self.ready {
+            return Ok(0);
+        }
         self.count(
             "SELECT bought AS n FROM buyers WHERE buyer = ?",
             vec![text(buyer.as_str())],
@@ -172,6 +225,7 @@ impl Store for SqlStore {
     /// Durable Object commits them as one implicit transaction, before the
     /// reply leaves (the output gate).
     fn save(&mut self, stock: &Stock, changes: &Changes) -> Result<(), StoreError> {
+        self.prepare()?;
         if changes.record {
             if let Some(record) = stock.record() {
                 self.sql.exec(
@@ -228,7 +282,17 @@ impl Store for SqlStore {
                         text(&serde_json::to_string(replay)?),
                     ],
                 )?;
+                self.replays_written += 1;
             }
+        }
+        // And past the count cap, the oldest go: now and then, since
+        // finding the cut walks the index.
+        if self.replays_written >= REPLAY_TRIM_EVERY {
+            self.replays_written = 0;
+            self.sql.exec(
+                "DELETE FROM replays WHERE at_ms < (SELECT at_ms FROM replays ORDER BY at_ms DESC LIMIT 1 OFFSET ?)",
+                vec![int(REPLAYS_MAX)],
+            )?;
         }
         Ok(())
     }

@@ -30,6 +30,9 @@ pub struct App {
     /// limit counts each test's attempts apart, as it would count viewers
     /// behind different networks.
     pub address: String,
+    /// A buyer id of this test's own, for tests that need "a viewer": a
+    /// shared one would meet the cap on a buyer's live holds across tests.
+    pub viewer: String,
 }
 
 pub const IN_FLIGHT_MAX: usize = 128;

@@ -9,18 +9,18 @@ pub async fn a_retry_with_the_same_key_returns_the_same_answer(app: App) {
     app.given_sku(&sku, json!({"on_hand": 10, "max_per_hold": 10}))
         .await;
     let key = unique("key");
-    let first = app.reserve_keyed(&sku, 2, "v", Some(&key)).await;
-    let again = app.reserve_keyed(&sku, 2, "v", Some(&key)).await;
+    let first = app.reserve_keyed(&sku, 2, &app.viewer, Some(&key)).await;
+    let again = app.reserve_keyed(&sku, 2, &app.viewer, Some(&key)).await;
     assert_eq!(first.status, 201);
     assert_eq!((again.status, &again.body), (first.status, &first.body));
     assert_eq!(app.counts(&sku).await, (10, 2, 0, 8));
     // Refusals are replayed too, even once the stock is there.
     let greedy = unique("key");
-    app.reserve_keyed(&sku, 9, "v", Some(&greedy))
+    app.reserve_keyed(&sku, 9, &app.viewer, Some(&greedy))
         .await
         .assert_problem(409, "insufficient-stock");
     app.admin_post(&sku, "restock", json!({"qty": 10})).await;
-    app.reserve_keyed(&sku, 9, "v", Some(&greedy))
+    app.reserve_keyed(&sku, 9, &app.viewer, Some(&greedy))
         .await
         .assert_problem(409, "insufficient-stock");
     // Admin writes are idempotent as well.
@@ -51,10 +51,12 @@ pub async fn a_reused_key_with_another_body_is_refused(app: App) {
     app.given_sku(&sku, json!({"on_hand": 10})).await;
     let key = unique("key");
     assert_eq!(
-        app.reserve_keyed(&sku, 1, "v", Some(&key)).await.status,
+        app.reserve_keyed(&sku, 1, &app.viewer, Some(&key))
+            .await
+            .status,
         201
     );
-    app.reserve_keyed(&sku, 2, "v", Some(&key))
+    app.reserve_keyed(&sku, 2, &app.viewer, Some(&key))
         .await
         .assert_problem(422, "idempotency-key-reused");
     // Keys are the sender's own: another buyer's same key is another
@@ -68,7 +70,8 @@ pub async fn concurrent_retries_apply_once(app: App) {
     let sku = unique("dupes");
     app.given_sku(&sku, json!({"on_hand": 10})).await;
     let key = unique("key");
-    let replies = join_all((0..25).map(|_| app.reserve_keyed(&sku, 3, "v", Some(&key)))).await;
+    let replies =
+        join_all((0..25).map(|_| app.reserve_keyed(&sku, 3, &app.viewer, Some(&key)))).await;
     let ids: std::collections::HashSet<_> = replies
         .iter()
         .map(|r| {

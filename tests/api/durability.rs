@@ -10,18 +10,18 @@ pub async fn state_survives_a_restart(app: App, server: &mut Server) {
     let kept = unique("durable");
     app.given_sku(&kept, json!({"on_hand": 20, "per_buyer_limit": 10}))
         .await;
-    let sold = app.reserve(&kept, 4, "v").await.body["id"]
+    let sold = app.reserve(&kept, 4, &app.viewer).await.body["id"]
         .as_str()
         .unwrap()
         .to_owned();
     app.commit(&kept, &sold).await;
     let key = unique("key");
-    let live = app.reserve_keyed(&kept, 3, "v", Some(&key)).await;
+    let live = app.reserve_keyed(&kept, 3, &app.viewer, Some(&key)).await;
     let live_id = live.body["id"].as_str().unwrap().to_owned();
     let lapsing = unique("lapsing");
     app.given_sku(&lapsing, json!({"on_hand": 5, "hold_seconds": 2}))
         .await;
-    let short = app.reserve(&lapsing, 5, "v").await;
+    let short = app.reserve(&lapsing, 5, &app.viewer).await;
     let short_expiry = short.body["expires_at"].as_u64().unwrap();
     let kept_before = app.get_sku(&kept).await.body;
     let ledger_before = app.ledger(&kept).await;
@@ -56,10 +56,10 @@ pub async fn state_survives_a_restart(app: App, server: &mut Server) {
         json!("held")
     );
     // The idempotency record survived: the retry answers as before.
-    let retry = app.reserve_keyed(&kept, 3, "v", Some(&key)).await;
+    let retry = app.reserve_keyed(&kept, 3, &app.viewer, Some(&key)).await;
     assert_eq!(retry.body, live.body);
     // The purchase tally survived: 4 bought + 3 held + 4 > 10.
-    app.reserve(&kept, 4, "v")
+    app.reserve(&kept, 4, &app.viewer)
         .await
         .assert_problem(409, "buyer-limit-exceeded");
     assert_eq!(app.commit(&kept, &live_id).await.status, 200);

@@ -345,7 +345,7 @@ pub async fn unknown_holds_are_not_found(app: App) {
     // A hold of another SKU is not this SKU's.
     let other = unique("nohold-other");
     app.given_sku(&other, json!({"on_hand": 1})).await;
-    let theirs = app.reserve(&other, 1, "v").await.body["id"]
+    let theirs = app.reserve(&other, 1, &app.viewer).await.body["id"]
         .as_str()
         .unwrap()
         .to_owned();

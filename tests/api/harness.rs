@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// The socket cap per feed the test server runs with.
+pub const FEED_SOCKETS_MAX: usize = 8;
+
 pub struct Server {
     child: Option<Child>,
     pub port: u16,
@@ -54,10 +57,11 @@ impl Server {
         let env_file = dir.join("test.env");
         // The storefront origin the live tests use for cross-origin checks.
         // Dev mode on: the browser test buys through the dev session and
-        // payment routes, as a developer's pages do.
+        // payment routes, as a developer's pages do. A small socket cap per
+        // feed, so a test can meet it.
         let vars = format!(
-            "ADMIN_TOKEN={}\nBUYER_SESSION_SECRET={}\nPAYMENT_WEBHOOK_SECRET={}\nDEV_SESSIONS=1\nALLOWED_ORIGINS=http://shop.example\n",
-            secrets.admin, secrets.session, secrets.payment
+            "ADMIN_TOKEN={}\nBUYER_SESSION_SECRET={}\nPAYMENT_WEBHOOK_SECRET={}\nDEV_SESSIONS=1\nALLOWED_ORIGINS=http://shop.example\nFEED_SOCKETS_MAX={}\n",
+            secrets.admin, secrets.session, secrets.payment, FEED_SOCKETS_MAX
         );
         std::fs::write(&env_file, vars).expect("env file");
         Server {

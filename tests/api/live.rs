@@ -84,7 +84,7 @@ pub async fn a_sku_feed_sends_a_snapshot_then_each_change_in_version_order(app: 
     assert_eq!(snapshot["v"], json!(1));
     assert_eq!(snapshot["skus"][0]["available"], json!(10));
     for qty in [1, 2, 3] {
-        app.reserve(&sku, qty, "v").await;
+        app.reserve(&sku, qty, &app.viewer).await;
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let messages = drain(&mut socket, Duration::from_millis(1_500)).await;
@@ -179,8 +179,8 @@ pub async fn a_viewer_resumes_from_the_version_it_saw(app: App) {
         .as_u64()
         .unwrap();
     first.close(None).await.unwrap();
-    app.reserve(&sku, 2, "v").await;
-    app.reserve(&sku, 3, "v").await;
+    app.reserve(&sku, 2, &app.viewer).await;
+    app.reserve(&sku, 3, &app.viewer).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let mut again = connect(&app, &path, None).await.unwrap();
     next(&mut again, Duration::from_secs(5)).await.unwrap(); // the connect snapshot
@@ -415,7 +415,112 @@ pub async fn oversize_and_flooding_viewers_are_cut_off_alone(app: App) {
     );
     assert_eq!(flooded.last().unwrap()["closed"], json!(1008));
     // The calm viewer still gets the news.
-    app.reserve(&sku, 4, "v").await;
+    app.reserve(&sku, 4, &app.viewer).await;
     let news = drain(&mut calm, Duration::from_millis(1_000)).await;
     assert_eq!(news.last().unwrap()["available"], json!(6), "{news:?}");
+}
+
+pub async fn a_full_feed_turns_a_viewer_away_with_a_reason(app: App) {
+    let sku = unique("popular");
+    app.given_sku(&sku, json!({"on_hand": 5})).await;
+    let path = format!("/api/skus/{sku}/live");
+    let mut viewers = Vec::new();
+    for _ in 0..crate::harness::FEED_SOCKETS_MAX {
+        let mut socket = connect(&app, &path, None).await.unwrap();
+        assert_eq!(
+            next(&mut socket, Duration::from_secs(5)).await.unwrap()["type"],
+            json!("snapshot")
+        );
+        viewers.push(socket);
+    }
+    let mut turned_away = connect(&app, &path, None).await.unwrap();
+    let said = drain(&mut turned_away, Duration::from_millis(1_000)).await;
+    assert_eq!(said[0]["code"], json!("feed-full"), "{said:?}");
+    assert_eq!(said.last().unwrap()["closed"], json!(1013));
+    // The viewers already in keep getting pushes.
+    app.reserve(&sku, 1, &unique("v")).await;
+    let pushed = next(&mut viewers[0], Duration::from_secs(5)).await.unwrap();
+    assert_eq!(pushed["available"], json!(4));
+    // One leaves: a seat frees.
+    let mut leaving = viewers.pop().unwrap();
+    leaving.close(None).await.unwrap();
+    let _ = drain(&mut leaving, Duration::from_millis(300)).await;
+    let mut seated = None;
+    for _ in 0..20 {
+        let mut socket = connect(&app, &path, None).await.unwrap();
+        let first = next(&mut socket, Duration::from_secs(5)).await.unwrap();
+        if first["type"] == json!("snapshot") {
+            seated = Some(first);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(seated.is_some(), "no seat freed after a viewer left");
+}
+
+pub async fn nothing_is_stored_for_what_was_never_set_up(app: App) {
+    let do_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/target/api-tests/state/v3/do");
+    let files = || -> std::collections::BTreeSet<std::path::PathBuf> {
+        std::fs::read_dir(do_dir)
+            .unwrap()
+            .flat_map(|class| std::fs::read_dir(class.unwrap().path()).unwrap())
+            .map(|f| f.unwrap().path())
+            .collect()
+    };
+    // An object's SQLite (and its write-ahead log) names its tables in
+    // plain text once it has any; the runtime's own (wrangler dev keeps the
+    // object's name in `__miniflare_do_name`, workerd its `_cf_` tables) do
+    // not count.
+    let has_tables = |path: &std::path::Path| {
+        let bytes = std::fs::read(path).unwrap_or_default();
+        let marker = b"CREATE TABLE ";
+        bytes.windows(marker.len() + 2).any(|w| {
+            w.starts_with(marker)
+                && !w[marker.len()..].starts_with(b"__")
+                && !w[marker.len()..].starts_with(b"_c")
+        })
+    };
+    let before = files();
+    let (sku, room) = (unique("never"), unique("never-room"));
+    app.get_sku(&sku).await.assert_problem(404, "sku-not-found");
+    assert_eq!(
+        connect(&app, &format!("/api/skus/{sku}/live"), None)
+            .await
+            .err(),
+        Some(404)
+    );
+    let snapshot = app
+        .bare(reqwest::Method::GET, format!("/api/rooms/{room}"))
+        .await;
+    assert_eq!(snapshot.status, 200);
+    assert!(snapshot.body["skus"].as_array().unwrap().is_empty());
+    let mut viewer = connect(&app, &format!("/api/rooms/{room}/live"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        next(&mut viewer, Duration::from_secs(5)).await.unwrap()["type"],
+        json!("snapshot")
+    );
+    viewer.close(None).await.unwrap();
+    let missing = format!("o_{}", "0".repeat(32));
+    let path = format!("/api/orders/{missing}");
+    let reply = app
+        .with(reqwest::Method::GET, path, vec![app.as_buyer("nosy")])
+        .await;
+    reply.assert_problem(404, "order-not-found");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let touched: Vec<_> = files().difference(&before).cloned().collect();
+    let stored: Vec<_> = touched.iter().filter(|f| has_tables(f)).collect();
+    assert!(stored.is_empty(), "tables written for reads: {stored:?}");
+
+    // The check can see a write: setting a SKU up stores its tables.
+    let before = files();
+    app.given_sku(&unique("set-up"), json!({"on_hand": 1}))
+        .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = files();
+    assert!(
+        after.difference(&before).any(|f| has_tables(f)),
+        "a set-up SKU's tables"
+    );
 }

@@ -73,6 +73,7 @@ fn concurrent_tests() -> Vec<Test> {
         live::an_order_feed_sees_reserved_paid_shipped,
         live::origins_are_checked,
         live::oversize_and_flooding_viewers_are_cut_off_alone,
+        live::a_full_feed_turns_a_viewer_away_with_a_reason,
         trust::buyers_touch_only_their_own_holds,
         trust::orders_and_order_lists_are_their_buyers,
         trust::only_a_signed_callback_pays,
@@ -95,6 +96,8 @@ fn heavy_tests() -> Vec<Test> {
         orders::two_hundred_two_line_orders_race_over_fifty_units,
         live::a_burst_is_coalesced_and_ends_on_the_true_number,
         browser::the_storefront_and_console_work_in_chromium,
+        // Alone: it compares the objects' files before and after.
+        live::nothing_is_stored_for_what_was_never_set_up,
         // Alone: it writes the merchant's rule set, which every order meets.
         risk::rules_are_checked_versioned_data_that_review_and_deny,
         // Alone: 2,000 attempts in one rate-limit window.
@@ -141,9 +144,11 @@ async fn run() -> (usize, usize) {
             .expect("client"),
         in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(app::IN_FLIGHT_MAX)),
         address: app::unique_address(),
+        viewer: app::unique("v"),
     };
     let app_for_test = |app: &App| App {
         address: app::unique_address(),
+        viewer: app::unique("v"),
         ..app.clone()
     };
 

@@ -89,7 +89,7 @@ pub async fn reserve_then_commit_moves_units_to_sold(app: App) {
 pub async fn release_returns_units_and_a_second_release_changes_nothing(app: App) {
     let sku = unique("release");
     app.given_sku(&sku, json!({"on_hand": 5})).await;
-    let id = app.reserve(&sku, 5, "v").await.body["id"]
+    let id = app.reserve(&sku, 5, &app.viewer).await.body["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -112,11 +112,11 @@ pub async fn release_returns_units_and_a_second_release_changes_nothing(app: App
 pub async fn a_resolved_hold_refuses_the_other_resolution(app: App) {
     let sku = unique("resolved");
     app.given_sku(&sku, json!({"on_hand": 5})).await;
-    let a = app.reserve(&sku, 1, "v").await.body["id"]
+    let a = app.reserve(&sku, 1, &app.viewer).await.body["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let b = app.reserve(&sku, 1, "v").await.body["id"]
+    let b = app.reserve(&sku, 1, &app.viewer).await.body["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -135,7 +135,7 @@ pub async fn holds_expire_by_alarm_with_no_traffic(app: App) {
     let sku = unique("expiry");
     app.given_sku(&sku, json!({"on_hand": 4, "hold_seconds": 1}))
         .await;
-    let held = app.reserve(&sku, 3, "v").await;
+    let held = app.reserve(&sku, 3, &app.viewer).await;
     let expires = held.body["expires_at"].as_u64().unwrap();
     // Nothing touches this SKU until well after the hold's time.
     tokio::time::sleep(Duration::from_millis(3_000)).await;
@@ -166,7 +166,7 @@ pub async fn an_expired_hold_cannot_be_committed(app: App) {
     let sku = unique("late-pay");
     app.given_sku(&sku, json!({"on_hand": 2, "hold_seconds": 1}))
         .await;
-    let id = app.reserve(&sku, 2, "v").await.body["id"]
+    let id = app.reserve(&sku, 2, &app.viewer).await.body["id"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -240,12 +240,12 @@ pub async fn restock_and_adjustments_are_recorded_in_the_ledger(app: App) {
 pub async fn refused_stock_changes_leave_the_sku_as_it_was(app: App) {
     let sku = unique("refused");
     app.given_sku(&sku, json!({"on_hand": 6})).await;
-    let id = app.reserve(&sku, 4, "v").await.body["id"]
+    let id = app.reserve(&sku, 4, &app.viewer).await.body["id"]
         .as_str()
         .unwrap()
         .to_owned();
     app.commit(&sku, &id).await;
-    app.reserve(&sku, 1, "v").await;
+    app.reserve(&sku, 1, &app.viewer).await;
     let before = app.get_sku(&sku).await.body;
     app.put_sku(&sku, json!({"on_hand": 4}))
         .await
