@@ -233,6 +233,12 @@ pub fn reply_to_http(reply: &Reply) -> HttpReply {
                 let mut reply = HttpReply::json(201, hold_json(hold, sku));
                 let location = format!("/api/skus/{}/reservations/{}", sku.sku, hold.id);
                 reply.headers.push(("Location", location));
+                // The edge reads these without parsing the body (the hold
+                // cap's report, after the reply).
+                reply.headers.push(("Edgestock-Hold", hold.id.to_string()));
+                reply
+                    .headers
+                    .push(("Edgestock-Hold-Expires", hold.expires_at_ms.to_string()));
                 reply
             }
             Outcome::Committed { hold, sku, .. }

@@ -20,6 +20,10 @@ pub struct LiveHold {
     pub hold: ReservationId,
     pub sku: SkuId,
     pub expires_at_ms: u64,
+    /// Stands for a hold the edge did not report (a buyer's first in a
+    /// minute): counted, but no SKU can be asked about it.
+    #[serde(default)]
+    pub unseen: bool,
 }
 
 /// When a hold is claimed: before its SKU is asked (a buyer near the cap)
@@ -85,9 +89,15 @@ impl LiveHolds {
     }
 
     /// Keeps only the holds for which `still_held` is true (asked of the
-    /// SKUs when the count is at the cap).
+    /// SKUs when the count is at the cap); unseen ones stay until they
+    /// expire.
     pub fn keep_only(&mut self, mut still_held: impl FnMut(&LiveHold) -> bool) {
-        self.holds.retain(|h| still_held(h));
+        self.holds.retain(|h| h.unseen || still_held(h));
+    }
+
+    /// The holds the SKUs can be asked about.
+    pub fn seen(&self) -> impl Iterator<Item = &LiveHold> {
+        self.holds.iter().filter(|h| !h.unseen)
     }
 
     /// Whether the next claim would meet the cap: the edge then asks first.
@@ -105,7 +115,27 @@ mod tests {
             hold: ReservationId::from_random([n; 16]),
             sku: SkuId::parse("tee").unwrap(),
             expires_at_ms,
+            unseen: false,
         }
+    }
+
+    #[test]
+    fn unseen_holds_count_and_are_not_asked_about() {
+        let mut live = LiveHolds::default();
+        let unseen = LiveHold {
+            unseen: true,
+            ..hold(7, 1_000)
+        };
+        live.claim(unseen.clone(), 0, 2);
+        live.claim(unseen, 0, 2); // the same minute's stand-in, once
+        live.claim(hold(1, 1_000), 0, 2);
+        assert_eq!(
+            live.claim(hold(2, 1_000), 0, 2),
+            Claim::Over { live: 3, max: 2 }
+        );
+        assert_eq!(live.seen().count(), 1);
+        live.keep_only(|_| false);
+        assert_eq!(live.holds.len(), 1, "the unseen one stays until it expires");
     }
 
     #[test]

@@ -1,8 +1,14 @@
 //! The edge's side of the cap on a buyer's live holds across all SKUs
 //! (domain/hold_cap.rs): no hop for a buyer far below the cap.
 //!
-//! Every hold a storefront takes is reported to the buyer's hold ledger
-//! shard (risk_object.rs) after the reply (`wait_until`). When a report finds the buyer one hold from
+//! Holds are reported to the buyer's hold-ledger shard (risk_object.rs)
+//! after the reply (`wait_until`), batched per isolate. A buyer's first hold
+//! in a minute is not reported (the `LIMIT_HOLD_REPORTS` rate limiter, local
+//! and cheap, tells which): a rush is thousands of viewers taking one hold
+//! each, and they cost the ledger nothing. Holds longer than ten minutes are
+//! always reported, so the unreported ones are at most ten per buyer at any
+//! time: a buyer holds at most the cap plus ten, and exactly the cap once
+//! they hold several at once. When a report finds the buyer one hold from
 //! the cap, this isolate notes it in memory (no I/O at all), and while the
 //! note lasts the buyer's reservations here claim their slot before the
 //! SKU is asked, and are refused with a 409 at the cap. A request that
@@ -38,13 +44,19 @@ thread_local! {
 /// the report after sets the hold's real expiry.
 const CLAIM_TTL_MS: u64 = 86_400_000;
 
-/// The cap: `BUYER_LIVE_HOLDS_MAX` (1 to 1000), else the default.
+/// The cap: `BUYER_LIVE_HOLDS_MAX` (1 to 1000; 0 turns it off), else the
+/// default.
 pub fn max(env: &Env) -> usize {
     env.var("BUYER_LIVE_HOLDS_MAX")
         .ok()
         .and_then(|v| v.to_string().parse::<usize>().ok())
-        .filter(|n| (1..=1000).contains(n))
+        .filter(|n| (0..=1000).contains(n))
         .unwrap_or(LIVE_HOLDS_MAX_DEFAULT)
+}
+
+/// Whether the cap is on.
+pub fn enabled(env: &Env) -> bool {
+    max(env) > 0
 }
 
 /// Whether this isolate has seen the buyer near the cap lately.
@@ -81,6 +93,7 @@ pub async fn claim_first(
         hold: hold.clone(),
         sku: sku.clone(),
         expires_at_ms: now_ms + CLAIM_TTL_MS,
+        unseen: false,
     };
     let claim = HoldClaim {
         buyer: buyer.clone(),
@@ -99,10 +112,79 @@ pub async fn claim_first(
     }
 }
 
+/// A hold longer than this is always reported (see the module's note).
+const UNREPORTED_HOLD_MAX_MS: u64 = 600_000;
+
+/// After the reply to a storefront reservation: `given` is the hold the SKU
+/// gave and its expiry, if it answered 201 (a replay gives an earlier hold
+/// than `drawn`, the id this request drew).
+pub async fn after_reply(
+    env: Env,
+    buyer: BuyerId,
+    sku: SkuId,
+    drawn: ReservationId,
+    claimed_first: bool,
+    given: Option<(ReservationId, u64)>,
+    now_ms: u64,
+) {
+    let same = given.as_ref().is_some_and(|(id, _)| *id == drawn);
+    if claimed_first && !same {
+        report(env.clone(), buyer.clone(), sku.clone(), drawn, None, true).await;
+    }
+    let Some((id, expires_at)) = given else {
+        return;
+    };
+    let long = expires_at.saturating_sub(now_ms) > UNREPORTED_HOLD_MAX_MS;
+    if !claimed_first && !long && first_this_minute(&env, &buyer).await {
+        return;
+    }
+    // A buyer reported in a minute had a first hold in it that was not:
+    // it is counted too, as an unseen stand-in (one per minute) that lasts
+    // as long as an unreported hold can.
+    let minute = now_ms / 60_000;
+    let stand_in = LiveHold {
+        hold: ReservationId::from_random(stand_in_id(&buyer, minute)),
+        sku: sku.clone(),
+        expires_at_ms: minute * 60_000 + 60_000 + UNREPORTED_HOLD_MAX_MS,
+        unseen: true,
+    };
+    queue(&env, &buyer, stand_in);
+    report(env, buyer, sku, id, Some(expires_at), false).await;
+}
+
+fn stand_in_id(buyer: &BuyerId, minute: u64) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let full = Sha256::digest(format!("unseen {buyer} {minute}").as_bytes());
+    let mut id = [0u8; 16];
+    id.copy_from_slice(&full[..16]);
+    id
+}
+
+/// Adds a claim to the next report.
+fn queue(env: &Env, buyer: &BuyerId, hold: LiveHold) {
+    let claim = HoldClaim {
+        buyer: buyer.clone(),
+        hold,
+        moment: Moment::After,
+        max: max(env),
+    };
+    QUEUE.with(|q| q.borrow_mut().push(claim));
+}
+
+/// Whether this is the buyer's first hold this minute (then it goes
+/// unreported). Without the limiter every hold is reported.
+async fn first_this_minute(env: &Env, buyer: &BuyerId) -> bool {
+    let outcome = match env.rate_limiter("LIMIT_HOLD_REPORTS") {
+        Ok(limiter) => limiter.limit(buyer.as_str().to_owned()).await,
+        Err(e) => Err(e),
+    };
+    outcome.map(|o| o.success).unwrap_or(false)
+}
+
 /// After the reply: the hold the SKU gave (`Some(expiry)`) is reported,
 /// and the buyer noted when next to the cap; a slot claimed first for a
 /// hold the SKU refused (`None`) is freed.
-pub async fn report(
+async fn report(
     env: Env,
     buyer: BuyerId,
     sku: SkuId,
@@ -118,17 +200,13 @@ pub async fn report(
         }
         return;
     };
-    let claim = HoldClaim {
-        buyer,
-        hold: LiveHold {
-            hold,
-            sku,
-            expires_at_ms,
-        },
-        moment: Moment::After,
-        max: max(&env),
+    let live = LiveHold {
+        hold,
+        sku,
+        expires_at_ms,
+        unseen: false,
     };
-    QUEUE.with(|q| q.borrow_mut().push(claim));
+    queue(&env, &buyer, live);
     if REPORTING.with(|r| r.replace(true)) {
         return; // the report under way takes it
     }

@@ -77,7 +77,7 @@ pub struct HoldClaim {
 }
 
 /// How many hold ledger shards a deployment spreads buyers over.
-pub const HOLD_SHARDS: u64 = 64;
+pub const HOLD_SHARDS: u64 = 16;
 
 pub fn hold_shard(buyer: &BuyerId) -> String {
     let full = Sha256::digest(buyer.as_str().as_bytes());
@@ -367,13 +367,14 @@ impl RiskObject {
             }
             let key = format!("holds:{}", c.buyer);
             let mut live: LiveHolds = self.get(&key)?.unwrap_or_default();
-            let checks = live.holds.iter().map(|h| still_held(&self.env, h));
+            let checks = live.seen().map(|h| still_held(&self.env, h));
             let held: Vec<bool> = join_all(checks).await;
+            // keep_only asks only about seen holds, in the same order.
             let mut still = held.into_iter();
             live.keep_only(|_| still.next().unwrap_or(true));
             *answer = live.claim(c.hold.clone(), now, c.max);
             self.put(&key, &live)?;
-            if matches!(answer, Claim::Over { .. }) && c.moment == Moment::After {
+            if matches!(answer, Claim::Over { .. }) && c.moment == Moment::After && !c.hold.unseen {
                 give_back(&self.env, &c.hold).await;
             }
         }

@@ -231,7 +231,8 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
             let hold = new_hold_id()?;
             let mut refusal = limited.map(|scope| Refusal::RateLimited { scope });
             let mut claimed_first = false;
-            if storefront && refusal.is_none() && hold_gate::noted(&buyer) {
+            let capped = storefront && hold_gate::enabled(env);
+            if capped && refusal.is_none() && hold_gate::noted(&buyer) {
                 let now = worker::Date::now().as_millis();
                 match hold_gate::claim_first(env, &buyer, &sku, &hold, now).await {
                     Ok(()) => claimed_first = true,
@@ -254,39 +255,20 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
                 }
                 (_, Some(refusal)) => return Err(refusal.into()),
             };
-            let mut response = sku_call(env, sku.clone(), op).await?;
-            if storefront {
+            let response = sku_call(env, sku.clone(), op).await?;
+            if capped {
                 // Counted against the buyer's cap after the reply.
-                let taken = match response.status_code() {
-                    201 => Some(response.cloned().map_err(internal)?),
+                let header = |name: &str| response.headers().get(name).ok().flatten();
+                let given = match response.status_code() {
+                    201 => header("Edgestock-Hold")
+                        .and_then(|id| ReservationId::parse(&id).ok())
+                        .zip(header("Edgestock-Hold-Expires").and_then(|at| at.parse().ok())),
                     _ => None,
                 };
                 let env = env.clone();
+                let now = worker::Date::now().as_millis();
                 ctx.wait_until(async move {
-                    let taken = match taken {
-                        Some(mut copy) => copy.json::<serde_json::Value>().await.ok(),
-                        None => None,
-                    };
-                    let given = taken.as_ref().and_then(|body| {
-                        let id = ReservationId::parse(body["id"].as_str()?).ok()?;
-                        Some((id, body["expires_at"].as_u64()?))
-                    });
-                    // A replay answers an earlier hold, not the one drawn.
-                    let same = given.as_ref().is_some_and(|(id, _)| *id == hold);
-                    if claimed_first && !same {
-                        hold_gate::report(
-                            env.clone(),
-                            buyer.clone(),
-                            sku.clone(),
-                            hold,
-                            None,
-                            true,
-                        )
-                        .await;
-                    }
-                    if let Some((id, expires_at)) = given {
-                        hold_gate::report(env, buyer, sku, id, Some(expires_at), false).await;
-                    }
+                    hold_gate::after_reply(env, buyer, sku, hold, claimed_first, given, now).await;
                 });
             }
             Ok(response)
