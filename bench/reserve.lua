@@ -45,6 +45,9 @@ end
 function done(summary, latency, requests)
   local refused_total = 0
   for _, t in ipairs(threads) do refused_total = refused_total + t:get("refused") end
+  local e = summary.errors
+  io.stderr:write(string.format("errors: connect=%d read=%d write=%d timeout=%d status=%d\n",
+    e.connect, e.read, e.write, e.timeout, e.status))
   io.write(string.format("RESULT rps=%.0f p50_ms=%.2f p99_ms=%.2f requests=%d non201=%d socket_errors=%d\n",
     summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000, latency:percentile(99) / 1000,
     summary.requests, refused_total,

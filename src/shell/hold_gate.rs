@@ -3,12 +3,14 @@
 //!
 //! Holds are reported to the buyer's hold-ledger shard (risk_object.rs)
 //! after the reply (`wait_until`), batched per isolate. A buyer's first hold
-//! in a minute is not reported (the `LIMIT_HOLD_REPORTS` rate limiter, local
-//! and cheap, tells which): a rush is thousands of viewers taking one hold
-//! each, and they cost the ledger nothing. Holds longer than ten minutes are
-//! always reported, so the unreported ones are at most ten per buyer at any
-//! time: a buyer holds at most the cap plus ten, and exactly the cap once
-//! they hold several at once. When a report finds the buyer one hold from
+//! in a minute on this isolate is not reported (decided in memory, no I/O):
+//! a rush is thousands of viewers taking one hold each, and they cost
+//! nothing past the reply. From the buyer's second hold in the minute on,
+//! each is reported, with an unseen stand-in for the first, so a buyer
+//! taking holds in a burst is counted exactly. Holds longer than ten
+//! minutes are always reported; so what goes uncounted is at most one hold
+//! per isolate per minute for ten minutes, for a buyer who never takes two
+//! in a minute on one isolate. When a report finds the buyer one hold from
 //! the cap, this isolate notes it in memory (no I/O at all), and while the
 //! note lasts the buyer's reservations here claim their slot before the
 //! SKU is asked, and are refused with a 409 at the cap. A request that
@@ -29,14 +31,17 @@ use worker::{console_error, Date, Env};
 
 /// How long a "near the cap" note lasts; a report renews it.
 const NOTE_TTL_MS: u64 = 60_000;
-/// An isolate remembers at most this many notes.
+/// An isolate remembers at most this many notes, and buyers seen.
 const NOTES_MAX: usize = 10_000;
+const SEEN_MAX: usize = 50_000;
 
 thread_local! {
     /// Buyers this isolate has seen near the cap, until when.
     static NOTES: RefCell<HashMap<BuyerId, u64>> = RefCell::new(HashMap::new());
     /// Holds taken here and not yet reported.
     static QUEUE: RefCell<Vec<HoldClaim>> = const { RefCell::new(Vec::new()) };
+    /// The minute in which this isolate last saw each buyer take a hold.
+    static SEEN: RefCell<HashMap<BuyerId, u64>> = RefCell::new(HashMap::new());
     /// Whether a report is under way (it takes what queues meanwhile).
     static REPORTING: Cell<bool> = const { Cell::new(false) };
 }
@@ -134,10 +139,6 @@ pub async fn after_reply(
     let Some((id, expires_at)) = given else {
         return;
     };
-    let long = expires_at.saturating_sub(now_ms) > UNREPORTED_HOLD_MAX_MS;
-    if !claimed_first && !long && first_this_minute(&env, &buyer).await {
-        return;
-    }
     // A buyer reported in a minute had a first hold in it that was not:
     // it is counted too, as an unseen stand-in (one per minute) that lasts
     // as long as an unreported hold can.
@@ -171,14 +172,27 @@ fn queue(env: &Env, buyer: &BuyerId, hold: LiveHold) {
     QUEUE.with(|q| q.borrow_mut().push(claim));
 }
 
-/// Whether this is the buyer's first hold this minute (then it goes
-/// unreported). Without the limiter every hold is reported.
-async fn first_this_minute(env: &Env, buyer: &BuyerId) -> bool {
-    let outcome = match env.rate_limiter("LIMIT_HOLD_REPORTS") {
-        Ok(limiter) => limiter.limit(buyer.as_str().to_owned()).await,
-        Err(e) => Err(e),
-    };
-    outcome.map(|o| o.success).unwrap_or(false)
+/// Whether a hold the SKU gave must be reported: not a buyer's first in
+/// this minute on this isolate (remembered here), unless it is long.
+pub fn must_report(buyer: &BuyerId, expires_at_ms: u64, now_ms: u64) -> bool {
+    if expires_at_ms.saturating_sub(now_ms) > UNREPORTED_HOLD_MAX_MS {
+        return true;
+    }
+    let minute = now_ms / 60_000;
+    SEEN.with(|seen| {
+        let mut seen = seen.borrow_mut();
+        if seen.get(buyer) == Some(&minute) {
+            return true;
+        }
+        if seen.len() >= SEEN_MAX {
+            seen.retain(|_, m| *m == minute);
+            if seen.len() >= SEEN_MAX {
+                seen.clear();
+            }
+        }
+        seen.insert(buyer.clone(), minute);
+        false
+    })
 }
 
 /// After the reply: the hold the SKU gave (`Some(expiry)`) is reported,

@@ -265,11 +265,18 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
                         .zip(header("Edgestock-Hold-Expires").and_then(|at| at.parse().ok())),
                     _ => None,
                 };
-                let env = env.clone();
                 let now = worker::Date::now().as_millis();
-                ctx.wait_until(async move {
-                    hold_gate::after_reply(env, buyer, sku, hold, claimed_first, given, now).await;
-                });
+                let report = claimed_first
+                    || given
+                        .as_ref()
+                        .is_some_and(|(_, expires)| hold_gate::must_report(&buyer, *expires, now));
+                if report {
+                    let env = env.clone();
+                    ctx.wait_until(async move {
+                        hold_gate::after_reply(env, buyer, sku, hold, claimed_first, given, now)
+                            .await;
+                    });
+                }
             }
             Ok(response)
         }
