@@ -88,6 +88,7 @@ for i in "${!names[@]}"; do
 done
 
 results=$out/results.txt
+rm -f "$out"/*.wrk.err
 : >"$results"
 for round in $(seq "$rounds"); do
   for name in "${names[@]}"; do
@@ -96,7 +97,7 @@ for round in $(seq "$rounds"); do
     curl -sf -X PUT "http://127.0.0.1:$port/api/skus/$sku" -H "Authorization: Bearer bench-admin-token" \
       -H "Content-Type: application/json" -d '{"on_hand": 1000000000}' >/dev/null
     line=$(MODE=${mode[$name]} SKU=$sku TOKENS=$out/tokens.lua ROUND=$round PER_ROUND=40000 \
-      wrk -t"$threads" -c"$connections" -d"$duration" -s bench/reserve.lua "http://127.0.0.1:$port" 2>"$out/$name.wrk.err" | grep '^RESULT')
+      wrk -t"$threads" -c"$connections" -d"$duration" -s bench/reserve.lua "http://127.0.0.1:$port" 2>>"$out/$name.wrk.err" | grep '^RESULT')
     counts=$(curl -sf "http://127.0.0.1:$port/api/skus/$sku")
     ok=$(python3 - "$line" "$counts" "$connections" <<'PY'
 import json, re, sys

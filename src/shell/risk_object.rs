@@ -32,6 +32,7 @@ use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::rc::Rc;
 use worker::{
     console_error, durable_object, Date, DurableObject, Env, Request, Response, Result,
     SqlStorageValue, State,
@@ -185,20 +186,25 @@ impl RiskClient {
 }
 
 thread_local! {
-    static RULES: RefCell<Option<(RuleSet, u64)>> = const { RefCell::new(None) };
+    static RULES: RefCell<Option<(Rc<RuleSet>, u64)>> = const { RefCell::new(None) };
+    /// Whether a read of the desk is under way: the others meanwhile use
+    /// the set they have (one read per isolate, not one per request).
+    static READING: Cell<bool> = const { Cell::new(false) };
 }
 
 /// The rule set in force, from this isolate's cache when it is fresh. If
 /// the desk cannot be read, the last set read is used (or the defaults):
 /// a risk outage never stops the sale.
-pub async fn rules(env: &Env) -> RuleSet {
+pub async fn rules(env: &Env) -> Rc<RuleSet> {
     let now = Date::now().as_millis();
+    // A shared handle: the hot path copies nothing.
     let cached = RULES.with(|r| r.borrow().clone());
     if let Some((set, at)) = &cached {
-        if now.saturating_sub(*at) < RULES_TTL_MS {
+        if now.saturating_sub(*at) < RULES_TTL_MS || READING.with(Cell::get) {
             return set.clone();
         }
     }
+    READING.with(|r| r.set(true));
     let fetched = async {
         RiskClient::call_ok(env, "desk", &RiskCall::Rules)
             .await?
@@ -206,22 +212,22 @@ pub async fn rules(env: &Env) -> RuleSet {
             .await
     }
     .await;
+    READING.with(|r| r.set(false));
     match fetched {
-        Ok(set) => {
-            remember_rules(&set);
-            set
-        }
+        Ok(set) => remember_rules(set),
         Err(e) => {
             console_error!("risk: rules unavailable, using the last known: {e}");
-            cached.map_or_else(RuleSet::defaults, |(set, _)| set)
+            cached.map_or_else(|| Rc::new(RuleSet::defaults()), |(set, _)| set)
         }
     }
 }
 
 /// Puts a set just written into this isolate's cache.
-pub fn remember_rules(set: &RuleSet) {
+pub fn remember_rules(set: RuleSet) -> Rc<RuleSet> {
     let now = Date::now().as_millis();
+    let set = Rc::new(set);
     RULES.with(|r| *r.borrow_mut() = Some((set.clone(), now)));
+    set
 }
 
 #[durable_object]

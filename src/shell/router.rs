@@ -23,7 +23,7 @@ use crate::api::wire::{
 use crate::api::{ApiError, HttpReply, Refusal, Route};
 use crate::domain::live::FeedName;
 use crate::domain::order::{order_id_for_key, Intent};
-use crate::domain::risk::{self, Facts, Judged, Verdict};
+use crate::domain::risk::{self, Facts, Judged, RuleSet, Verdict};
 use crate::domain::stock::{Actor, Command, Request as StockRequest};
 use crate::domain::types::{BuyerId, IdempotencyKey, OrderId, ReservationId, SkuId};
 use futures_util::StreamExt;
@@ -330,12 +330,10 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
             if response.status_code() == 200 {
                 // This isolate uses the new set at once; others within
                 // risk_object::RULES_TTL_MS.
-                let set = response.json().await.map_err(internal)?;
-                risk_object::remember_rules(&set);
-                return reply(HttpReply::json(
-                    200,
-                    serde_json::to_value(&set).map_err(|_| ApiError::Internal)?,
-                ));
+                let set: RuleSet = response.json().await.map_err(internal)?;
+                let set = risk_object::remember_rules(set);
+                let body = serde_json::to_value(&*set).map_err(|_| ApiError::Internal)?;
+                return reply(HttpReply::json(200, body));
             }
             Ok(response)
         }
@@ -681,6 +679,7 @@ async fn read_bytes(req: &mut Request) -> Outcome<Vec<u8>> {
     let too_large = ApiError::PayloadTooLarge {
         max_bytes: wire::BODY_BYTES_MAX,
     };
+    let unreadable = || ApiError::MalformedJson("the body could not be read".into());
     if let Some(length) = headers.get("Content-Length").ok().flatten() {
         if length
             .trim()
@@ -689,10 +688,11 @@ async fn read_bytes(req: &mut Request) -> Outcome<Vec<u8>> {
         {
             return Err(too_large);
         }
+        // A length within the cap: the runtime holds no more than that.
+        return req.bytes().await.map_err(|_| unreadable());
     }
-    // Streamed with a running count: a chunked body with no length is cut
-    // off at the cap instead of being buffered whole first.
-    let unreadable = || ApiError::MalformedJson("the body could not be read".into());
+    // No length (chunked): streamed with a running count, so a body past
+    // the cap is cut off instead of being buffered whole first.
     let mut bytes = Vec::new();
     let Ok(mut stream) = req.stream() else {
         return Ok(bytes);
