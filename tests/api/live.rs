@@ -305,6 +305,25 @@ pub async fn an_order_feed_sees_reserved_paid_shipped(app: App) {
         Some(401),
         "a forged session"
     );
+    // A session that has run out is refused as well.
+    let now = crate::app::now_ms() / 1000;
+    let stale = edgestock::api::session::sign_session(
+        &edgestock::api::session::Claims {
+            sub: edgestock::domain::types::BuyerId::parse("watcher").unwrap(),
+            iat: now - 7_200,
+            exp: now - 3_600,
+            device: None,
+            account_created: None,
+            channel: None,
+        },
+        app.session_secret.as_bytes(),
+    );
+    let stale = format!("edgestock, bearer.{stale}");
+    assert_eq!(
+        connect_with(&app, &path, None, Some(&stale)).await.err(),
+        Some(401),
+        "an expired session"
+    );
     let own = format!("edgestock, bearer.{}", app.session("watcher"));
     let mut socket = connect_with(&app, &path, None, Some(&own)).await.unwrap();
     let snapshot = next(&mut socket, Duration::from_secs(5)).await.unwrap();
