@@ -140,6 +140,12 @@ fn an_order_in_review_keeps_its_holds_until_approved_or_rejected() {
                 ..
             })
         ));
+        // Too late to approve once its holds have run out.
+        let mut late = order.clone();
+        assert_eq!(
+            late.change(Change::Approve, "admin", T0 + 1_800_000),
+            Err(OrderError::PastDeadline)
+        );
         order.change(Change::Approve, "admin", T0 + 1).unwrap();
         assert_eq!(order.status, OrderStatus::Reserved);
         apply(&mut world, &mut order, pay("p1"), T0 + 2).unwrap();

@@ -425,6 +425,11 @@ impl Order {
                 self.record(OrderStatus::Delivered, actor, None, now);
                 Ok(())
             }
+            (Change::Approve, OrderStatus::PendingReview)
+                if self.expires_at_ms.is_some_and(|at| now >= at) =>
+            {
+                Err(OrderError::PastDeadline)
+            }
             (Change::Approve, OrderStatus::PendingReview) => {
                 self.record(
                     OrderStatus::Reserved,

@@ -26,8 +26,10 @@ pub const WINDOW_MAX_S: u64 = 86_400;
 /// What a subject remembers: its last this-many attempts within a day.
 pub const HISTORY_MAX: usize = 256;
 pub const HISTORY_MS: u64 = WINDOW_MAX_S * 1000;
-/// How long an order in review keeps its holds, unless the set says.
-pub const REVIEW_HOLD_S_DEFAULT: u64 = 1_800;
+/// How long an order in review keeps its holds, unless the set says: long
+/// enough for a merchant to look, short enough that review is no way to
+/// hold stock longer than paying would.
+pub const REVIEW_HOLD_S_DEFAULT: u64 = 600;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -115,8 +117,8 @@ pub struct Rule {
 pub struct RuleSet {
     pub version: u64,
     pub rules: Vec<Rule>,
-    /// How long an order waiting for review keeps its holds (its payment
-    /// deadline starts over when it is approved, within that time).
+    /// How long an order waiting for review keeps its holds; once approved,
+    /// the buyer may pay until they end.
     pub review_hold_s: u64,
 }
 

@@ -187,6 +187,8 @@ fn refuse(ws: &WebSocket, code: &str, detail: &str, close_code: u16) {
 /// The most viewers one feed holds (the runtime allows 32,768 hibernating
 /// sockets per object); `FEED_SOCKETS_MAX` may set fewer.
 const SOCKETS_MAX: usize = 32_000;
+/// The tag of a socket that holds a seat.
+const VIEWER: &str = "viewer";
 
 impl FeedObject {
     fn sockets_max(&self) -> usize {
@@ -280,7 +282,9 @@ impl FeedObject {
         let Some(state) = self.ensure(&feed).await? else {
             return to_response(&ApiError::Stock(StockError::SkuNotFound).to_reply());
         };
-        let viewers = self.state.get_websockets().len();
+        // Viewers are tagged: a socket turned away (accepted only to be
+        // told why) never takes a seat, however long its close takes.
+        let viewers = self.state.get_websockets_with_tag(VIEWER).len();
         if viewers >= self.sockets_max() {
             // Accepted only to say why, then closed: "try again later".
             let pair = WebSocketPair::new()?;
@@ -294,7 +298,8 @@ impl FeedObject {
             return Response::from_websocket(pair.client);
         }
         let pair = WebSocketPair::new()?;
-        self.state.accept_web_socket(&pair.server);
+        self.state
+            .accept_websocket_with_tags(&pair.server, &[VIEWER]);
         pair.server.serialize_attachment(Meter::default())?;
         pair.server.send_with_str(state.snapshot(&feed))?;
         let response = Response::from_websocket(pair.client)?;
@@ -369,7 +374,7 @@ impl FeedObject {
     }
 
     fn broadcast(&self, messages: &[String]) {
-        for ws in self.state.get_websockets() {
+        for ws in self.state.get_websockets_with_tag(VIEWER) {
             for message in messages {
                 // A socket that fails is gone; the runtime closes it.
                 if ws.send_with_str(message).is_err() {

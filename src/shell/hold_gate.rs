@@ -29,6 +29,9 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use worker::{console_error, Date, Env};
 
+/// A report task gives way after this many rounds, or this long silent.
+const REPORT_ROUNDS_MAX: usize = 64;
+const REPORT_STALE_MS: u64 = 10_000;
 /// How long a "near the cap" note lasts; a report renews it.
 const NOTE_TTL_MS: u64 = 60_000;
 /// An isolate remembers at most this many notes, and buyers seen.
@@ -43,7 +46,10 @@ thread_local! {
     /// The minute in which this isolate last saw each buyer take a hold.
     static SEEN: RefCell<HashMap<BuyerId, u64>> = RefCell::new(HashMap::new());
     /// Whether a report is under way (it takes what queues meanwhile).
-    static REPORTING: Cell<bool> = const { Cell::new(false) };
+    /// When the report under way last began a round (0: none). A report
+    /// silent for [`REPORT_STALE_MS`] is taken to have died with its
+    /// request, and the next hold starts another.
+    static REPORTING: Cell<u64> = const { Cell::new(0) };
 }
 /// A slot claimed before the SKU answers lasts at most this long, unless
 /// the report after sets the hold's real expiry.
@@ -123,15 +129,16 @@ const UNREPORTED_HOLD_MAX_MS: u64 = 600_000;
 /// After the reply to a storefront reservation: `given` is the hold the SKU
 /// gave and its expiry, if it answered 201 (a replay gives an earlier hold
 /// than `drawn`, the id this request drew).
-pub async fn after_reply(
-    env: Env,
-    buyer: BuyerId,
-    sku: SkuId,
-    drawn: ReservationId,
-    claimed_first: bool,
-    given: Option<(ReservationId, u64)>,
-    now_ms: u64,
-) {
+pub async fn after_reply(env: Env, reply: AfterReply) {
+    let AfterReply {
+        buyer,
+        sku,
+        drawn,
+        claimed_first,
+        given,
+        what,
+        now_ms,
+    } = reply;
     let same = given.as_ref().is_some_and(|(id, _)| *id == drawn);
     if claimed_first && !same {
         report(env.clone(), buyer.clone(), sku.clone(), drawn, None, true).await;
@@ -142,14 +149,16 @@ pub async fn after_reply(
     // A buyer reported in a minute had a first hold in it that was not:
     // it is counted too, as an unseen stand-in (one per minute) that lasts
     // as long as an unreported hold can.
-    let minute = now_ms / 60_000;
-    let stand_in = LiveHold {
-        hold: ReservationId::from_random(stand_in_id(&buyer, minute)),
-        sku: sku.clone(),
-        expires_at_ms: minute * 60_000 + 60_000 + UNREPORTED_HOLD_MAX_MS,
-        unseen: true,
-    };
-    queue(&env, &buyer, stand_in);
+    if what == Report::HoldAndFirst {
+        let minute = now_ms / 60_000;
+        let stand_in = LiveHold {
+            hold: ReservationId::from_random(stand_in_id(&buyer, minute)),
+            sku: sku.clone(),
+            expires_at_ms: minute * 60_000 + 60_000 + UNREPORTED_HOLD_MAX_MS,
+            unseen: true,
+        };
+        queue(&env, &buyer, stand_in);
+    }
     report(env, buyer, sku, id, Some(expires_at), false).await;
 }
 
@@ -174,15 +183,15 @@ fn queue(env: &Env, buyer: &BuyerId, hold: LiveHold) {
 
 /// Whether a hold the SKU gave must be reported: not a buyer's first in
 /// this minute on this isolate (remembered here), unless it is long.
-pub fn must_report(buyer: &BuyerId, expires_at_ms: u64, now_ms: u64) -> bool {
+pub fn must_report(buyer: &BuyerId, expires_at_ms: u64, now_ms: u64) -> Report {
     if expires_at_ms.saturating_sub(now_ms) > UNREPORTED_HOLD_MAX_MS {
-        return true;
+        return Report::Hold;
     }
     let minute = now_ms / 60_000;
     SEEN.with(|seen| {
         let mut seen = seen.borrow_mut();
         if seen.get(buyer) == Some(&minute) {
-            return true;
+            return Report::HoldAndFirst;
         }
         if seen.len() >= SEEN_MAX {
             seen.retain(|_, m| *m == minute);
@@ -191,8 +200,32 @@ pub fn must_report(buyer: &BuyerId, expires_at_ms: u64, now_ms: u64) -> bool {
             }
         }
         seen.insert(buyer.clone(), minute);
-        false
+        Report::Nothing
     })
+}
+
+/// What the edge knows once a storefront reservation is answered.
+pub struct AfterReply {
+    pub buyer: BuyerId,
+    pub sku: SkuId,
+    /// The hold id this request drew (a replay answers an earlier one).
+    pub drawn: ReservationId,
+    pub claimed_first: bool,
+    /// The hold the SKU gave and its expiry, if it answered 201.
+    pub given: Option<(ReservationId, u64)>,
+    pub what: Report,
+    pub now_ms: u64,
+}
+
+/// What to report of a hold the SKU gave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Report {
+    /// The buyer's first this minute here: nothing.
+    Nothing,
+    /// This hold.
+    Hold,
+    /// This hold, and a stand-in for the minute's first, unreported one.
+    HoldAndFirst,
 }
 
 /// After the reply: the hold the SKU gave (`Some(expiry)`) is reported,
@@ -221,16 +254,19 @@ async fn report(
         unseen: false,
     };
     queue(&env, &buyer, live);
-    if REPORTING.with(|r| r.replace(true)) {
+    let now = Date::now().as_millis();
+    let under_way = REPORTING.with(Cell::get);
+    if under_way > 0 && now.saturating_sub(under_way) < REPORT_STALE_MS {
         return; // the report under way takes it
     }
-    // This task reports until the queue is empty: holds taken meanwhile go
-    // together, one call per shard, however many buyers a rush brings.
-    loop {
+    // This task reports until the queue is empty (or its rounds are spent,
+    // and the next hold's task goes on): holds taken meanwhile go together,
+    // one call per shard, however many buyers a rush brings.
+    for _ in 0..REPORT_ROUNDS_MAX {
+        REPORTING.with(|r| r.set(Date::now().as_millis().max(1)));
         let batch = QUEUE.with(|q| std::mem::take(&mut *q.borrow_mut()));
         if batch.is_empty() {
-            REPORTING.with(|r| r.set(false));
-            return;
+            break;
         }
         let mut shards: HashMap<String, Vec<HoldClaim>> = HashMap::new();
         for claim in batch {
@@ -260,4 +296,5 @@ async fn report(
             }
         }
     }
+    REPORTING.with(|r| r.set(0));
 }

@@ -14,34 +14,56 @@ use super::auth::Caller;
 use crate::api::{ApiError, RateScope, Refusal};
 use worker::{console_error, Env, Request};
 
-/// Counts one attempt against the client's address. `Some(scope)` if over.
-async fn address(env: &Env, req: &Request) -> Option<RateScope> {
+/// A limit a request is over: whose, and the key it was counted under.
+#[derive(Debug, Clone)]
+pub struct Limited {
+    pub scope: RateScope,
+    key: String,
+}
+
+/// Counts one attempt against the client's address.
+async fn address(env: &Env, req: &Request) -> Option<Limited> {
     // Set by Cloudflare's edge on every request; absent on a bare workerd
     // (the benchmark), where there is no client address to count.
     let address = req.headers().get("CF-Connecting-IP").ok().flatten()?;
-    over(env, "LIMIT_ADDRESS", address)
+    let key = format!("address:{address}");
+    over(env, "LIMIT_ADDRESS", key.clone())
         .await
-        .then_some(RateScope::Address)
+        .then_some(Limited {
+            scope: RateScope::Address,
+            key,
+        })
 }
 
-/// Counts one attempt against the session's buyer. `Some(scope)` if over.
-async fn buyer(env: &Env, caller: &Caller) -> Option<RateScope> {
-    let buyer = caller.buyer()?;
-    over(env, "LIMIT_BUYER", buyer.as_str().to_owned())
+/// Counts one attempt against the session's buyer.
+async fn buyer(env: &Env, caller: &Caller) -> Option<Limited> {
+    let key = format!("buyer:{}", caller.buyer()?);
+    over(env, "LIMIT_BUYER", key.clone())
         .await
-        .then_some(RateScope::Buyer)
+        .then_some(Limited {
+            scope: RateScope::Buyer,
+            key,
+        })
 }
 
 /// Counts one attempt by a non-admin caller, by address and then by buyer.
-/// `Some(scope)` names the first limit that is over.
-pub async fn attempt(env: &Env, req: &Request, caller: &Caller) -> Option<RateScope> {
+/// `Some` names the first limit that is over.
+pub async fn attempt(env: &Env, req: &Request, caller: &Caller) -> Option<Limited> {
     if caller.is_admin() {
         return None;
     }
     match address(env, req).await {
-        Some(scope) => Some(scope),
+        Some(limited) => Some(limited),
         None => buyer(env, caller).await,
     }
+}
+
+/// Whether a keyed request over a limit may still go and ask for its
+/// stored answer: a smaller budget of its own (`LIMIT_RETRY`), so fresh
+/// random keys cannot turn a limited client into a stream of lookups at a
+/// hot object.
+pub async fn retry_allowed(env: &Env, limited: &Limited) -> bool {
+    !over(env, "LIMIT_RETRY", limited.key.clone()).await
 }
 
 /// The 429 for a limited request that has no key to replay.

@@ -520,9 +520,18 @@ impl OrderObject {
             }
         }
         let new = &order.timeline[seen.min(order.timeline.len())..];
-        if let Some(expired) = new.iter().find(|e| e.status == OrderStatus::Expired) {
-            // Held and never paid: the buyer's record for the risk rules.
-            if let Err(e) = RiskClient::expired(&self.env, &order.buyer, expired.at_ms).await {
+        // Held and never paid: the buyer's record for the risk rules (not
+        // an order that expired waiting for the merchant's review).
+        let unpaid = order
+            .timeline
+            .windows(2)
+            .rev()
+            .take(new.len())
+            .find(|pair| {
+                pair[1].status == OrderStatus::Expired && pair[0].status == OrderStatus::Reserved
+            });
+        if let Some(pair) = unpaid {
+            if let Err(e) = RiskClient::expired(&self.env, &order.buyer, pair[1].at_ms).await {
                 console_error!("order object {}: risk history: {e}", order.id);
             }
         }

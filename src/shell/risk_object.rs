@@ -40,6 +40,7 @@ use worker::{
 
 /// How long an isolate trusts the rule set it read.
 pub const RULES_TTL_MS: u64 = 5_000;
+const READ_STALE_MS: u64 = 2_000;
 /// The review queue keeps at most this many orders (oldest first out).
 const REVIEWS_MAX: i64 = 10_000;
 
@@ -187,9 +188,11 @@ impl RiskClient {
 
 thread_local! {
     static RULES: RefCell<Option<(Rc<RuleSet>, u64)>> = const { RefCell::new(None) };
-    /// Whether a read of the desk is under way: the others meanwhile use
-    /// the set they have (one read per isolate, not one per request).
-    static READING: Cell<bool> = const { Cell::new(false) };
+    /// When a read of the desk began, if one is under way: the others
+    /// meanwhile use the set they have (one read per isolate, not one per
+    /// request). A read older than [`READ_STALE_MS`] is taken to have died
+    /// (its request gone) and another may start.
+    static READING: Cell<u64> = const { Cell::new(0) };
 }
 
 /// The rule set in force, from this isolate's cache when it is fresh. If
@@ -200,11 +203,13 @@ pub async fn rules(env: &Env) -> Rc<RuleSet> {
     // A shared handle: the hot path copies nothing.
     let cached = RULES.with(|r| r.borrow().clone());
     if let Some((set, at)) = &cached {
-        if now.saturating_sub(*at) < RULES_TTL_MS || READING.with(Cell::get) {
+        let reading = READING.with(Cell::get);
+        let read_under_way = reading > 0 && now.saturating_sub(reading) < READ_STALE_MS;
+        if now.saturating_sub(*at) < RULES_TTL_MS || read_under_way {
             return set.clone();
         }
     }
-    READING.with(|r| r.set(true));
+    READING.with(|r| r.set(now.max(1)));
     let fetched = async {
         RiskClient::call_ok(env, "desk", &RiskCall::Rules)
             .await?
@@ -212,7 +217,7 @@ pub async fn rules(env: &Env) -> Rc<RuleSet> {
             .await
     }
     .await;
-    READING.with(|r| r.set(false));
+    READING.with(|r| r.set(0));
     match fetched {
         Ok(set) => remember_rules(set),
         Err(e) => {
@@ -267,10 +272,18 @@ impl DurableObject for RiskObject {
                     }
                 }
             }
-            Ok(call) => self.handle(call).unwrap_or_else(|e| {
-                console_error!("risk object: {e}");
-                ApiError::Internal.to_reply()
-            }),
+            Ok(call) => {
+                // Under the claims' lock: a claim may be awaiting the SKUs
+                // between its read and its write of the same ledger.
+                let _turn = match call {
+                    RiskCall::ForgetHold { .. } => Some(self.claims.lock().await),
+                    _ => None,
+                };
+                self.handle(call).unwrap_or_else(|e| {
+                    console_error!("risk object: {e}");
+                    ApiError::Internal.to_reply()
+                })
+            }
             Err(_) => ApiError::Internal.to_reply(),
         };
         to_response(&reply)

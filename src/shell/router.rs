@@ -184,6 +184,20 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
         Route::Reserve(_) | Route::CreateOrder => limits::attempt(env, req, &caller).await,
         _ => None,
     };
+    // Over a limit, only a retry (a keyed request, within the retries'
+    // own budget) goes on, to be answered from what was stored.
+    if let Some(over) = &limited {
+        let keyed = req
+            .headers()
+            .get("Idempotency-Key")
+            .ok()
+            .flatten()
+            .is_some();
+        if !keyed || !limits::retry_allowed(env, over).await {
+            return Err(limits::refusal(over.scope));
+        }
+    }
+    let limited = limited.map(|over| over.scope);
     let mut incoming = Incoming {
         method,
         path: url.path().to_owned(),
@@ -266,15 +280,28 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
                     _ => None,
                 };
                 let now = worker::Date::now().as_millis();
-                let report = claimed_first
-                    || given
-                        .as_ref()
-                        .is_some_and(|(_, expires)| hold_gate::must_report(&buyer, *expires, now));
-                if report {
+                let what = match &given {
+                    Some((_, expires)) => match hold_gate::must_report(&buyer, *expires, now) {
+                        // A hold claimed first is counted already: its
+                        // report only sets the real expiry.
+                        hold_gate::Report::Nothing if claimed_first => hold_gate::Report::Hold,
+                        what => what,
+                    },
+                    None => hold_gate::Report::Nothing,
+                };
+                if claimed_first || what != hold_gate::Report::Nothing {
                     let env = env.clone();
                     ctx.wait_until(async move {
-                        hold_gate::after_reply(env, buyer, sku, hold, claimed_first, given, now)
-                            .await;
+                        let reply = hold_gate::AfterReply {
+                            buyer,
+                            sku,
+                            drawn: hold,
+                            claimed_first,
+                            given,
+                            what,
+                            now_ms: now,
+                        };
+                        hold_gate::after_reply(env, reply).await;
                     });
                 }
             }
@@ -372,14 +399,15 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
 /// What the risk rules may look at besides the request: the session's
 /// device and account age, and the client's address.
 fn signals(req: &Request, caller: &Caller) -> Signals {
-    let claims = match caller {
-        Caller::Buyer(claims) => Some(claims),
-        _ => None,
+    // The merchant's own backend acting for a buyer is not that buyer's
+    // device or address.
+    let Caller::Buyer(claims) = caller else {
+        return Signals::default();
     };
     Signals {
-        device: claims.and_then(|c| c.device.clone()),
+        device: claims.device.clone(),
         address: req.headers().get("CF-Connecting-IP").ok().flatten(),
-        account_created: claims.and_then(|c| c.account_created),
+        account_created: claims.account_created,
     }
 }
 
