@@ -13,6 +13,7 @@ use super::feed_object::FeedClient;
 use super::http::to_response;
 use super::order_object::internal_request;
 use super::sql_store::{SqlStore, StoreError};
+use super::txn::Atomic;
 use crate::api::wire::{hold_json, holds_json, ledger_json, reply_to_http, sku_json};
 use crate::api::{ApiError, HttpReply, Refusal};
 use crate::domain::event::Event;
@@ -102,6 +103,8 @@ impl SkuClient {
 #[durable_object]
 pub struct SkuObject {
     state: State,
+    /// A step's writes, all or nothing.
+    atomic: Atomic,
     env: Env,
     store: RefCell<Option<SqlStore>>,
     stock: RefCell<Option<Stock>>,
@@ -173,8 +176,10 @@ impl DurableObject for SkuObject {
             .and_then(|v| v.to_string().parse::<u64>().ok())
             .filter(|n| (1..=1000).contains(n))
             .unwrap_or(10);
+        let (state, atomic) = Atomic::from_state(state);
         SkuObject {
             state,
+            atomic,
             env,
             store: RefCell::new(None),
             stock: RefCell::new(None),
@@ -348,7 +353,10 @@ impl SkuObject {
     ) -> std::result::Result<T, StoreError> {
         let mut store_slot = self.store.borrow_mut();
         if store_slot.is_none() {
-            *store_slot = Some(SqlStore::open(self.state.storage().sql())?);
+            *store_slot = Some(SqlStore::open(
+                self.state.storage().sql(),
+                self.atomic.clone(),
+            )?);
         }
         let store = store_slot.as_mut().expect("opened above");
         if self.pusher.feeds.borrow().is_none() {

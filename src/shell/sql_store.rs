@@ -1,6 +1,7 @@
 //! The SKU object's SQLite schema and the [`Store`] over it. Rows hold the
 //! core's types as JSON, with the columns that queries need beside them.
 
+use super::txn::{Atomic, Statement};
 use crate::domain::ledger::LedgerEntry;
 use crate::domain::live::FeedName;
 use crate::domain::stock::{
@@ -50,6 +51,8 @@ struct CountRow {
 
 pub struct SqlStore {
     sql: SqlStorage,
+    /// Runs a step's writes in one transaction.
+    atomic: Atomic,
     /// Whether the tables exist. A SKU never set up has none, and reading
     /// it (a GET, a viewer's socket) must not create them: nothing is
     /// stored for a SKU until a write.
@@ -73,7 +76,7 @@ fn int(n: u64) -> SqlStorageValue {
 }
 
 impl SqlStore {
-    pub fn open(sql: SqlStorage) -> Result<SqlStore, StoreError> {
+    pub fn open(sql: SqlStorage, atomic: Atomic) -> Result<SqlStore, StoreError> {
         let rows: Vec<CountRow> = sql
             .exec(
                 "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'sku'",
@@ -83,6 +86,7 @@ impl SqlStore {
         let ready = rows.first().is_some_and(|r| r.n > 0);
         Ok(SqlStore {
             sql,
+            atomic,
             ready,
             replays_written: 0,
         })
@@ -225,38 +229,41 @@ impl Store for SqlStore {
     /// Durable Object commits them as one implicit transaction, before the
     /// reply leaves (the output gate).
     fn save(&mut self, stock: &Stock, changes: &Changes) -> Result<(), StoreError> {
-        self.prepare()?;
+        let mut writes: Vec<Statement> = Vec::new();
+        if !self.ready {
+            writes.push((SCHEMA, Vec::new()));
+        }
         if changes.record {
             if let Some(record) = stock.record() {
-                self.sql.exec(
+                writes.push((
                     "INSERT OR REPLACE INTO sku (id, body) VALUES (1, ?)",
                     vec![text(&serde_json::to_string(record)?)],
-                )?;
+                ));
             }
         }
         for id in &changes.holds {
             if let Some(hold) = stock.hold(id) {
-                self.sql.exec(
+                writes.push((
                     "INSERT OR REPLACE INTO holds (id, status, body) VALUES (?, ?, ?)",
                     vec![
                         text(id.as_str()),
                         text(hold.status.as_str()),
                         text(&serde_json::to_string(hold)?),
                     ],
-                )?;
+                ));
             }
         }
         for buyer in &changes.bought {
-            self.sql.exec(
+            writes.push((
                 "INSERT OR REPLACE INTO buyers (buyer, bought) VALUES (?, ?)",
                 vec![text(buyer.as_str()), int(stock.bought(buyer))],
-            )?;
+            ));
         }
         for entry in &changes.ledger {
-            self.sql.exec(
+            writes.push((
                 "INSERT INTO ledger (seq, body) VALUES (?, ?)",
                 vec![int(entry.seq), text(&serde_json::to_string(entry)?)],
-            )?;
+            ));
         }
         // Answers older than the retention go as new ones arrive: an index
         // range delete, usually of nothing.
@@ -267,33 +274,42 @@ impl Store for SqlStore {
             .map(|r| r.at_ms)
             .max()
         {
-            self.sql.exec(
+            writes.push((
                 "DELETE FROM replays WHERE at_ms < ?",
                 vec![int(newest.saturating_sub(REPLAY_RETENTION_MS))],
-            )?;
+            ));
         }
+        let mut written = 0;
         for key in &changes.replays {
             if let Some(replay) = stock.replay(key) {
-                self.sql.exec(
+                writes.push((
                     "INSERT OR REPLACE INTO replays (key, at_ms, body) VALUES (?, ?, ?)",
                     vec![
                         text(key.as_str()),
                         int(replay.at_ms),
                         text(&serde_json::to_string(replay)?),
                     ],
-                )?;
-                self.replays_written += 1;
+                ));
+                written += 1;
             }
         }
         // And past the count cap, the oldest go: now and then, since
         // finding the cut walks the index.
-        if self.replays_written >= REPLAY_TRIM_EVERY {
-            self.replays_written = 0;
-            self.sql.exec(
+        let trim = self.replays_written + written >= REPLAY_TRIM_EVERY;
+        if trim {
+            writes.push((
                 "DELETE FROM replays WHERE at_ms < (SELECT at_ms FROM replays ORDER BY at_ms DESC LIMIT 1 OFFSET ?)",
                 vec![int(REPLAYS_MAX)],
-            )?;
+            ));
         }
+        // All of the step, or none of it.
+        self.atomic.run(writes)?;
+        self.ready = true;
+        self.replays_written = if trim {
+            0
+        } else {
+            self.replays_written + written
+        };
         Ok(())
     }
 }
