@@ -117,6 +117,11 @@ fn main() {
     if failed > 0 {
         std::process::exit(1);
     }
+    // A name filter that matches nothing is a mistake, not a pass.
+    if passed == 0 {
+        eprintln!("no test ran: does the filter name one?");
+        std::process::exit(1);
+    }
 }
 
 async fn run() -> (usize, usize) {

@@ -248,26 +248,32 @@ pub async fn refused_stock_changes_leave_the_sku_as_it_was(app: App) {
     app.commit(&sku, &id).await;
     app.reserve(&sku, 1, &app.viewer).await;
     let before = app.get_sku(&sku).await.body;
+    let ledger_before = app.ledger(&sku).await.len();
     app.put_sku(&sku, json!({"on_hand": 4}))
         .await
         .assert_problem(409, "on-hand-below-committed");
     app.admin_post(&sku, "adjustments", json!({"delta": -2, "reason": "lost"}))
         .await
         .assert_problem(409, "adjustment-refused");
+    // Refused: the SKU (version included) and its ledger are as they were.
+    assert_eq!(app.get_sku(&sku).await.body, before);
+    assert_eq!(app.ledger(&sku).await.len(), ledger_before);
     app.admin_post(&sku, "restock", json!({"qty": 1_000_000_000}))
         .await;
     let after_restock = app.get_sku(&sku).await.body;
     assert_eq!(after_restock["on_hand"], json!(1_000_000_006));
     app.put_sku(&sku, json!({"on_hand": 1_000_000_000_000u64}))
         .await;
+    let at_the_top = app.get_sku(&sku).await.body;
     app.admin_post(&sku, "restock", json!({"qty": 1}))
         .await
         .assert_problem(422, "stock-level-too-high");
+    assert_eq!(app.get_sku(&sku).await.body, at_the_top);
     assert_eq!(
         app.counts(&sku).await,
         (1_000_000_000_000, 1, 4, 999_999_999_995)
     );
-    assert_ne!(before, app.get_sku(&sku).await.body); // the accepted changes did land
+    assert_ne!(before, at_the_top); // the accepted changes did land
 }
 
 pub async fn the_ledger_pages(app: App) {
