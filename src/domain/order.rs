@@ -15,7 +15,9 @@
 use super::risk::{Decision, Verdict};
 use super::stock::{Command, DeductionMode, HoldStatus, Outcome, Reply, StockError};
 pub use super::types::Channel;
-use super::types::{BuyerId, HoldSeconds, IdempotencyKey, OrderId, Quantity, ReservationId, SkuId};
+use super::types::{
+    digest16, BuyerId, HoldSeconds, IdempotencyKey, OrderId, Quantity, ReservationId, SkuId,
+};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -260,19 +262,6 @@ pub enum Change {
     Deliver,
     /// A merchant lets an order waiting for review go on to payment.
     Approve,
-}
-
-fn digest16(parts: &[&str]) -> [u8; 16] {
-    use sha2::{Digest, Sha256};
-    let mut hasher = Sha256::new();
-    for part in parts {
-        hasher.update(part.as_bytes());
-        hasher.update([0u8]);
-    }
-    let full = hasher.finalize();
-    let mut out = [0u8; 16];
-    out.copy_from_slice(&full[..16]);
-    out
 }
 
 /// A line's hold id, derived from the order id and the line number, so a

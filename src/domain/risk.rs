@@ -458,6 +458,14 @@ fn check(check: &Check, facts: &Facts, judged: Judged) -> Option<(String, u64, u
         Subject::Device => "device",
         Subject::Address => "address",
     };
+    // The subject's attempts within the window (none known: the rule
+    // cannot fire).
+    let recent = |subject: Subject, window_s: u64| {
+        let from = since(window_s);
+        history(subject).map(move |h| h.seen.iter().filter(move |s| s.at_ms >= from))
+    };
+    let past =
+        |n: u64, limit: u64, reason: &dyn Fn() -> String| (n > limit).then(|| (reason(), n, limit));
     match check {
         Check::Velocity { .. } | Check::SharedBy { .. } | Check::UnpaidHistory { .. }
             if judged == Judged::Reservation =>
@@ -469,18 +477,9 @@ fn check(check: &Check, facts: &Facts, judged: Judged) -> Option<(String, u64, u
             max,
             window_s,
         } => {
-            let from = since(*window_s);
-            let n = history(*subject)?
-                .seen
-                .iter()
-                .filter(|s| s.at_ms >= from)
-                .count() as u64;
-            (n > u64::from(*max)).then(|| {
-                (
-                    format!("{n} orders from this {} in {window_s} s", name(*subject)),
-                    n,
-                    u64::from(*max),
-                )
+            let n = recent(*subject, *window_s)?.count() as u64;
+            past(n, u64::from(*max), &|| {
+                format!("{n} orders from this {} in {window_s} s", name(*subject))
             })
         }
         Check::SharedBy {
@@ -488,20 +487,12 @@ fn check(check: &Check, facts: &Facts, judged: Judged) -> Option<(String, u64, u
             max_buyers,
             window_s,
         } => {
-            let from = since(*window_s);
-            let buyers: BTreeSet<&str> = history(*subject)?
-                .seen
-                .iter()
-                .filter(|s| s.at_ms >= from)
+            let buyers: BTreeSet<&str> = recent(*subject, *window_s)?
                 .map(|s| s.buyer.as_str())
                 .collect();
             let n = buyers.len() as u64;
-            (n > u64::from(*max_buyers)).then(|| {
-                (
-                    format!("{n} buyers on one {} in {window_s} s", name(*subject)),
-                    n,
-                    u64::from(*max_buyers),
-                )
+            past(n, u64::from(*max_buyers), &|| {
+                format!("{n} buyers on one {} in {window_s} s", name(*subject))
             })
         }
         Check::NewAccount {

@@ -382,6 +382,22 @@ impl AdjustReason {
     pub const ALL: &'static str = "damaged, lost, found, recount, returned, correction";
 }
 
+/// The first 16 bytes of SHA-256 over `parts` (each ended by a zero byte):
+/// the one way ids are derived from other ids (an order's hold per line, a
+/// keyed create's order, a stand-in for an unreported hold, shard names).
+pub fn digest16(parts: &[&str]) -> [u8; 16] {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part.as_bytes());
+        hasher.update([0u8]);
+    }
+    let full = hasher.finalize();
+    let mut out = [0u8; 16];
+    out.copy_from_slice(&full[..16]);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

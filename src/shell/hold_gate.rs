@@ -20,14 +20,14 @@
 //! is told so up front wherever the edge has seen them near it.
 
 use super::risk_object::{hold_shard, HoldClaim, RiskClient};
-use crate::api::ApiError;
 use crate::domain::hold_cap::{Claim, LiveHold, LiveHolds, Moment, LIVE_HOLDS_MAX_DEFAULT};
+use crate::domain::types::digest16;
 use crate::domain::types::{BuyerId, ReservationId, SkuId};
 use futures_util::future::join_all;
 use std::cell::Cell;
 use std::cell::RefCell;
 use std::collections::HashMap;
-use worker::{console_error, Date, Env};
+use worker::{console_error, Context, Date, Env, Response};
 
 /// A report task gives way after this many rounds, or this long silent.
 const REPORT_ROUNDS_MAX: usize = 64;
@@ -45,7 +45,6 @@ thread_local! {
     static QUEUE: RefCell<Vec<HoldClaim>> = const { RefCell::new(Vec::new()) };
     /// The minute in which this isolate last saw each buyer take a hold.
     static SEEN: RefCell<HashMap<BuyerId, u64>> = RefCell::new(HashMap::new());
-    /// Whether a report is under way (it takes what queues meanwhile).
     /// When the report under way last began a round (0: none). A report
     /// silent for [`REPORT_STALE_MS`] is taken to have died with its
     /// request, and the next hold starts another.
@@ -65,11 +64,6 @@ pub fn max(env: &Env) -> usize {
         .unwrap_or(LIVE_HOLDS_MAX_DEFAULT)
 }
 
-/// Whether the cap is on.
-pub fn enabled(env: &Env) -> bool {
-    max(env) > 0
-}
-
 /// Whether this isolate has seen the buyer near the cap lately.
 pub fn noted(buyer: &BuyerId) -> bool {
     let now = Date::now().as_millis();
@@ -79,27 +73,43 @@ pub fn noted(buyer: &BuyerId) -> bool {
 fn note(buyer: &BuyerId) {
     let now = Date::now().as_millis();
     NOTES.with(|n| {
-        let mut notes = n.borrow_mut();
-        if notes.len() >= NOTES_MAX {
-            notes.retain(|_, until| *until > now);
-            if notes.len() >= NOTES_MAX {
-                notes.clear();
-            }
-        }
-        notes.insert(buyer.clone(), now + NOTE_TTL_MS);
+        let notes = &mut *n.borrow_mut();
+        remember(notes, NOTES_MAX, buyer, now + NOTE_TTL_MS, |until| {
+            until > now
+        });
     });
 }
 
-/// For a noted buyer: claims the slot before the SKU is asked. A 409 at
-/// the cap; if the buyer's object cannot be reached, the hold goes ahead
-/// and the report after decides.
+/// Inserts into an isolate's bounded memory: when full, what `keep` says is
+/// stale goes first, and everything if that is not enough (forgetting only
+/// ever makes the edge ask or report more, never less).
+fn remember(
+    memo: &mut HashMap<BuyerId, u64>,
+    max: usize,
+    buyer: &BuyerId,
+    value: u64,
+    keep: impl Fn(u64) -> bool,
+) {
+    if memo.len() >= max {
+        memo.retain(|_, v| keep(*v));
+        if memo.len() >= max {
+            memo.clear();
+        }
+    }
+    memo.insert(buyer.clone(), value);
+}
+
+/// For a noted buyer: claims the slot before the SKU is asked. `Some(cap)`
+/// when the buyer is at the cap; if the ledger cannot be reached, the hold
+/// goes ahead and the report after decides.
 pub async fn claim_first(
     env: &Env,
+    cap: usize,
     buyer: &BuyerId,
     sku: &SkuId,
     hold: &ReservationId,
     now_ms: u64,
-) -> Result<(), ApiError> {
+) -> Option<usize> {
     let live = LiveHold {
         hold: hold.clone(),
         sku: sku.clone(),
@@ -110,15 +120,15 @@ pub async fn claim_first(
         buyer: buyer.clone(),
         hold: live,
         moment: Moment::Before,
-        max: max(env),
+        max: cap,
     };
     let answer = RiskClient::claim_holds(env, &hold_shard(buyer), vec![claim]).await;
     match answer.as_deref() {
-        Ok([Claim::Over { max, .. }]) => Err(ApiError::HoldCapExceeded { max: *max }),
-        Ok(_) => Ok(()),
+        Ok([Claim::Over { max, .. }]) => Some(*max),
+        Ok(_) => None,
         Err(e) => {
             console_error!("hold cap: claim for {buyer}: {e}");
-            Ok(())
+            None
         }
     }
 }
@@ -126,100 +136,118 @@ pub async fn claim_first(
 /// A hold longer than this is always reported (see the module's note).
 const UNREPORTED_HOLD_MAX_MS: u64 = 600_000;
 
-/// After the reply to a storefront reservation: `given` is the hold the SKU
-/// gave and its expiry, if it answered 201 (a replay gives an earlier hold
-/// than `drawn`, the id this request drew).
-pub async fn after_reply(env: Env, reply: AfterReply) {
-    let AfterReply {
-        buyer,
-        sku,
-        drawn,
-        claimed_first,
-        given,
-        what,
-        now_ms,
-    } = reply;
-    let same = given.as_ref().is_some_and(|(id, _)| *id == drawn);
-    if claimed_first && !same {
-        report(env.clone(), buyer.clone(), sku.clone(), drawn, None, true).await;
-    }
-    let Some((id, expires_at)) = given else {
-        return;
-    };
-    // A buyer reported in a minute had a first hold in it that was not:
-    // it is counted too, as an unseen stand-in (one per minute) that lasts
-    // as long as an unreported hold can.
-    if what == Report::HoldAndFirst {
-        let minute = now_ms / 60_000;
-        let stand_in = LiveHold {
-            hold: ReservationId::from_random(stand_in_id(&buyer, minute)),
-            sku: sku.clone(),
-            expires_at_ms: minute * 60_000 + 60_000 + UNREPORTED_HOLD_MAX_MS,
-            unseen: true,
-        };
-        queue(&env, &buyer, stand_in);
-    }
-    report(env, buyer, sku, id, Some(expires_at), false).await;
+/// A storefront reservation the SKU has answered, for the cap's books.
+pub struct Answered {
+    pub cap: usize,
+    pub buyer: BuyerId,
+    pub sku: SkuId,
+    /// The hold id this request drew (a replay answers an earlier one).
+    pub drawn: ReservationId,
+    pub claimed_first: bool,
 }
 
-fn stand_in_id(buyer: &BuyerId, minute: u64) -> [u8; 16] {
-    use sha2::{Digest, Sha256};
-    let full = Sha256::digest(format!("unseen {buyer} {minute}").as_bytes());
-    let mut id = [0u8; 16];
-    id.copy_from_slice(&full[..16]);
-    id
+/// After the SKU answered: decides here, with no I/O, what the cap's
+/// ledger must hear, and leaves that for after the reply (`wait_until`).
+/// Most holds of a rush need nothing.
+pub fn after_sku(ctx: &Context, env: &Env, response: &Response, answered: Answered) {
+    let header = |name: &str| response.headers().get(name).ok().flatten();
+    // The SKU names the hold it gave in headers: no body to parse.
+    let given: Option<(ReservationId, u64)> = match response.status_code() {
+        201 => header("Edgestock-Hold")
+            .and_then(|id| ReservationId::parse(&id).ok())
+            .zip(header("Edgestock-Hold-Expires").and_then(|at| at.parse().ok())),
+        _ => None,
+    };
+    let now = Date::now().as_millis();
+    let what = match &given {
+        Some((_, expires)) => match must_report(&answered.buyer, *expires, now) {
+            // A hold claimed first is counted already: its report only
+            // sets the real expiry.
+            Report::Nothing if answered.claimed_first => Report::Hold,
+            what => what,
+        },
+        None => Report::Nothing,
+    };
+    if !answered.claimed_first && what == Report::Nothing {
+        return;
+    }
+    let env = env.clone();
+    ctx.wait_until(async move {
+        let Answered {
+            cap,
+            buyer,
+            sku,
+            drawn,
+            claimed_first,
+        } = answered;
+        // A slot claimed for a hold the SKU did not give is freed.
+        if claimed_first && given.as_ref().is_none_or(|(id, _)| *id != drawn) {
+            if let Err(e) = RiskClient::forget_hold(&env, &buyer, drawn).await {
+                console_error!("hold cap: freeing a slot of {buyer}: {e}");
+            }
+        }
+        let Some((hold, expires_at_ms)) = given else {
+            return;
+        };
+        // A buyer reported in a minute had a first hold in it that was
+        // not: counted too, as an unseen stand-in (one per minute) that
+        // lasts as long as an unreported hold can.
+        if what == Report::HoldAndFirst {
+            let minute = now / 60_000;
+            let stand_in = LiveHold {
+                hold: ReservationId::from_random(digest16(&[
+                    "unseen",
+                    buyer.as_str(),
+                    &minute.to_string(),
+                ])),
+                sku: sku.clone(),
+                expires_at_ms: minute * 60_000 + 60_000 + UNREPORTED_HOLD_MAX_MS,
+                unseen: true,
+            };
+            queue(cap, &buyer, stand_in);
+        }
+        let live = LiveHold {
+            hold,
+            sku,
+            expires_at_ms,
+            unseen: false,
+        };
+        queue(cap, &buyer, live);
+        report(&env).await;
+    });
 }
 
 /// Adds a claim to the next report.
-fn queue(env: &Env, buyer: &BuyerId, hold: LiveHold) {
+fn queue(cap: usize, buyer: &BuyerId, hold: LiveHold) {
     let claim = HoldClaim {
         buyer: buyer.clone(),
         hold,
         moment: Moment::After,
-        max: max(env),
+        max: cap,
     };
     QUEUE.with(|q| q.borrow_mut().push(claim));
 }
 
 /// Whether a hold the SKU gave must be reported: not a buyer's first in
 /// this minute on this isolate (remembered here), unless it is long.
-pub fn must_report(buyer: &BuyerId, expires_at_ms: u64, now_ms: u64) -> Report {
+fn must_report(buyer: &BuyerId, expires_at_ms: u64, now_ms: u64) -> Report {
     if expires_at_ms.saturating_sub(now_ms) > UNREPORTED_HOLD_MAX_MS {
         return Report::Hold;
     }
     let minute = now_ms / 60_000;
     SEEN.with(|seen| {
-        let mut seen = seen.borrow_mut();
+        let seen = &mut *seen.borrow_mut();
         if seen.get(buyer) == Some(&minute) {
             return Report::HoldAndFirst;
         }
-        if seen.len() >= SEEN_MAX {
-            seen.retain(|_, m| *m == minute);
-            if seen.len() >= SEEN_MAX {
-                seen.clear();
-            }
-        }
-        seen.insert(buyer.clone(), minute);
+        remember(seen, SEEN_MAX, buyer, minute, |m| m == minute);
         Report::Nothing
     })
 }
 
-/// What the edge knows once a storefront reservation is answered.
-pub struct AfterReply {
-    pub buyer: BuyerId,
-    pub sku: SkuId,
-    /// The hold id this request drew (a replay answers an earlier one).
-    pub drawn: ReservationId,
-    pub claimed_first: bool,
-    /// The hold the SKU gave and its expiry, if it answered 201.
-    pub given: Option<(ReservationId, u64)>,
-    pub what: Report,
-    pub now_ms: u64,
-}
-
 /// What to report of a hold the SKU gave.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Report {
+enum Report {
     /// The buyer's first this minute here: nothing.
     Nothing,
     /// This hold.
@@ -228,32 +256,9 @@ pub enum Report {
     HoldAndFirst,
 }
 
-/// After the reply: the hold the SKU gave (`Some(expiry)`) is reported,
-/// and the buyer noted when next to the cap; a slot claimed first for a
-/// hold the SKU refused (`None`) is freed.
-async fn report(
-    env: Env,
-    buyer: BuyerId,
-    sku: SkuId,
-    hold: ReservationId,
-    taken: Option<u64>,
-    claimed_first: bool,
-) {
-    let Some(expires_at_ms) = taken else {
-        if claimed_first {
-            if let Err(e) = RiskClient::forget_hold(&env, &buyer, hold).await {
-                console_error!("hold cap: freeing a slot of {buyer}: {e}");
-            }
-        }
-        return;
-    };
-    let live = LiveHold {
-        hold,
-        sku,
-        expires_at_ms,
-        unseen: false,
-    };
-    queue(&env, &buyer, live);
+/// Sends what is queued, one call per shard, unless a report under way
+/// will take it.
+async fn report(env: &Env) {
     let now = Date::now().as_millis();
     let under_way = REPORTING.with(Cell::get);
     if under_way > 0 && now.saturating_sub(under_way) < REPORT_STALE_MS {
@@ -275,16 +280,13 @@ async fn report(
                 .or_default()
                 .push(claim);
         }
-        let calls = shards.into_iter().map(|(shard, claims)| {
-            let env = env.clone();
-            async move {
-                let buyers: Vec<BuyerId> = claims.iter().map(|c| c.buyer.clone()).collect();
-                match RiskClient::claim_holds(&env, &shard, claims).await {
-                    Ok(answers) => buyers.into_iter().zip(answers).collect(),
-                    Err(e) => {
-                        console_error!("hold cap: report to {shard}: {e}");
-                        Vec::new()
-                    }
+        let calls = shards.into_iter().map(|(shard, claims)| async move {
+            let buyers: Vec<BuyerId> = claims.iter().map(|c| c.buyer.clone()).collect();
+            match RiskClient::claim_holds(env, &shard, claims).await {
+                Ok(answers) => buyers.into_iter().zip(answers).collect(),
+                Err(e) => {
+                    console_error!("hold cap: report to {shard}: {e}");
+                    Vec::new()
                 }
             }
         });

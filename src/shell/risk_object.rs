@@ -24,12 +24,11 @@ use crate::domain::hold_cap::{Claim, LiveHold, LiveHolds, Moment};
 use crate::domain::order::OrderStatus;
 use crate::domain::risk::{History, RuleSet, Seen};
 use crate::domain::stock::{Actor, Command, Request as StockRequest};
-use crate::domain::types::{BuyerId, OrderId, ReservationId};
+use crate::domain::types::{digest16, BuyerId, OrderId, ReservationId};
 use futures_util::future::join_all;
 use futures_util::lock::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -82,11 +81,9 @@ pub struct HoldClaim {
 pub const HOLD_SHARDS: u64 = 16;
 
 pub fn hold_shard(buyer: &BuyerId) -> String {
-    let full = Sha256::digest(buyer.as_str().as_bytes());
-    let n = u64::from_be_bytes([
-        full[0], full[1], full[2], full[3], full[4], full[5], full[6], full[7],
-    ]) % HOLD_SHARDS;
-    format!("holds:{n}")
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest16(&[buyer.as_str()])[..8]);
+    format!("holds:{}", u64::from_be_bytes(first) % HOLD_SHARDS)
 }
 
 /// A subject's object name.
@@ -109,8 +106,10 @@ impl SubjectName<'_> {
 /// A short digest (16 hex digits): enough to tell subjects apart, not to
 /// recover them.
 pub fn digest(value: &str) -> String {
-    let full = Sha256::digest(value.as_bytes());
-    full[..8].iter().map(|b| format!("{b:02x}")).collect()
+    digest16(&[value])[..8]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 pub struct RiskClient;

@@ -244,16 +244,14 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
             let fingerprint = incoming.fingerprint(&(&body, &buyer));
             let hold = new_hold_id()?;
             let mut refusal = limited.map(|scope| Refusal::RateLimited { scope });
+            // The live-hold cap (0: off) is the storefront's only.
+            let cap = if storefront { hold_gate::max(env) } else { 0 };
             let mut claimed_first = false;
-            let capped = storefront && hold_gate::enabled(env);
-            if capped && refusal.is_none() && hold_gate::noted(&buyer) {
+            if cap > 0 && refusal.is_none() && hold_gate::noted(&buyer) {
                 let now = worker::Date::now().as_millis();
-                match hold_gate::claim_first(env, &buyer, &sku, &hold, now).await {
-                    Ok(()) => claimed_first = true,
-                    Err(ApiError::HoldCapExceeded { max }) => {
-                        refusal = Some(Refusal::HoldCap { max })
-                    }
-                    Err(e) => return Err(e),
+                match hold_gate::claim_first(env, cap, &buyer, &sku, &hold, now).await {
+                    Some(max) => refusal = Some(Refusal::HoldCap { max }),
+                    None => claimed_first = true,
                 }
             }
             let command = body.into_command(hold.clone(), buyer.clone());
@@ -270,40 +268,15 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
                 (_, Some(refusal)) => return Err(refusal.into()),
             };
             let response = sku_call(env, sku.clone(), op).await?;
-            if capped {
-                // Counted against the buyer's cap after the reply.
-                let header = |name: &str| response.headers().get(name).ok().flatten();
-                let given = match response.status_code() {
-                    201 => header("Edgestock-Hold")
-                        .and_then(|id| ReservationId::parse(&id).ok())
-                        .zip(header("Edgestock-Hold-Expires").and_then(|at| at.parse().ok())),
-                    _ => None,
+            if cap > 0 {
+                let answered = hold_gate::Answered {
+                    cap,
+                    buyer,
+                    sku,
+                    drawn: hold,
+                    claimed_first,
                 };
-                let now = worker::Date::now().as_millis();
-                let what = match &given {
-                    Some((_, expires)) => match hold_gate::must_report(&buyer, *expires, now) {
-                        // A hold claimed first is counted already: its
-                        // report only sets the real expiry.
-                        hold_gate::Report::Nothing if claimed_first => hold_gate::Report::Hold,
-                        what => what,
-                    },
-                    None => hold_gate::Report::Nothing,
-                };
-                if claimed_first || what != hold_gate::Report::Nothing {
-                    let env = env.clone();
-                    ctx.wait_until(async move {
-                        let reply = hold_gate::AfterReply {
-                            buyer,
-                            sku,
-                            drawn: hold,
-                            claimed_first,
-                            given,
-                            what,
-                            now_ms: now,
-                        };
-                        hold_gate::after_reply(env, reply).await;
-                    });
-                }
+                hold_gate::after_sku(ctx, env, &response, answered);
             }
             Ok(response)
         }
@@ -322,10 +295,10 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
             let buyer = acting_buyer(caller.buyer(), body.buyer.as_ref())?;
             let lines = body.merged_lines()?;
             // With a key, a retried create reaches the same order object.
-            let order = match (incoming.key()?, limited) {
-                (Some(key), _) => order_id_for_key(&buyer, &key),
-                (None, Some(scope)) => return Err(limits::refusal(scope)),
-                (None, None) => OrderId::from_bytes(random_bytes()?),
+            // (Over a limit, only keyed requests got this far.)
+            let order = match incoming.key()? {
+                Some(key) => order_id_for_key(&buyer, &key),
+                None => OrderId::from_bytes(random_bytes()?),
             };
             let op = OrderOp::Create {
                 fingerprint: incoming.fingerprint(&(&body, &buyer)),
