@@ -15,7 +15,7 @@ use crate::domain::live::{
 };
 use crate::domain::stock::StockError;
 use serde::{Deserialize, Serialize};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use worker::{
     console_error, durable_object, Date, DurableObject, Env, Request, Response, Result,
     SqlStorageValue, State, WebSocket, WebSocketIncomingMessage, WebSocketPair,
@@ -66,6 +66,8 @@ pub struct FeedObject {
     state: State,
     env: Env,
     feed: RefCell<Option<(FeedName, FeedState)>>,
+    /// Whether the `feed` table is known to exist (made on the first save).
+    table: Cell<bool>,
 }
 
 #[derive(Deserialize)]
@@ -89,6 +91,7 @@ impl DurableObject for FeedObject {
             state,
             env,
             feed: RefCell::new(None),
+            table: Cell::new(false),
         }
     }
 
@@ -216,6 +219,7 @@ impl FeedObject {
         if exists.first().is_none_or(|c| c.n <= 0) {
             return Ok(None);
         }
+        self.table.set(true);
         let rows: Vec<Row> = sql
             .exec("SELECT name, body FROM feed WHERE id = 1", None)?
             .to_array()?;
@@ -232,10 +236,14 @@ impl FeedObject {
 
     fn save(&self, feed: &FeedName, state: &FeedState) -> Result<()> {
         let sql = self.state.storage().sql();
-        sql.exec(
-            "CREATE TABLE IF NOT EXISTS feed (id INTEGER PRIMARY KEY CHECK (id = 1), name TEXT NOT NULL, body TEXT NOT NULL);",
-            None,
-        )?;
+        // Once per instance, not on every publish.
+        if !self.table.get() {
+            sql.exec(
+                "CREATE TABLE IF NOT EXISTS feed (id INTEGER PRIMARY KEY CHECK (id = 1), name TEXT NOT NULL, body TEXT NOT NULL);",
+                None,
+            )?;
+            self.table.set(true);
+        }
         sql.exec(
             "INSERT OR REPLACE INTO feed (id, name, body) VALUES (1, ?, ?)",
             vec![
