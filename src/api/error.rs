@@ -362,6 +362,12 @@ fn stock_parts(e: &StockError) -> (u16, &'static str, &'static str, String, Map<
             "Idempotency-Key reused",
             "this Idempotency-Key was used for a different request".to_owned(),
         ),
+        StockError::Quarantined => (
+            503,
+            "sku-quarantined",
+            "SKU refusing changes",
+            "this SKU's stored counts do not add up, so it refuses changes rather than oversell; an operator has been alerted (see GET /api/skus/{sku}/audit)".to_owned(),
+        ),
         StockError::HoldIdTaken => (
             503,
             "retry",

@@ -58,12 +58,15 @@ pub enum Event {
         skus: Vec<Event>,
         orders: Vec<Event>,
     },
-    /// A SKU crossed into low stock or sold out.
+    /// A SKU crossed into low stock or sold out, or needs an operator
+    /// (`detail` says why).
     Alert {
         v: u32,
         sku: SkuId,
         kind: AlertKind,
         available: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
     },
     /// Why a feed refused what a viewer sent (before closing, for caps).
     Error {
@@ -78,6 +81,11 @@ pub enum Event {
 pub enum AlertKind {
     LowStock,
     SoldOut,
+    /// The SKU's counts do not add up; it refuses changes.
+    Quarantined,
+    /// An order gave up on this SKU after its retries and gave back what it
+    /// had taken.
+    OrderCompensated,
 }
 
 impl Event {
@@ -92,6 +100,17 @@ impl Event {
             low_stock: record.is_low(),
             version: record.version,
             at_ms: record.updated_at_ms,
+        }
+    }
+
+    /// The SKU refuses changes: its counts broke (`why`).
+    pub fn quarantined(record: &SkuRecord, why: &[String]) -> Event {
+        Event::Alert {
+            v: EVENT_VERSION,
+            sku: record.sku.clone(),
+            kind: AlertKind::Quarantined,
+            available: record.available(),
+            detail: Some(why.join("; ")),
         }
     }
 

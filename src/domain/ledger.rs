@@ -62,6 +62,10 @@ pub struct EntryDraft {
 }
 
 impl EntryDraft {
+    pub fn movement(&self) -> Movement {
+        self.movement
+    }
+
     pub fn hold(mut self, hold: &Hold) -> Self {
         self.hold = Some(hold.id.clone());
         self.buyer = Some(hold.buyer.clone());

@@ -111,6 +111,11 @@ impl FeedState {
     /// state older than the one held: pushes can arrive out of order).
     pub fn publish(&mut self, event: Event) -> Vec<String> {
         let mut out = Vec::new();
+        if matches!(event, Event::Alert { .. }) {
+            // Passed on as it happens; a snapshot holds states, not alerts.
+            out.push(to_json(&event));
+            return out;
+        }
         match stock_version(&event) {
             Some((sku, version, low, available)) => {
                 let before = self
@@ -136,6 +141,7 @@ impl FeedState {
                         sku: sku.clone(),
                         kind,
                         available,
+                        detail: None,
                     }));
                 }
                 self.stock.insert(sku, event);

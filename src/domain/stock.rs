@@ -115,8 +115,25 @@ pub struct SkuRecord {
 }
 
 impl SkuRecord {
+    fn empty(sku: SkuId, now: u64) -> SkuRecord {
+        SkuRecord {
+            sku,
+            on_hand: 0,
+            reserved: 0,
+            sold: 0,
+            version: 0,
+            settings: Settings::default(),
+            created_at_ms: now,
+            updated_at_ms: now,
+        }
+    }
+
+    /// Never wraps: counts that do not add up make it 0 (and the SKU
+    /// quarantined), never a huge number to sell from.
     pub fn available(&self) -> u64 {
-        self.on_hand - self.reserved - self.sold
+        self.on_hand
+            .saturating_sub(self.reserved)
+            .saturating_sub(self.sold)
     }
 
     pub fn is_low(&self) -> bool {
@@ -369,6 +386,11 @@ pub enum StockError {
     /// The shell drew a hold id that exists already (2^-128 odds); retrying
     /// draws another.
     HoldIdTaken,
+    /// The SKU's counts do not add up (found on load, or a step's
+    /// arithmetic would have gone out of range): it refuses every change
+    /// rather than sell from numbers it cannot trust. Never remembered as
+    /// a replay, so a retry after the repair runs.
+    Quarantined,
 }
 
 pub type Reply = Result<Outcome, StockError>;
@@ -442,6 +464,12 @@ pub struct Stock {
     bought: HashMap<BuyerId, u64>,
     replays: HashMap<ReplayKey, Replay>,
     next_seq: u64,
+    /// The sum of live holds, kept as they come and go, so the invariants
+    /// are checked after every step in O(1).
+    live_units: u64,
+    /// Why the SKU refuses changes (see [`StockError::Quarantined`]); empty
+    /// while its counts add up.
+    broken: Vec<String>,
     /// The latest instant seen; time never runs backwards inside a loaded
     /// object. A reload restarts it from the last recorded change (keeping it
     /// across reloads would cost a write on every read).
@@ -468,6 +496,8 @@ impl Stock {
             bought: HashMap::new(),
             replays: HashMap::new(),
             next_seq,
+            live_units: 0,
+            broken: Vec::new(),
             clock_ms,
             changes: Changes::default(),
         };
@@ -477,7 +507,14 @@ impl Stock {
             }
             stock.holds.insert(hold.id.clone(), hold);
         }
+        // What storage says is checked before anything is decided from it.
+        stock.broken = stock.count_violations();
         stock
+    }
+
+    /// Why this SKU refuses changes; empty when its counts add up.
+    pub fn quarantine(&self) -> &[String] {
+        &self.broken
     }
 
     pub fn sku(&self) -> &SkuId {
@@ -589,11 +626,21 @@ impl Stock {
     /// Applies `requests` in order at `now_ms`, after returning every hold
     /// due by then. Each request is atomic: a refused one changes nothing,
     /// and does not stop the ones after it.
+    ///
+    /// A quarantined SKU refuses every request and changes nothing. The
+    /// counts are checked after the step (in O(1)); a step that breaks them
+    /// quarantines the SKU, and the shell must then drop this image
+    /// without saving (see [`super::store::run`]).
     pub fn step(&mut self, now_ms: u64, requests: &[Request]) -> Vec<Reply> {
+        if !self.broken.is_empty() {
+            return requests.iter().map(|_| Err(StockError::Quarantined)).collect();
+        }
         self.clock_ms = self.clock_ms.max(now_ms);
         let now = self.clock_ms;
         self.expire_due(now);
-        requests.iter().map(|r| self.apply(now, r)).collect()
+        let replies = requests.iter().map(|r| self.apply(now, r)).collect();
+        self.broken.extend(self.count_violations());
+        replies
     }
 
     fn apply(&mut self, now: u64, request: &Request) -> Reply {
@@ -651,6 +698,7 @@ impl Stock {
                 let entry = Movement::Restock.entry(qty, actor).reason(reason);
                 let sku = self.change(now, entry.reference(reference.clone()), |r| {
                     r.on_hand = on_hand;
+                    Some(())
                 });
                 Ok(Outcome::Restocked { sku })
             }
@@ -681,7 +729,10 @@ impl Stock {
                     .entry(delta.get(), actor)
                     .reason(Some(reason))
                     .reference(reference.clone());
-                let sku = self.change(now, entry, |r| r.on_hand = on_hand as u64);
+                let sku = self.change(now, entry, |r| {
+                    r.on_hand = on_hand as u64;
+                    Some(())
+                });
                 Ok(Outcome::Adjusted { sku })
             }
             Command::Reserve { hold, buyer, qty } => {
@@ -743,16 +794,10 @@ impl Stock {
 
     fn setup(&mut self, now: u64, actor: &Actor, spec: &SetupSpec) -> Reply {
         let created = self.record.is_none();
-        let current = self.record.clone().unwrap_or_else(|| SkuRecord {
-            sku: self.sku.clone(),
-            on_hand: 0,
-            reserved: 0,
-            sold: 0,
-            version: 0,
-            settings: Settings::default(),
-            created_at_ms: now,
-            updated_at_ms: now,
-        });
+        let current = self
+            .record
+            .clone()
+            .unwrap_or_else(|| SkuRecord::empty(self.sku.clone(), now));
         let requested = spec.on_hand.get();
         if requested < current.reserved + current.sold {
             return Err(StockError::OnHandBelowCommitted {
@@ -784,6 +829,7 @@ impl Stock {
         let sku = self.change(now, entry, |r| {
             r.on_hand = requested;
             r.settings = settings;
+            Some(())
         });
         Ok(Outcome::SkuSet { sku, created })
     }
@@ -857,10 +903,11 @@ impl Stock {
         let entry = movement.entry(qty.get() as i64, actor).hold(&hold);
         let sku = self.change(now, entry, |r| {
             if sale {
-                r.sold += qty.get();
+                r.sold = r.sold.checked_add(qty.get())?;
             } else {
-                r.reserved += qty.get();
+                r.reserved = r.reserved.checked_add(qty.get())?;
             }
+            Some(())
         });
         Ok(if sale {
             Outcome::Sold { hold, sku }
@@ -911,7 +958,7 @@ impl Stock {
         };
         let bought = self.bought.entry(hold.buyer.clone()).or_insert(0);
         match to {
-            HoldStatus::Committed => *bought += qty,
+            HoldStatus::Committed => *bought = bought.saturating_add(qty),
             HoldStatus::Returned => *bought = bought.saturating_sub(qty),
             _ => {}
         }
@@ -921,13 +968,16 @@ impl Stock {
         let entry = Movement::for_resolution(to)
             .entry(qty as i64, actor)
             .hold(&hold);
-        let sku = self.change(now, entry, |r| match to {
-            HoldStatus::Committed => {
-                r.reserved -= qty;
-                r.sold += qty;
+        let sku = self.change(now, entry, |r| {
+            match to {
+                HoldStatus::Committed => {
+                    r.reserved = r.reserved.checked_sub(qty)?;
+                    r.sold = r.sold.checked_add(qty)?;
+                }
+                HoldStatus::Returned => r.sold = r.sold.checked_sub(qty)?,
+                _ => r.reserved = r.reserved.checked_sub(qty)?,
             }
-            HoldStatus::Returned => r.sold -= qty,
-            _ => r.reserved -= qty,
+            Some(())
         });
         Ok(outcome(hold, sku, false))
     }
@@ -945,7 +995,10 @@ impl Stock {
                 .entry(qty as i64, &Actor::System)
                 .hold(&hold)
                 .reason(Some("hold expired".to_owned()));
-            self.change(now, entry, |r| r.reserved -= qty);
+            self.change(now, entry, |r| {
+                r.reserved = r.reserved.checked_sub(qty)?;
+                Some(())
+            });
         }
     }
 
@@ -953,8 +1006,9 @@ impl Stock {
     fn finish(&mut self, now: u64, mut hold: Hold, to: HoldStatus) -> Hold {
         debug_assert_eq!(hold.status, HoldStatus::Held);
         self.expiry.remove(&(hold.expires_at_ms, hold.id.clone()));
+        self.live_units = self.live_units.saturating_sub(hold.qty.get());
         if let Some(held) = self.held_by_buyer.get_mut(&hold.buyer) {
-            *held -= hold.qty.get();
+            *held = held.saturating_sub(hold.qty.get());
             if *held == 0 {
                 self.held_by_buyer.remove(&hold.buyer);
             }
@@ -968,19 +1022,38 @@ impl Stock {
 
     fn track_live(&mut self, hold: &Hold) {
         self.expiry.insert((hold.expires_at_ms, hold.id.clone()));
-        *self.held_by_buyer.entry(hold.buyer.clone()).or_insert(0) += hold.qty.get();
+        let held = self.held_by_buyer.entry(hold.buyer.clone()).or_insert(0);
+        *held = held.saturating_add(hold.qty.get());
+        self.live_units = self.live_units.saturating_add(hold.qty.get());
     }
 
     /// Applies `edit` to the record, bumps the version, and writes the ledger
     /// entry with the resulting state. The one place a record changes.
+    ///
+    /// `edit` uses checked arithmetic and answers None when a count would
+    /// leave its range: then nothing changes and the SKU is quarantined
+    /// (the step's other changes are never saved; see [`Stock::step`]).
     fn change(
         &mut self,
         now: u64,
         entry: super::ledger::EntryDraft,
-        edit: impl FnOnce(&mut SkuRecord),
+        edit: impl FnOnce(&mut SkuRecord) -> Option<()>,
     ) -> SkuRecord {
-        let record = self.record.as_mut().expect("change needs a record");
-        edit(record);
+        let Some(current) = self.record.as_mut() else {
+            self.broken.push("a change with no SKU record".into());
+            return SkuRecord::empty(self.sku.clone(), now);
+        };
+        let mut edited = current.clone();
+        if edit(&mut edited).is_none() {
+            self.broken.push(format!(
+                "a {:?} would take a count out of range at version {}",
+                entry.movement(),
+                current.version
+            ));
+            return current.clone();
+        }
+        *current = edited;
+        let record = current;
         record.version += 1;
         record.updated_at_ms = now;
         let snapshot = record.clone();
@@ -992,30 +1065,43 @@ impl Stock {
         snapshot
     }
 
-    /// The invariants, as a list of what is wrong (empty when all hold).
-    pub fn check_invariants(&self) -> Vec<String> {
+    /// The count invariants, in O(1): what every step is checked against.
+    fn count_violations(&self) -> Vec<String> {
         let mut wrong = Vec::new();
+        if let Some(r) = &self.record {
+            match r.reserved.checked_add(r.sold) {
+                Some(committed) if committed <= r.on_hand => {}
+                _ => wrong.push(format!(
+                    "reserved {} + sold {} exceed on_hand {}",
+                    r.reserved, r.sold, r.on_hand
+                )),
+            }
+            if r.reserved != self.live_units {
+                wrong.push(format!(
+                    "reserved {} but live holds sum {}",
+                    r.reserved, self.live_units
+                ));
+            }
+            if r.on_hand > Units::MAX {
+                wrong.push(format!("on_hand {} over the maximum", r.on_hand));
+            }
+        } else if self.live_units > 0 {
+            wrong.push("holds exist on a SKU never set up".into());
+        }
+        wrong
+    }
+
+    /// Every invariant, as a list of what is wrong (empty when all hold):
+    /// the counts, and the indexes against the holds (O(holds); on load
+    /// and in the simulations).
+    pub fn check_invariants(&self) -> Vec<String> {
+        let mut wrong = self.count_violations();
         let live: u64 = self.live_holds().map(|h| h.qty.get()).sum();
-        match &self.record {
-            None => {
-                if !self.expiry.is_empty() {
-                    wrong.push("holds exist on a SKU never set up".into());
-                }
-            }
-            Some(r) => {
-                if r.reserved + r.sold > r.on_hand {
-                    wrong.push(format!(
-                        "reserved {} + sold {} exceed on_hand {}",
-                        r.reserved, r.sold, r.on_hand
-                    ));
-                }
-                if r.reserved != live {
-                    wrong.push(format!("reserved {} but live holds sum {live}", r.reserved));
-                }
-                if r.on_hand > Units::MAX {
-                    wrong.push(format!("on_hand {} over the maximum", r.on_hand));
-                }
-            }
+        if live != self.live_units {
+            wrong.push(format!(
+                "live holds sum {live} but {} counted",
+                self.live_units
+            ));
         }
         let live_count = self
             .holds

@@ -15,18 +15,39 @@ pub trait Store {
     fn save(&mut self, stock: &Stock, changes: &Changes) -> Result<(), Self::Error>;
 }
 
+/// Why a step was not saved.
+#[derive(Debug)]
+pub enum RunError<E> {
+    /// The store failed (nothing of the step was written: saves are atomic).
+    Store(E),
+    /// The step broke the SKU's count invariants: nothing was written, and
+    /// the reasons are for the operator's alert.
+    Broken(Vec<String>),
+}
+
+impl<E> From<E> for RunError<E> {
+    fn from(e: E) -> Self {
+        RunError::Store(e)
+    }
+}
+
 /// Applies `requests` at `now_ms` and persists the result before returning
-/// the replies: nothing is acknowledged that is not saved. On error the
-/// in-memory `stock` is ahead of storage and must be dropped and reloaded.
+/// the replies: nothing is acknowledged that is not saved, and nothing is
+/// saved from a step that broke the invariants. On error the in-memory
+/// `stock` is ahead of storage and must be dropped and reloaded.
 pub fn run<S: Store>(
     store: &mut S,
     stock: &mut Stock,
     now_ms: u64,
     requests: &[Request],
-) -> Result<Vec<Reply>, S::Error> {
+) -> Result<Vec<Reply>, RunError<S::Error>> {
+    let quarantined = !stock.quarantine().is_empty();
     prefetch(store, stock, requests)?;
     let replies = stock.step(now_ms, requests);
     let changes = stock.take_changes();
+    if !quarantined && !stock.quarantine().is_empty() {
+        return Err(RunError::Broken(stock.quarantine().to_vec()));
+    }
     if !changes.is_empty() {
         store.save(stock, &changes)?;
     }

@@ -923,3 +923,64 @@ fn check_cases(cases: Vec<Case>) {
         assert_eq!(counts(&stock), expected, "{name}");
     }
 }
+
+/// A SKU whose stored counts say `reserved` while its live holds say
+/// otherwise, as a half-written save or a bug would leave it.
+fn loaded_with(reserved: u64, sold: u64, on_hand: u64, live: &[(u8, u64)]) -> Stock {
+    let (mut stock, _) = run(vec![(0, req(setup(on_hand)))]);
+    let mut record = stock.record().unwrap().clone();
+    for (n, qty) in live {
+        stock.step(T0, &[req(reserve(*n, "ann", *qty))]);
+    }
+    let holds: Vec<_> = stock.live_holds().cloned().collect();
+    record.reserved = reserved;
+    record.sold = sold;
+    record.on_hand = on_hand;
+    Stock::load(sku(), Some(record), holds, 10)
+}
+
+#[test]
+fn counts_that_do_not_add_up_on_load_quarantine_the_sku() {
+    // reserved says 0, but a live hold of 3 exists: releasing it would
+    // take reserved below zero (in release builds, wrap to 2^64 − 3 and
+    // make `available` 0 or huge).
+    let mut stock = loaded_with(0, 0, 10, &[(1, 3)]);
+    assert!(!stock.quarantine().is_empty());
+    let before = stock.record().cloned();
+    let replies = stock.step(T0 + 1, &[req(release(1)), req(reserve(2, "bob", 1))]);
+    assert_eq!(
+        replies,
+        vec![Err(StockError::Quarantined), Err(StockError::Quarantined)]
+    );
+    assert_eq!(stock.record().cloned(), before);
+    assert!(stock.take_changes().is_empty());
+    // sold over on_hand is caught the same way; available never wraps.
+    let stock = loaded_with(0, 12, 10, &[]);
+    assert!(stock.quarantine()[0].contains("exceed on_hand"));
+    assert_eq!(stock.record().unwrap().available(), 0);
+    // Keyed refusals are not remembered: a retry after the repair runs.
+    let mut stock = loaded_with(0, 0, 10, &[(1, 3)]);
+    stock.step(T0 + 1, &[keyed("k1", "f", reserve(2, "bob", 1))]);
+    assert!(stock.take_changes().replays.is_empty());
+}
+
+#[test]
+fn a_step_that_breaks_the_counts_quarantines_the_sku() {
+    let (mut stock, _) = run(vec![(0, req(setup(10)))]);
+    stock.step(T0, &[req(reserve(1, "ann", 2))]);
+    stock.take_changes();
+    assert!(stock.quarantine().is_empty());
+    // A live hold the record never counted (a half-save's leftover row)
+    // turns up: the next step finds the counts broken, and the shell,
+    // seeing it, saves nothing of that step.
+    let mut stray = stock.live_holds().next().unwrap().clone();
+    stray.id = hold_id(9);
+    stock.provide_hold(stray);
+    let replies = stock.step(T0 + 1, &[req(release(1))]);
+    assert!(replies[0].is_ok());
+    assert!(stock.quarantine()[0].contains("live holds sum 2"), "{:?}", stock.quarantine());
+    assert_eq!(
+        stock.step(T0 + 2, &[req(release(9))]),
+        vec![Err(StockError::Quarantined)]
+    );
+}

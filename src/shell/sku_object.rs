@@ -21,8 +21,7 @@ use crate::domain::live::FeedName;
 use crate::domain::stock::Stock;
 use crate::domain::stock::{Actor, Hold, Reply};
 use crate::domain::stock::{Request as StockRequest, StockError};
-use crate::domain::store;
-use crate::domain::store::Store;
+use crate::domain::store::{self, RunError, Store};
 use crate::domain::types::{ReservationId, SkuId};
 use serde::{Deserialize, Serialize};
 use std::cell::{Cell, RefCell};
@@ -121,12 +120,22 @@ pub struct SkuObject {
 struct Pusher {
     feeds: RefCell<Option<Vec<FeedName>>>,
     latest: RefCell<Option<Event>>,
+    /// Alerts not yet told to the feeds.
+    alerts: RefCell<Vec<Event>>,
     scheduled: Cell<bool>,
     last_push_ms: Cell<u64>,
     interval_ms: u64,
 }
 
 impl Pusher {
+    /// An alert goes out now, to the log and to every feed, besides any
+    /// state waiting to be pushed.
+    fn alert(&self, event: Event) {
+        events::emit(&event);
+        // Told to the feeds by the next flush, after the latest state.
+        self.alerts.borrow_mut().push(event);
+    }
+
     fn note(&self, event: Event) {
         events::emit(&event);
         *self.latest.borrow_mut() = Some(event);
@@ -136,9 +145,11 @@ impl Pusher {
         let no_feeds = self.feeds.borrow().as_ref().is_none_or(Vec::is_empty);
         if no_feeds {
             self.latest.borrow_mut().take();
+            self.alerts.borrow_mut().clear();
             return;
         }
-        if self.scheduled.get() || self.latest.borrow().is_none() {
+        let nothing = self.latest.borrow().is_none() && self.alerts.borrow().is_empty();
+        if self.scheduled.get() || nothing {
             return;
         }
         self.scheduled.set(true);
@@ -155,13 +166,20 @@ impl Pusher {
 
     async fn flush(self: Rc<Self>, env: &Env) {
         self.scheduled.set(false);
-        let Some(event) = self.latest.borrow_mut().take() else {
+        let latest = self.latest.borrow_mut().take();
+        let events: Vec<Event> = latest
+            .into_iter()
+            .chain(self.alerts.borrow_mut().drain(..))
+            .collect();
+        if events.is_empty() {
             return;
-        };
+        }
         self.last_push_ms.set(now_ms());
         let feeds = self.feeds.borrow().clone().unwrap_or_default();
-        for feed in &feeds {
-            FeedClient::publish(env, feed, &event).await;
+        for event in &events {
+            for feed in &feeds {
+                FeedClient::publish(env, feed, event).await;
+            }
         }
         // Changes that came in while pushing go out on the next turn.
         self.kick(env);
@@ -187,6 +205,7 @@ impl DurableObject for SkuObject {
             pusher: Rc::new(Pusher {
                 feeds: RefCell::new(None),
                 latest: RefCell::new(None),
+                alerts: RefCell::new(Vec::new()),
                 scheduled: Cell::new(false),
                 last_push_ms: Cell::new(0),
                 interval_ms: 1000 / per_second,
@@ -213,7 +232,9 @@ impl DurableObject for SkuObject {
         if let Err(e) = self.with_stock(None, |store, stock| {
             run(store, stock, &[], &pusher).map(|_| ())
         }) {
-            console_error!("sku object: alarm failed: {}", e.0);
+            if let Failure::Store(e) = e {
+                console_error!("sku object: alarm failed: {}", e.0);
+            }
         }
         self.pusher.kick(&self.env);
         self.sync_alarm().await;
@@ -225,15 +246,51 @@ fn now_ms() -> u64 {
     Date::now().as_millis()
 }
 
+/// Why a call on the stock failed.
+enum Failure {
+    /// Storage failed; nothing of the step was written.
+    Store(StoreError),
+    /// The step would have broken the counts; nothing was written, and the
+    /// operator was alerted.
+    Quarantined,
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        Failure::Store(e)
+    }
+}
+
+impl Failure {
+    fn reply(self, sku: &SkuId) -> HttpReply {
+        match self {
+            Failure::Store(e) => {
+                console_error!("sku object {sku}: {}", e.0);
+                ApiError::Internal.to_reply()
+            }
+            Failure::Quarantined => ApiError::Stock(StockError::Quarantined).to_reply(),
+        }
+    }
+}
+
 /// Runs a step now and hands a changed SKU's state to the pusher.
 fn run(
     store: &mut SqlStore,
     stock: &mut Stock,
     requests: &[StockRequest],
     pusher: &Pusher,
-) -> std::result::Result<Vec<Reply>, StoreError> {
+) -> std::result::Result<Vec<Reply>, Failure> {
     let version = stock.record().map(|r| r.version);
-    let replies = store::run(store, stock, now_ms(), requests)?;
+    let replies = match store::run(store, stock, now_ms(), requests) {
+        Ok(replies) => replies,
+        Err(RunError::Store(e)) => return Err(Failure::Store(e)),
+        Err(RunError::Broken(why)) => {
+            if let Some(record) = stock.record() {
+                pusher.alert(Event::quarantined(record, &why));
+            }
+            return Err(Failure::Quarantined);
+        }
+    };
     if let Some(record) = stock.record().filter(|r| Some(r.version) != version) {
         pusher.note(Event::stock(record));
     }
@@ -258,7 +315,8 @@ impl SkuObject {
                 SkuOp::Step { .. } => reply_to_http(&replies[0]),
                 SkuOp::Apply { .. } => HttpReply::json(
                     200,
-                    serde_json::to_value(&replies[0]).map_err(|e| StoreError(e.to_string()))?,
+                    serde_json::to_value(&replies[0])
+                        .map_err(|e| Failure::Store(StoreError(e.to_string())))?,
                 ),
                 SkuOp::Replay { refusal, .. } => ApiError::from(refusal).to_reply(),
                 SkuOp::Subscribe { feed, even_unknown } => {
@@ -312,10 +370,7 @@ impl SkuObject {
                 },
             })
         });
-        result.unwrap_or_else(|e| {
-            console_error!("sku object {sku}: {}", e.0);
-            ApiError::Internal.to_reply()
-        })
+        result.unwrap_or_else(|e| e.reply(&sku))
     }
 
     /// The stored answer to `request`'s key, or the edge's refusal:
@@ -327,7 +382,7 @@ impl SkuObject {
             };
             match stock.replay(&key).cloned() {
                 Some(replay) => Ok(Some(replay)),
-                None => store.load_replay(&key),
+                None => Ok(store.load_replay(&key)?),
             }
         });
         match found {
@@ -336,10 +391,7 @@ impl SkuObject {
             }
             Ok(Some(_)) => ApiError::IdempotencyKeyReused.to_reply(),
             Ok(None) => ApiError::from(refusal).to_reply(),
-            Err(e) => {
-                console_error!("sku object {sku}: {}", e.0);
-                ApiError::Internal.to_reply()
-            }
+            Err(e) => e.reply(sku),
         }
     }
 
@@ -349,8 +401,8 @@ impl SkuObject {
     fn with_stock<T>(
         &self,
         sku: Option<&SkuId>,
-        f: impl FnOnce(&mut SqlStore, &mut Stock) -> std::result::Result<T, StoreError>,
-    ) -> std::result::Result<T, StoreError> {
+        f: impl FnOnce(&mut SqlStore, &mut Stock) -> std::result::Result<T, Failure>,
+    ) -> std::result::Result<T, Failure> {
         let mut store_slot = self.store.borrow_mut();
         if store_slot.is_none() {
             *store_slot = Some(SqlStore::open(
@@ -365,9 +417,17 @@ impl SkuObject {
         let mut stock_slot = self.stock.borrow_mut();
         if stock_slot.is_none() {
             *stock_slot = store.load(sku)?;
+            // Counts that did not add up in storage: the SKU refuses
+            // changes from now on, and says so once per load.
+            if let Some(stock) = stock_slot.as_ref() {
+                if let (Some(record), [_, ..]) = (stock.record(), stock.quarantine()) {
+                    self.pusher
+                        .alert(Event::quarantined(record, stock.quarantine()));
+                }
+            }
         }
         let Some(stock) = stock_slot.as_mut() else {
-            return Err(StoreError("nothing stored and no SKU named".into()));
+            return Err(StoreError("nothing stored and no SKU named".into()).into());
         };
         let result = f(store, stock);
         if result.is_err() {

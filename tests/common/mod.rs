@@ -26,6 +26,30 @@ pub struct MemoryStore {
     pub bought: HashMap<BuyerId, u64>,
     pub ledger: Vec<LedgerEntry>,
     pub replays: HashMap<ReplayKey, Replay>,
+    /// Saves that fail on purpose; None never fails.
+    pub faults: Option<Faults>,
+    /// How many saves failed.
+    pub failed: u64,
+}
+
+/// Seeded save failures: a save fails `percent` of the time, after a
+/// random number of its statements. `atomic` is the real store's contract
+/// (a transaction: a failed save leaves nothing); without it the
+/// statements before the failure stay written, as separate statements
+/// did before the transaction.
+pub struct Faults {
+    pub rng: Rng,
+    pub percent: u64,
+    pub atomic: bool,
+}
+
+/// One row write of a save, in the order the SQL store issues them.
+enum Write {
+    Record(Option<SkuRecord>),
+    Hold(Hold),
+    Bought(BuyerId, u64),
+    Ledger(LedgerEntry),
+    Replay(ReplayKey, Replay),
 }
 
 impl Store for MemoryStore {
@@ -40,22 +64,51 @@ impl Store for MemoryStore {
         Ok(self.bought.get(buyer).copied().unwrap_or(0))
     }
     fn save(&mut self, stock: &Stock, changes: &Changes) -> Result<(), ()> {
+        let mut writes = Vec::new();
         if changes.record {
-            self.record = stock.record().map(wire);
+            writes.push(Write::Record(stock.record().map(wire)));
         }
         for id in &changes.holds {
-            self.holds
-                .insert(id.clone(), stock.hold(id).unwrap().clone());
+            writes.push(Write::Hold(wire(stock.hold(id).unwrap())));
         }
         for b in &changes.bought {
-            self.bought.insert(b.clone(), stock.bought(b));
+            writes.push(Write::Bought(b.clone(), stock.bought(b)));
         }
-        self.ledger.extend(changes.ledger.iter().cloned());
+        for entry in &changes.ledger {
+            writes.push(Write::Ledger(wire(entry)));
+        }
         for k in &changes.replays {
-            self.replays
-                .insert(k.clone(), stock.replay(k).unwrap().clone());
+            writes.push(Write::Replay(k.clone(), wire(stock.replay(k).unwrap())));
         }
-        Ok(())
+        // Where this save fails, if it does: after `cut` statements.
+        let cut = self.faults.as_mut().and_then(|f| {
+            let fails = f.rng.chance(f.percent);
+            let cut = f.rng.below(writes.len() as u64 + 1) as usize;
+            fails.then_some(if f.atomic { 0 } else { cut })
+        });
+        let keep = cut.unwrap_or(writes.len());
+        for write in writes.into_iter().take(keep) {
+            match write {
+                Write::Record(r) => self.record = r,
+                Write::Hold(h) => {
+                    self.holds.insert(h.id.clone(), h);
+                }
+                Write::Bought(b, n) => {
+                    self.bought.insert(b, n);
+                }
+                Write::Ledger(e) => self.ledger.push(e),
+                Write::Replay(k, r) => {
+                    self.replays.insert(k, r);
+                }
+            }
+        }
+        match cut {
+            Some(_) => {
+                self.failed += 1;
+                Err(())
+            }
+            None => Ok(()),
+        }
     }
 }
 
