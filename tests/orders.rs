@@ -8,10 +8,10 @@
 
 mod common;
 
-use common::{Rng, World};
+use common::{Cut, Rng, World};
 use edgestock::domain::order::{
-    line_hold_id, Begin, Change, Channel, Intent, LineFailure, LineState, Order, OrderError,
-    OrderStatus, Shipment,
+    line_hold_id, Begin, Change, Channel, Intent, Interruption, LineFailure, LineState, Order,
+    OrderError, OrderStatus, Shipment, GIVE_UP_AFTER,
 };
 use edgestock::domain::risk::{Action, Decision, Fired, Verdict};
 use edgestock::domain::stock::{
@@ -484,7 +484,7 @@ fn a_transition_interrupted_anywhere_finishes_when_run_again() {
         // Line c is refused, so placing must give back a and b.
         let mut order = new_order(1, "fan", &[("a", 2), ("b", 3), ("c", 5)]);
         let saved = order.clone();
-        assert!(!world.drive(&mut order, T0, Some(crash_after)));
+        assert!(!world.drive(&mut order, T0, Some(Cut::Before(crash_after))));
         // The crash loses the in-memory order; the saved one is run again.
         let mut order = saved;
         assert!(world.drive(&mut order, T0 + 1, None));
@@ -504,7 +504,78 @@ fn a_transition_interrupted_anywhere_finishes_when_run_again() {
     }
 }
 
+#[test]
+fn a_placing_that_cannot_finish_gives_up_and_gives_back_what_it_took() {
+    let mut world = World::default();
+    two_skus(&mut world, DeductionMode::Hold, DeductionMode::AtOrder);
+    setup(&mut world, "c", 5, DeductionMode::Hold, 60);
+    world.down.insert(sku("c"));
+    let mut order = new_order(1, "fan", &[("a", 2), ("b", 3), ("c", 1)]);
+    let mut waits = Vec::new();
+    let note = loop {
+        assert!(!world.drive(&mut order, T0, None));
+        assert_eq!(world.unreachable, vec![2]);
+        match order.interrupted(&world.unreachable) {
+            Interruption::RetryIn(ms) => waits.push(ms),
+            Interruption::GaveUp { note } => break note,
+        }
+    };
+    // Backing off: 5 s doubling, capped at 5 min, then giving up.
+    assert_eq!(waits, vec![5_000, 10_000, 20_000, 40_000, 80_000, 160_000, 300_000]);
+    assert!(note.contains("c (hold"), "{note}");
+    assert!(matches!(order.pending, Some(Intent::Cancel { .. })));
+    // The cancel gives back a and b; c still does not answer, so the
+    // give-back stops waiting for it after as many tries.
+    let mut tries = 0;
+    while !world.drive(&mut order, T0 + 1, None) {
+        tries += 1;
+        assert!(tries <= GIVE_UP_AFTER, "stuck");
+        let _ = order.interrupted(&world.unreachable);
+    }
+    assert_eq!(order.status, OrderStatus::Cancelled);
+    for name in ["a", "b", "c"] {
+        let (_, reserved, sold, _) = world.counts(&sku(name));
+        assert_eq!((reserved, sold), (0, 0), "{name}");
+    }
+}
+
+#[test]
+fn a_stuck_placing_can_always_be_cancelled() {
+    let mut world = World::default();
+    two_skus(&mut world, DeductionMode::Hold, DeductionMode::AtOrder);
+    let mut order = new_order(1, "fan", &[("a", 2), ("b", 3)]);
+    // Both places land at their SKUs, and the answers are lost.
+    assert!(!world.drive(&mut order, T0, Some(Cut::AnswerLost(2))));
+    assert_eq!(order.status, OrderStatus::Placing);
+    assert_eq!(world.counts(&sku("a")).1, 2);
+    assert_eq!(world.counts(&sku("b")).2, 3);
+    // A cancel gets in while the placing is pending, and finds and gives
+    // back both (the sold one with a return).
+    assert_eq!(
+        order.begin(Intent::Cancel { reason: None }, T0 + 1),
+        Ok(Begin::Started)
+    );
+    assert!(world.drive(&mut order, T0 + 1, None));
+    assert_eq!(order.status, OrderStatus::Cancelled);
+    for name in ["a", "b"] {
+        let (_, reserved, sold, _) = world.counts(&sku(name));
+        assert_eq!((reserved, sold), (0, 0), "{name}");
+    }
+    // Anything else still waits its turn.
+    let mut other = new_order(2, "fan", &[("a", 1)]);
+    assert_eq!(other.begin(pay("p"), T0), Err(OrderError::Busy));
+}
+
 // ---- simulation ----
+
+/// After a cut-short run: the object reloads what it saved and runs the
+/// transition again (the alarm, or the client's retry).
+fn recover(world: &mut World, order: &mut Order, now: u64, forget: bool, at: &str) {
+    if forget {
+        world.forget_answers();
+    }
+    assert!(world.drive(order, now, None), "{at}");
+}
 
 /// What the SKUs must show, derived from the orders alone.
 fn expected_at_skus(orders: &[Order]) -> HashMap<SkuId, (u64, u64)> {
@@ -575,7 +646,15 @@ fn simulate(seed: u64, steps: usize) -> HashMap<&'static str, u64> {
                 *seen.entry("expired").or_default() += 1;
             }
         }
-        let crash = (rng.below(10) == 0).then(|| rng.below(4) as usize);
+        // A run cut short: a crash between any two SKU calls, or an answer
+        // lost after the SKU acted; sometimes the SKUs forget their answers
+        // before the re-run (their 24-hour retention passed).
+        let crash = match rng.below(20) {
+            0 | 1 => Some(Cut::Before(rng.below(4) as usize)),
+            2 | 3 => Some(Cut::AnswerLost(1 + rng.below(4) as usize)),
+            _ => None,
+        };
+        let forget = rng.chance(30);
         let pick = if orders.is_empty() {
             0
         } else {
@@ -614,10 +693,8 @@ fn simulate(seed: u64, steps: usize) -> HashMap<&'static str, u64> {
                     _ => None,
                 };
                 order.judge(decision(judged), review_hold(), now);
-                let saved = order.clone();
                 if !world.drive(&mut order, now, crash) {
-                    order = saved;
-                    assert!(world.drive(&mut order, now, None), "{at}");
+                    recover(&mut world, &mut order, now, forget, &at);
                     *seen.entry("crash").or_default() += 1;
                 }
                 *seen
@@ -664,10 +741,8 @@ fn simulate(seed: u64, steps: usize) -> HashMap<&'static str, u64> {
                 let before = order.status;
                 match order.begin(intent, now) {
                     Ok(Begin::Started) => {
-                        let saved = order.clone();
                         if !world.drive(order, now, crash) {
-                            *order = saved;
-                            assert!(world.drive(order, now, None), "{at}");
+                            recover(&mut world, order, now, forget, &at);
                             *seen.entry("crash").or_default() += 1;
                         }
                         let name = match order.status {

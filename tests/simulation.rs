@@ -27,7 +27,7 @@ struct Model {
     hold_ms: u64,
     max_per_hold: u64,
     mode: DeductionMode,
-    holds: HashMap<ReservationId, (BuyerId, u64, u64, HoldStatus)>,
+    holds: HashMap<ReservationId, (BuyerId, u64, u64, HoldStatus, Option<OrderId>)>,
     bought: HashMap<BuyerId, u64>,
     replays: HashMap<IdempotencyKey, (String, Result<(), String>)>,
     clock: u64,
@@ -141,7 +141,18 @@ impl Model {
             | Command::Sell {
                 hold, buyer, qty, ..
             } => {
-                if self.holds.contains_key(hold) {
+                if let Some(h) = self.holds.get(hold) {
+                    let order = match c {
+                        Command::Place { order, .. } | Command::Sell { order, .. } => Some(order),
+                        _ => None,
+                    };
+                    // An order's own line asked again: what it has is done.
+                    if order.is_some() && h.4.as_ref() == order && h.0 == *buyer && h.1 == qty.get() {
+                        return match h.3 {
+                            HoldStatus::Held | HoldStatus::Committed => Ok(()),
+                            _ => err("hold_resolved"),
+                        };
+                    }
                     return err("hold_id_taken");
                 }
                 if qty.get() > self.available() {
@@ -170,8 +181,12 @@ impl Model {
                 if sale {
                     *self.bought.entry(buyer.clone()).or_insert(0) += qty.get();
                 }
+                let order = match c {
+                    Command::Place { order, .. } | Command::Sell { order, .. } => Some(order.clone()),
+                    _ => None,
+                };
                 self.holds
-                    .insert(hold.clone(), (buyer.clone(), qty.get(), expires, status));
+                    .insert(hold.clone(), (buyer.clone(), qty.get(), expires, status, order));
             }
             Command::Commit { hold } | Command::Release { hold } | Command::Return { hold } => {
                 let (to, from) = match c {

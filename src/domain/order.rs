@@ -16,7 +16,8 @@ use super::risk::{Decision, Verdict};
 use super::stock::{Command, DeductionMode, HoldStatus, Outcome, Reply, StockError};
 pub use super::types::Channel;
 use super::types::{
-    digest16, BuyerId, HoldSeconds, IdempotencyKey, OrderId, Quantity, ReservationId, SkuId,
+    digest16, BuyerId, HoldSeconds, IdempotencyKey, OrderId, Quantity, ReplayKey, ReservationId,
+    SkuId,
 };
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -217,6 +218,38 @@ pub struct Order {
     /// and placing ends in `pending_review`.
     #[serde(default)]
     pub review_hold: Option<HoldSeconds>,
+    /// How many runs of the pending transition were cut short; it backs
+    /// off on each (see [`Order::interrupted`]).
+    #[serde(default)]
+    pub attempts: u32,
+    /// The keyed request that started the pending transition: whoever
+    /// settles it (that request, a retry, the alarm) writes its answer
+    /// under this key in the same atomic save, so a retry after a crash
+    /// gets the original answer.
+    #[serde(default)]
+    pub answer_to: Option<KeyedAsk>,
+}
+
+/// A keyed request waiting for its transition to settle.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyedAsk {
+    pub key: ReplayKey,
+    pub fingerprint: String,
+}
+
+/// After this many cut-short runs, a placing gives up (becomes a cancel that
+/// gives back what it took), and a give-back stops waiting for SKUs it
+/// cannot reach.
+pub const GIVE_UP_AFTER: u32 = 8;
+
+/// What to do after a run of the pending transition was cut short.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Interruption {
+    /// Run it again in this many ms (5 s, doubling, at most 5 min).
+    RetryIn(u64),
+    /// The order stopped waiting; `note` says what it gave up on, for the
+    /// operator's alert. Run the (new) pending transition now.
+    GaveUp { note: String },
 }
 
 /// One call an order needs made at a SKU.
@@ -315,6 +348,8 @@ impl Order {
             room: None,
             risk: None,
             review_hold: None,
+            attempts: 0,
+            answer_to: None,
         }
     }
 
@@ -352,10 +387,18 @@ impl Order {
     /// Starts a transition, or refuses it as illegal from the current status.
     pub fn begin(&mut self, intent: Intent, now: u64) -> Result<Begin, OrderError> {
         if let Some(pending) = &self.pending {
-            return if *pending == intent {
-                Ok(Begin::Started)
-            } else {
-                Err(OrderError::Busy)
+            return match (pending, &intent) {
+                (p, i) if p == i => Ok(Begin::Started),
+                // A placing that cannot finish can always be cancelled:
+                // what it took is given back, what it may have taken is
+                // released by id.
+                (Intent::Place, Intent::Cancel { .. }) => {
+                    self.attempts = 0;
+                    self.release_deferred();
+                    self.pending = Some(intent);
+                    Ok(Begin::Started)
+                }
+                _ => Err(OrderError::Busy),
             };
         }
         use OrderStatus::*;
@@ -388,14 +431,76 @@ impl Order {
             intent,
             Intent::Cancel { .. } | Intent::Expire | Intent::Reject { .. }
         ) {
-            for line in &mut self.lines {
-                if line.state == LineState::Deferred {
-                    line.state = LineState::Released;
-                }
-            }
+            self.release_deferred();
         }
         self.pending = Some(intent);
         Ok(Begin::Started)
+    }
+
+    fn release_deferred(&mut self) {
+        for line in &mut self.lines {
+            if line.state == LineState::Deferred {
+                line.state = LineState::Released;
+            }
+        }
+    }
+
+    /// A run of the pending transition was cut short (a SKU unreachable or
+    /// answering an error, an answer lost, a save failed); `unreachable`
+    /// names the lines whose calls failed. Backs off, and after
+    /// [`GIVE_UP_AFTER`] runs stops waiting: a placing becomes a cancel
+    /// (compensation: what was taken is given back), and a give-back
+    /// counts the unreachable lines as released (their holds expire at
+    /// the SKU by themselves; a sold unit there is for the operator, whom
+    /// the note is for). Never an order stuck forever.
+    pub fn interrupted(&mut self, unreachable: &[usize]) -> Interruption {
+        self.attempts = self.attempts.saturating_add(1);
+        if self.attempts < GIVE_UP_AFTER {
+            let after = 5_000u64.saturating_mul(1 << (self.attempts - 1).min(6));
+            return Interruption::RetryIn(after.min(300_000));
+        }
+        self.attempts = 0;
+        let skus = |lines: &[OrderLine]| {
+            unreachable
+                .iter()
+                .filter_map(|i| lines.get(*i))
+                .map(|l| format!("{} (hold {})", l.sku, l.hold))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match &self.pending {
+            Some(Intent::Place) => {
+                let note = format!(
+                    "gave up placing after {GIVE_UP_AFTER} attempts: {} did not answer",
+                    skus(&self.lines)
+                );
+                self.release_deferred();
+                self.pending = Some(Intent::Cancel {
+                    reason: Some(note.clone()),
+                });
+                Interruption::GaveUp { note }
+            }
+            Some(Intent::Cancel { .. } | Intent::Expire | Intent::Reject { .. }) => {
+                let note = format!(
+                    "stopped waiting after {GIVE_UP_AFTER} attempts to give back at {}",
+                    skus(&self.lines)
+                );
+                for i in unreachable {
+                    if let Some(line) = self.lines.get_mut(*i) {
+                        line.state = LineState::Released;
+                    }
+                }
+                Interruption::GaveUp { note }
+            }
+            // Paying and refunding keep trying: the buyer's money is
+            // involved, and the operator is told.
+            _ => Interruption::GaveUp {
+                note: format!(
+                    "still trying after {GIVE_UP_AFTER} attempts at {}",
+                    skus(&self.lines)
+                ),
+            },
+        }
     }
 
     /// Ship or deliver: transitions with no stock effect.
@@ -462,7 +567,11 @@ impl Order {
             .filter_map(|i| {
                 let hold = self.lines[i].hold.clone();
                 match self.lines[i].state {
-                    LineState::Held => Some(self.step(i, "release", Command::Release { hold })),
+                    // Unplaced: a cancelled placing may have reached the SKU
+                    // before it was cut short; releasing by id finds out.
+                    LineState::Held | LineState::Unplaced => {
+                        Some(self.step(i, "release", Command::Release { hold }))
+                    }
                     LineState::Sold => Some(self.step(i, "return", Command::Return { hold })),
                     _ => None,
                 }
@@ -556,6 +665,15 @@ impl Order {
             {
                 LineState::Released
             }
+            // A line placed as a sale before its placing was cancelled: it
+            // goes back with a return next round.
+            (
+                Command::Release { .. },
+                Err(StockError::HoldResolved {
+                    hold_status: HoldStatus::Committed,
+                    ..
+                }),
+            ) if line.state == LineState::Unplaced => LineState::Sold,
             (Command::Release { .. }, Err(StockError::HoldNotFound)) => LineState::Released,
             (_, Err(e)) => LineState::Failed {
                 reason: LineFailure::from_error(e),
@@ -571,6 +689,7 @@ impl Order {
             return None;
         }
         let intent = self.pending.take()?;
+        self.attempts = 0;
         let (status, note) = match &intent {
             Intent::Place if self.any_failed() => {
                 (OrderStatus::Rejected, Some(self.failures_note()))

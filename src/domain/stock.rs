@@ -853,8 +853,26 @@ impl Stock {
             hold_ms,
         } = terms;
         let record = self.record.as_ref().ok_or(StockError::SkuNotFound)?;
-        if self.holds.contains_key(id) {
-            return Err(StockError::HoldIdTaken);
+        if let Some(existing) = self.holds.get(id) {
+            // An order's own line, asked again after the SKU forgot the
+            // answer (replays are kept 24 h): what it already has counts as
+            // done, never as a refused line whose units are never given back.
+            let own = order.is_some()
+                && existing.order.as_ref() == order
+                && existing.buyer == *buyer
+                && existing.qty == qty;
+            if !own {
+                return Err(StockError::HoldIdTaken);
+            }
+            let (hold, sku) = (existing.clone(), record.clone());
+            return match hold.status {
+                HoldStatus::Held => Ok(Outcome::Reserved { hold, sku }),
+                HoldStatus::Committed => Ok(Outcome::Sold { hold, sku }),
+                hold_status => Err(StockError::HoldResolved {
+                    hold_status,
+                    attempted: status,
+                }),
+            };
         }
         let available = record.available();
         if qty.get() > available {

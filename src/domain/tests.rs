@@ -984,3 +984,31 @@ fn a_step_that_breaks_the_counts_quarantines_the_sku() {
         vec![Err(StockError::Quarantined)]
     );
 }
+
+#[test]
+fn an_orders_own_line_asked_again_is_done_not_refused() {
+    // The SKU forgot the idempotency answer (unkeyed here): placing the
+    // same line again answers what it has, and moves nothing.
+    let (mut stock, first) = run(vec![(0, req(setup(5))), (0, req(place(1, "ann", 2)))]);
+    assert!(matches!(first, Ok(Outcome::Reserved { .. })));
+    let version = stock.record().unwrap().version;
+    let again = stock.step(T0 + 1, &[req(place(1, "ann", 2))]);
+    assert!(matches!(again[0], Ok(Outcome::Reserved { .. })), "{again:?}");
+    assert_eq!(stock.record().unwrap().version, version);
+    assert_eq!(counts(&stock), (5, 2, 0, 3));
+    // Another buyer's or another quantity's use of the id is still refused.
+    let other = stock.step(T0 + 1, &[req(place(1, "bob", 2)), req(place(1, "ann", 3))]);
+    assert_eq!(
+        other,
+        vec![Err(StockError::HoldIdTaken), Err(StockError::HoldIdTaken)]
+    );
+    // Once released, asking again says so: the order gives nothing back
+    // twice and holds nothing it does not have.
+    stock.step(T0 + 2, &[req(release(1))]);
+    let late = stock.step(T0 + 3, &[req(place(1, "ann", 2))]);
+    assert!(
+        matches!(late[0], Err(StockError::HoldResolved { .. })),
+        "{late:?}"
+    );
+    assert_eq!(counts(&stock), (5, 0, 0, 5));
+}

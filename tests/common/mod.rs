@@ -133,6 +133,10 @@ impl MemoryStore {
 #[derive(Default)]
 pub struct World {
     pub skus: BTreeMap<SkuId, (MemoryStore, Stock)>,
+    /// SKUs that answer no call (an outage, a SKU failing every step).
+    pub down: std::collections::BTreeSet<SkuId>,
+    /// The lines whose calls failed in the last cut-short run.
+    pub unreachable: Vec<usize>,
 }
 
 impl World {
@@ -162,10 +166,13 @@ impl World {
         wire(&self.run(&step.sku, now, request))
     }
 
-    /// Runs the order's pending transition to its end, as the object does;
-    /// with `crash_after`, stops after that many SKU calls instead (the
-    /// caller then drops the in-memory order). Returns whether it finished.
-    pub fn drive(&mut self, order: &mut Order, now: u64, crash_after: Option<usize>) -> bool {
+    /// Runs the order's pending transition to its end, as the object does:
+    /// rounds of SKU calls, the order saved after each round. With `fault`,
+    /// the run is cut short at a call; `order` is then what the object had
+    /// saved (the caller's in-memory copy is gone with the crash), and
+    /// false is returned.
+    pub fn drive(&mut self, order: &mut Order, now: u64, fault: Option<Cut>) -> bool {
+        let mut saved = order.clone();
         let mut calls = 0;
         loop {
             let plan = order.plan();
@@ -173,14 +180,38 @@ impl World {
                 order.settle("test", now);
                 return true;
             }
+            self.unreachable.clear();
             for step in plan {
-                if crash_after == Some(calls) {
+                if self.down.contains(&step.sku) {
+                    self.unreachable.push(step.line);
+                    continue;
+                }
+                if fault == Some(Cut::Before(calls)) {
+                    *order = saved;
                     return false;
                 }
                 let reply = self.call(order, &step, now);
-                order.observe(&step, &reply);
                 calls += 1;
+                if fault == Some(Cut::AnswerLost(calls)) {
+                    // The SKU did it; the order never heard.
+                    *order = saved;
+                    return false;
+                }
+                order.observe(&step, &reply);
             }
+            // The round's answers are saved, then the failed calls reported.
+            saved = order.clone();
+            if !self.unreachable.is_empty() {
+                return false;
+            }
+        }
+    }
+
+    /// Every SKU forgets its idempotency answers (their retention passed).
+    pub fn forget_answers(&mut self) {
+        for (store, stock) in self.skus.values_mut() {
+            store.replays.clear();
+            *stock = store.reload(stock.sku());
         }
     }
 
@@ -205,6 +236,15 @@ pub fn live(store: &MemoryStore) -> usize {
         .values()
         .filter(|h| h.status == HoldStatus::Held)
         .count()
+}
+
+/// Where a run of an order's transition is cut short.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// A crash before the n-th SKU call (0-based) is made.
+    Before(usize),
+    /// The n-th call (1-based) is made, and its answer lost.
+    AnswerLost(usize),
 }
 
 /// splitmix64: tiny, seedable, good enough to drive a workload.
