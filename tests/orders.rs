@@ -521,7 +521,10 @@ fn a_placing_that_cannot_finish_gives_up_and_gives_back_what_it_took() {
         }
     };
     // Backing off: 5 s doubling, capped at 5 min, then giving up.
-    assert_eq!(waits, vec![5_000, 10_000, 20_000, 40_000, 80_000, 160_000, 300_000]);
+    assert_eq!(
+        waits,
+        vec![5_000, 10_000, 20_000, 40_000, 80_000, 160_000, 300_000]
+    );
     assert!(note.contains("c (hold"), "{note}");
     assert!(matches!(order.pending, Some(Intent::Cancel { .. })));
     // The cancel gives back a and b; c still does not answer, so the

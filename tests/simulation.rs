@@ -147,7 +147,8 @@ impl Model {
                         _ => None,
                     };
                     // An order's own line asked again: what it has is done.
-                    if order.is_some() && h.4.as_ref() == order && h.0 == *buyer && h.1 == qty.get() {
+                    if order.is_some() && h.4.as_ref() == order && h.0 == *buyer && h.1 == qty.get()
+                    {
                         return match h.3 {
                             HoldStatus::Held | HoldStatus::Committed => Ok(()),
                             _ => err("hold_resolved"),
@@ -182,11 +183,15 @@ impl Model {
                     *self.bought.entry(buyer.clone()).or_insert(0) += qty.get();
                 }
                 let order = match c {
-                    Command::Place { order, .. } | Command::Sell { order, .. } => Some(order.clone()),
+                    Command::Place { order, .. } | Command::Sell { order, .. } => {
+                        Some(order.clone())
+                    }
                     _ => None,
                 };
-                self.holds
-                    .insert(hold.clone(), (buyer.clone(), qty.get(), expires, status, order));
+                self.holds.insert(
+                    hold.clone(),
+                    (buyer.clone(), qty.get(), expires, status, order),
+                );
             }
             Command::Commit { hold } | Command::Release { hold } | Command::Return { hold } => {
                 let (to, from) = match c {
@@ -631,5 +636,8 @@ fn the_failing_store_finds_half_saves() {
         })
     });
     let caught = caught.expect("50 seeds of half-saves went unnoticed");
-    assert!(caught.contains("seed"), "caught, but without its seed: {caught}");
+    assert!(
+        caught.contains("seed"),
+        "caught, but without its seed: {caught}"
+    );
 }

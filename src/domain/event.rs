@@ -86,6 +86,9 @@ pub enum AlertKind {
     /// An order gave up on this SKU after its retries and gave back what it
     /// had taken.
     OrderCompensated,
+    /// An order keeps failing to reach this SKU (a payment or refund still
+    /// being retried).
+    OrderStuck,
 }
 
 impl Event {
@@ -111,6 +114,18 @@ impl Event {
             kind: AlertKind::Quarantined,
             available: record.available(),
             detail: Some(why.join("; ")),
+        }
+    }
+
+    /// An order could not reach `sku` after its retries (`detail` says what
+    /// it did about it).
+    pub fn order_alert(order: &Order, sku: &SkuId, kind: AlertKind, note: &str) -> Event {
+        Event::Alert {
+            v: EVENT_VERSION,
+            sku: sku.clone(),
+            kind,
+            available: 0,
+            detail: Some(format!("order {}: {note}", order.id)),
         }
     }
 

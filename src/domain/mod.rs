@@ -1,6 +1,7 @@
 //! The functional core: stock rules with no I/O, no clock and no `worker`
 //! import. Everything here runs natively under `cargo test`.
 
+pub mod audit;
 pub mod event;
 pub mod hold_cap;
 pub mod ledger;

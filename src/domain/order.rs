@@ -250,6 +250,9 @@ pub enum Interruption {
     /// The order stopped waiting; `note` says what it gave up on, for the
     /// operator's alert. Run the (new) pending transition now.
     GaveUp { note: String },
+    /// Still trying (a payment, a refund), less often; `note` is for the
+    /// operator's alert.
+    Stuck { note: String, retry_in_ms: u64 },
 }
 
 /// One call an order needs made at a SKU.
@@ -492,13 +495,14 @@ impl Order {
                 }
                 Interruption::GaveUp { note }
             }
-            // Paying and refunding keep trying: the buyer's money is
-            // involved, and the operator is told.
-            _ => Interruption::GaveUp {
+            // Paying and refunding keep trying, every 5 min: the buyer's
+            // money is involved, and the operator is told.
+            _ => Interruption::Stuck {
                 note: format!(
                     "still trying after {GIVE_UP_AFTER} attempts at {}",
                     skus(&self.lines)
                 ),
+                retry_in_ms: 300_000,
             },
         }
     }

@@ -633,7 +633,10 @@ impl Stock {
     /// without saving (see [`super::store::run`]).
     pub fn step(&mut self, now_ms: u64, requests: &[Request]) -> Vec<Reply> {
         if !self.broken.is_empty() {
-            return requests.iter().map(|_| Err(StockError::Quarantined)).collect();
+            return requests
+                .iter()
+                .map(|_| Err(StockError::Quarantined))
+                .collect();
         }
         self.clock_ms = self.clock_ms.max(now_ms);
         let now = self.clock_ms;

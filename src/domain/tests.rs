@@ -978,7 +978,11 @@ fn a_step_that_breaks_the_counts_quarantines_the_sku() {
     stock.provide_hold(stray);
     let replies = stock.step(T0 + 1, &[req(release(1))]);
     assert!(replies[0].is_ok());
-    assert!(stock.quarantine()[0].contains("live holds sum 2"), "{:?}", stock.quarantine());
+    assert!(
+        stock.quarantine()[0].contains("live holds sum 2"),
+        "{:?}",
+        stock.quarantine()
+    );
     assert_eq!(
         stock.step(T0 + 2, &[req(release(9))]),
         vec![Err(StockError::Quarantined)]
@@ -993,7 +997,10 @@ fn an_orders_own_line_asked_again_is_done_not_refused() {
     assert!(matches!(first, Ok(Outcome::Reserved { .. })));
     let version = stock.record().unwrap().version;
     let again = stock.step(T0 + 1, &[req(place(1, "ann", 2))]);
-    assert!(matches!(again[0], Ok(Outcome::Reserved { .. })), "{again:?}");
+    assert!(
+        matches!(again[0], Ok(Outcome::Reserved { .. })),
+        "{again:?}"
+    );
     assert_eq!(stock.record().unwrap().version, version);
     assert_eq!(counts(&stock), (5, 2, 0, 3));
     // Another buyer's or another quantity's use of the id is still refused.
@@ -1011,4 +1018,53 @@ fn an_orders_own_line_asked_again_is_done_not_refused() {
         "{late:?}"
     );
     assert_eq!(counts(&stock), (5, 0, 0, 5));
+}
+
+#[test]
+fn the_audit_agrees_with_a_sound_sku_and_names_each_drift() {
+    use super::audit::audit;
+    let mut stock = Stock::load(sku(), None, vec![], 1);
+    let mut ledger = Vec::new();
+    let mut holds = std::collections::BTreeMap::new();
+    let script = [
+        req(setup(10)),
+        req(reserve(1, "ann", 3)),
+        req(reserve(2, "bob", 2)),
+        req(commit(1)),
+        req(release(2)),
+        req(restock(4)),
+        req(adjust(-1)),
+        req(reserve(3, "cat", 1)),
+    ];
+    for (i, request) in script.into_iter().enumerate() {
+        for b in stock.needs(std::slice::from_ref(&request)).buyers {
+            stock.provide_bought(b, 0);
+        }
+        stock.step(T0 + i as u64, &[request]);
+        let changes = stock.take_changes();
+        ledger.extend(changes.ledger);
+        for id in changes.holds {
+            holds.insert(id.clone(), stock.hold(&id).unwrap().clone());
+        }
+    }
+    let record = stock.record().unwrap().clone();
+    let sound = audit(&record, ledger.clone(), holds.values().cloned());
+    assert_eq!(sound.drift, Vec::<String>::new());
+    assert_eq!((sound.ledger_entries, sound.live_holds), (8, 1));
+    assert_eq!(sound.from_ledger, sound.record);
+    // A lost ledger entry, a hold row that never landed, a record that
+    // moved on its own: each is named.
+    let mut gappy = ledger.clone();
+    gappy.remove(3);
+    assert!(audit(&record, gappy, holds.values().cloned()).drift[0].contains("gap"));
+    let missing_hold = holds.values().filter(|h| h.id != hold_id(3)).cloned();
+    let report = audit(&record, ledger.clone(), missing_hold);
+    assert!(
+        report.drift.iter().any(|d| d.contains("live holds sum 0")),
+        "{report:?}"
+    );
+    let mut moved = record.clone();
+    moved.sold += 1;
+    let report = audit(&moved, ledger, holds.values().cloned());
+    assert_eq!(report.drift.len(), 2, "{report:?}");
 }

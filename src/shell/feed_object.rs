@@ -8,6 +8,7 @@
 use super::http::to_response;
 use super::order_object::{internal_request, OrderCall, OrderClient, OrderOp};
 use super::sku_object::{SkuCall, SkuClient, SkuOp};
+use super::txn::{Atomic, Statement};
 use crate::api::{ApiError, HttpReply};
 use crate::domain::event::{Event, EVENT_VERSION};
 use crate::domain::live::{
@@ -64,6 +65,8 @@ impl FeedClient {
 #[durable_object]
 pub struct FeedObject {
     state: State,
+    /// The table and the row are written in one transaction.
+    atomic: Atomic,
     env: Env,
     feed: RefCell<Option<(FeedName, FeedState)>>,
     /// Whether the `feed` table is known to exist (made on the first save).
@@ -87,8 +90,10 @@ impl DurableObject for FeedObject {
         if let Ok(pair) = worker::worker_sys::WebSocketRequestResponsePair::new("ping", "pong") {
             state.set_websocket_auto_response(&pair);
         }
+        let (state, atomic) = Atomic::from_state(state);
         FeedObject {
             state,
+            atomic,
             env,
             feed: RefCell::new(None),
             table: Cell::new(false),
@@ -235,22 +240,27 @@ impl FeedObject {
     }
 
     fn save(&self, feed: &FeedName, state: &FeedState) -> Result<()> {
-        let sql = self.state.storage().sql();
+        let mut writes: Vec<Statement> = Vec::new();
         // Once per instance, not on every publish.
         if !self.table.get() {
-            sql.exec(
+            writes.push((
                 "CREATE TABLE IF NOT EXISTS feed (id INTEGER PRIMARY KEY CHECK (id = 1), name TEXT NOT NULL, body TEXT NOT NULL);",
-                None,
-            )?;
-            self.table.set(true);
+                Vec::new(),
+            ));
         }
-        sql.exec(
+        writes.push((
             "INSERT OR REPLACE INTO feed (id, name, body) VALUES (1, ?, ?)",
             vec![
                 SqlStorageValue::String(feed.to_string()),
                 SqlStorageValue::String(serde_json::to_string(state)?),
             ],
-        )?;
+        ));
+        if let Err(e) = self.atomic.run(writes) {
+            // Memory may be ahead of storage: reload on the next call.
+            *self.feed.borrow_mut() = None;
+            return Err(e);
+        }
+        self.table.set(true);
         *self.feed.borrow_mut() = Some((feed.clone(), state.clone()));
         Ok(())
     }
@@ -264,21 +274,20 @@ impl FeedObject {
         if let Some((_, state)) = self.load()? {
             return Ok(Some(state));
         }
-        let mut state = FeedState::default();
-        match feed {
+        let first = match feed {
             FeedName::Sku(sku) => match subscribe(&self.env, sku, feed, false).await {
-                Subscribed::State(event) => {
-                    state.publish(event);
-                }
+                Subscribed::State(event) => Some(event),
                 Subscribed::Unknown => return Ok(None),
-                Subscribed::Failed => {}
+                Subscribed::Failed => None,
             },
-            FeedName::Order(order) => {
-                if let Some(event) = latest_order_event(&self.env, order).await {
-                    state.publish(event);
-                }
-            }
-            FeedName::Room(_) => return Ok(Some(state)),
+            FeedName::Order(order) => latest_order_event(&self.env, order).await,
+            FeedName::Room(_) => return Ok(Some(FeedState::default())),
+        };
+        // Read again after the await: a viewer arriving meanwhile may have
+        // stored the feed, and publishes may have landed in it since.
+        let mut state = self.load()?.map(|(_, s)| s).unwrap_or_default();
+        if let Some(event) = first {
+            state.publish(event);
         }
         self.save(feed, &state)?;
         Ok(Some(state))
@@ -339,24 +348,36 @@ impl FeedObject {
                     Ok(HttpReply::json(200, serde_json::json!({ "ok": true })))
                 }
                 FeedCall::SetupRoom { feed, room } => {
-                    let mut state = self.ensure(&feed).await?.unwrap_or_default();
-                    let before: Vec<_> = state
-                        .room
+                    let before: Vec<_> = self
+                        .ensure(&feed)
+                        .await?
+                        .and_then(|s| s.room)
                         .iter()
                         .flat_map(|r| r.items.iter().map(|i| i.sku.clone()))
                         .collect();
+                    // The SKU calls first; the state is read and changed
+                    // only after the last await, so publishes that land
+                    // meanwhile are kept, not overwritten by a stale copy.
+                    let mut fetched = Vec::new();
                     for item in &room.items {
                         if let Subscribed::State(event) =
                             subscribe(&self.env, &item.sku, &feed, true).await
                         {
-                            state.publish(event);
+                            fetched.push(event);
                         }
                     }
-                    for sku in before
-                        .iter()
-                        .filter(|s| !room.items.iter().any(|i| i.sku == **s))
-                    {
+                    let dropped: Vec<_> = before
+                        .into_iter()
+                        .filter(|s| !room.items.iter().any(|i| i.sku == *s))
+                        .collect();
+                    for sku in &dropped {
                         unsubscribe(&self.env, sku, &feed).await;
+                    }
+                    let mut state = self.load()?.map(|(_, s)| s).unwrap_or_default();
+                    for event in fetched {
+                        state.publish(event);
+                    }
+                    for sku in &dropped {
                         state.stock.remove(sku);
                     }
                     state.room = Some(room);

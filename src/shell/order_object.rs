@@ -11,12 +11,14 @@ use super::feed_object::FeedClient;
 use super::http::to_response;
 use super::risk_object::{self, RiskClient, SubjectName};
 use super::sku_object::{SkuCall, SkuClient, SkuOp};
+use super::txn::{Atomic, Statement};
 use crate::api::wire::{failed_lines_json, order_json, order_summary_json};
 use crate::api::{ApiError, HttpReply, RateScope};
-use crate::domain::event::Event;
+use crate::domain::event::{AlertKind, Event};
 use crate::domain::live::{FeedName, RoomId};
 use crate::domain::order::{
-    line_hold_id, Begin, Change, Channel, Intent, Order, OrderStatus, SkuStep,
+    line_hold_id, Begin, Change, Channel, Intent, Interruption, KeyedAsk, Order, OrderStatus,
+    SkuStep,
 };
 use crate::domain::risk::{self, Decision, Facts, History, Judged, Seen, Subject, Verdict};
 use crate::domain::stock::{Actor, Reply, Request as StockRequest};
@@ -114,6 +116,8 @@ pub fn internal_request(body: &impl Serialize) -> Result<Request> {
 #[durable_object]
 pub struct OrderObject {
     state: State,
+    /// Each save (the order, with the answer it settles) is one transaction.
+    atomic: Atomic,
     env: Env,
     /// None until loaded from storage (and after a failed transition, so the
     /// next call reloads what was really saved).
@@ -171,8 +175,10 @@ impl DurableObject for OrderObject {
             .and_then(|c| c.to_array::<Count>())
             .map(|rows| rows.first().is_some_and(|r| r.n > 0))
             .unwrap_or(false);
+        let (state, atomic) = Atomic::from_state(state);
         OrderObject {
             state,
+            atomic,
             env,
             order: RefCell::new(None),
             lock: Mutex::new(()),
@@ -211,8 +217,15 @@ impl DurableObject for OrderObject {
             None => None,
         };
         if let Some(intent) = intent {
+            // Cut short: the transition has re-armed the alarm at its
+            // backoff, and the error makes the runtime retry sooner too;
+            // running it again is safe (every SKU call is idempotent).
             if let Err(e) = self.transition(&mut order, intent, "system").await {
-                console_error!("order object {}: alarm: {}", order.id, e.0);
+                *self.order.borrow_mut() = None;
+                return Err(worker::Error::RustError(format!(
+                    "order {}: alarm: {}",
+                    order.id, e.0
+                )));
             }
         } else {
             self.arm(&order).await;
@@ -222,21 +235,9 @@ impl DurableObject for OrderObject {
 }
 
 impl OrderObject {
-    fn prepare(&self) -> std::result::Result<(), ApiError> {
-        if !self.tables.get() {
-            self.state
-                .storage()
-                .sql()
-                .exec(
-                    "CREATE TABLE IF NOT EXISTS order_state (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL);
-                     CREATE TABLE IF NOT EXISTS replays (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, status INTEGER NOT NULL, body TEXT NOT NULL);",
-                    None,
-                )
-                .map_err(internal)?;
-            self.tables.set(true);
-        }
-        Ok(())
-    }
+    /// The tables, made with the first write.
+    const SCHEMA: &'static str = "CREATE TABLE IF NOT EXISTS order_state (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL);
+         CREATE TABLE IF NOT EXISTS replays (key TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, status INTEGER NOT NULL, body TEXT NOT NULL);";
 
     fn load(&self) -> std::result::Result<Option<Order>, ApiError> {
         if let Some(order) = self.order.borrow().as_ref() {
@@ -266,16 +267,33 @@ impl OrderObject {
     }
 
     fn save(&self, order: &Order) -> std::result::Result<(), ApiError> {
-        self.prepare()?;
+        self.save_with(order, None)
+    }
+
+    /// Saves the order and, with `answer`, a keyed request's answer, in one
+    /// transaction: a retry sees both or neither.
+    fn save_with(
+        &self,
+        order: &Order,
+        answer: Option<(&KeyedAsk, &HttpReply)>,
+    ) -> std::result::Result<(), ApiError> {
         let body = serde_json::to_string(order).map_err(internal)?;
-        self.state
-            .storage()
-            .sql()
-            .exec(
-                "INSERT OR REPLACE INTO order_state (id, body) VALUES (1, ?)",
-                vec![SqlStorageValue::String(body)],
-            )
-            .map_err(internal)?;
+        let mut writes: Vec<Statement> = Vec::new();
+        if !self.tables.get() {
+            writes.push((Self::SCHEMA, Vec::new()));
+        }
+        writes.push((
+            "INSERT OR REPLACE INTO order_state (id, body) VALUES (1, ?)",
+            vec![SqlStorageValue::String(body)],
+        ));
+        if let Some((ask, reply)) = answer {
+            writes.extend(replay_writes(&ask.key, &ask.fingerprint, reply));
+        }
+        if let Err(e) = self.atomic.run(writes) {
+            *self.order.borrow_mut() = None;
+            return Err(internal(e));
+        }
+        self.tables.set(true);
         *self.order.borrow_mut() = Some(Some(order.clone()));
         Ok(())
     }
@@ -369,28 +387,41 @@ impl OrderObject {
                     return Ok(reply);
                 }
                 let mut order = self.load()?.ok_or(ApiError::OrderNotFound)?;
-                // An interrupted transition is finished before the next one.
-                self.run(&mut order, "system").await?;
-                let reply = match order.begin(intent.clone(), now_ms()) {
-                    Err(e) => ApiError::Order(e).to_reply(),
-                    Ok(Begin::AlreadyDone) => HttpReply::json(200, order_json(&order)),
+                // An interrupted transition is finished before the next one,
+                // except that a cancel may replace a placing that cannot
+                // finish.
+                if let Err(e) = self.run(&mut order, "system").await {
+                    let cancels_placing = matches!(intent, Intent::Cancel { .. })
+                        && order.pending == Some(Intent::Place);
+                    if !cancels_placing {
+                        return Err(e);
+                    }
+                    order = self.load()?.ok_or(ApiError::OrderNotFound)?;
+                }
+                // The transition just finished may have been this request's
+                // own, started before a crash: its answer is stored now.
+                if let Some(reply) = self.replay(key.as_ref(), &fingerprint)? {
+                    return Ok(reply);
+                }
+                match order.begin(intent, now_ms()) {
+                    Err(e) => {
+                        let reply = ApiError::Order(e).to_reply();
+                        self.remember(key.as_ref(), &fingerprint, &reply)?;
+                        Ok(reply)
+                    }
+                    Ok(Begin::AlreadyDone) => {
+                        let reply = HttpReply::json(200, order_json(&order));
+                        self.remember(key.as_ref(), &fingerprint, &reply)?;
+                        Ok(reply)
+                    }
                     Ok(Begin::Started) => {
+                        // Whoever settles it stores the answer with it.
+                        order.answer_to = key.map(|key| KeyedAsk { key, fingerprint });
                         self.save(&order)?;
                         self.run(&mut order, &actor).await?;
-                        if matches!(intent, Intent::Pay { .. })
-                            && order.status == OrderStatus::Failed
-                        {
-                            ApiError::PaymentFailed {
-                                failed_lines: failed_lines_json(&order),
-                            }
-                            .to_reply()
-                        } else {
-                            HttpReply::json(200, order_json(&order))
-                        }
+                        Ok(transition_answer(&order))
                     }
-                };
-                self.remember(key.as_ref(), &fingerprint, &reply)?;
-                Ok(reply)
+                }
             }
             OrderOp::Change {
                 change,
@@ -405,16 +436,20 @@ impl OrderObject {
                 let mut order = self.load()?.ok_or(ApiError::OrderNotFound)?;
                 self.run(&mut order, "system").await?;
                 let seen = order.timeline.len();
-                let reply = match order.change(change, &actor, now_ms()) {
-                    Err(e) => ApiError::Order(e).to_reply(),
-                    Ok(()) => {
-                        self.save(&order)?;
-                        self.after_change(&order, seen).await;
-                        HttpReply::json(200, order_json(&order))
+                match order.change(change, &actor, now_ms()) {
+                    Err(e) => {
+                        let reply = ApiError::Order(e).to_reply();
+                        self.remember(key.as_ref(), &fingerprint, &reply)?;
+                        Ok(reply)
                     }
-                };
-                self.remember(key.as_ref(), &fingerprint, &reply)?;
-                Ok(reply)
+                    Ok(()) => {
+                        let reply = HttpReply::json(200, order_json(&order));
+                        let ask = key.map(|key| KeyedAsk { key, fingerprint });
+                        self.save_with(&order, ask.as_ref().map(|a| (a, &reply)))?;
+                        self.after_change(&order, seen).await;
+                        Ok(reply)
+                    }
+                }
             }
         }
     }
@@ -455,11 +490,12 @@ impl OrderObject {
         intent: Intent,
         actor: &str,
     ) -> std::result::Result<(), Interrupted> {
+        let saved = |order: &Order| self.save(order).map_err(|_| Interrupted("save".into()));
         if order.pending.is_none() {
             order
                 .begin(intent, now_ms())
                 .map_err(|e| Interrupted(format!("{e:?}")))?;
-            self.save(order).map_err(|_| Interrupted("save".into()))?;
+            saved(order)?;
         }
         self.set_alarm(now_ms() + RESUME_AFTER_MS).await;
         let seen = order.timeline.len();
@@ -472,14 +508,58 @@ impl OrderObject {
             // serializes what reaches it, and each step is idempotent, so
             // an interrupted round is simply run again.
             let replies = join_all(plan.iter().map(|step| self.call_sku(order, step))).await;
+            let mut unreachable = Vec::new();
             for (step, reply) in plan.iter().zip(replies) {
-                order.observe(step, &reply?);
+                match reply {
+                    Ok(reply) => order.observe(step, &reply),
+                    Err(e) => {
+                        console_error!("order object {}: {}", order.id, e.0);
+                        unreachable.push(step.line);
+                    }
+                }
             }
+            if unreachable.is_empty() {
+                // Progress is saved after each round.
+                saved(order)?;
+                continue;
+            }
+            let next = order.interrupted(&unreachable);
+            saved(order)?;
+            let retry_in = match next {
+                Interruption::RetryIn(ms) => ms,
+                Interruption::GaveUp { note } => {
+                    self.alert(order, &unreachable, AlertKind::OrderCompensated, &note);
+                    continue;
+                }
+                Interruption::Stuck { note, retry_in_ms } => {
+                    self.alert(order, &unreachable, AlertKind::OrderStuck, &note);
+                    retry_in_ms
+                }
+            };
+            self.set_alarm(now_ms() + retry_in).await;
+            return Err(Interrupted(format!(
+                "{} line(s) unanswered; attempt {}, again in {} s",
+                unreachable.len(),
+                order.attempts,
+                retry_in / 1000
+            )));
         }
         order.settle(actor, now_ms());
-        self.save(order).map_err(|_| Interrupted("save".into()))?;
+        // The answer to the request that started it, in the same save.
+        let ask = order.answer_to.take();
+        let answer = transition_answer(order);
+        self.save_with(order, ask.as_ref().map(|a| (a, &answer)))
+            .map_err(|_| Interrupted("save".into()))?;
         self.after_change(order, seen).await;
         Ok(())
+    }
+
+    /// Tells the operator an order stopped waiting for (or keeps failing
+    /// at) the SKUs of `lines`.
+    fn alert(&self, order: &Order, lines: &[usize], kind: AlertKind, note: &str) {
+        for line in lines.iter().filter_map(|i| order.lines.get(*i)) {
+            events::emit(&Event::order_alert(order, &line.sku, kind, note));
+        }
     }
 
     async fn call_sku(
@@ -687,33 +767,54 @@ impl OrderObject {
         fingerprint: &str,
         reply: &HttpReply,
     ) -> std::result::Result<(), ApiError> {
-        let (Some(key), false) = (key, reply.status == 503) else {
+        let Some(key) = key else {
             return Ok(());
         };
-        self.prepare()?;
-        self.state
-            .storage()
-            .sql()
-            .exec(
-                "INSERT OR REPLACE INTO replays (key, fingerprint, status, body) VALUES (?, ?, ?, ?)",
-                vec![
-                    SqlStorageValue::String(key.as_str().to_owned()),
-                    SqlStorageValue::String(fingerprint.to_owned()),
-                    SqlStorageValue::Integer(i64::from(reply.status)),
-                    SqlStorageValue::String(reply.body.to_string()),
-                ],
-            )
-            .map_err(internal)?;
-        // Bounded: past the cap, the oldest answers go.
-        self.state
-            .storage()
-            .sql()
-            .exec(
-                "DELETE FROM replays WHERE rowid <= (SELECT max(rowid) FROM replays) - ?",
-                vec![SqlStorageValue::Integer(REPLAYS_MAX)],
-            )
-            .map_err(internal)?;
+        let mut writes: Vec<Statement> = Vec::new();
+        if !self.tables.get() {
+            writes.push((Self::SCHEMA, Vec::new()));
+        }
+        writes.extend(replay_writes(key, fingerprint, reply));
+        self.atomic.run(writes).map_err(internal)?;
+        self.tables.set(true);
         Ok(())
+    }
+}
+
+/// A keyed answer and the trim that bounds them (503s are not answers: a
+/// retry must run again).
+fn replay_writes(key: &ReplayKey, fingerprint: &str, reply: &HttpReply) -> Vec<Statement> {
+    if reply.status == 503 {
+        return Vec::new();
+    }
+    vec![
+        (
+            "INSERT OR REPLACE INTO replays (key, fingerprint, status, body) VALUES (?, ?, ?, ?)",
+            vec![
+                SqlStorageValue::String(key.as_str().to_owned()),
+                SqlStorageValue::String(fingerprint.to_owned()),
+                SqlStorageValue::Integer(i64::from(reply.status)),
+                SqlStorageValue::String(reply.body.to_string()),
+            ],
+        ),
+        // Bounded: past the cap, the oldest answers go.
+        (
+            "DELETE FROM replays WHERE rowid <= (SELECT max(rowid) FROM replays) - ?",
+            vec![SqlStorageValue::Integer(REPLAYS_MAX)],
+        ),
+    ]
+}
+
+/// The answer to a keyed transition, from the order it settled into: the
+/// same whether the request itself, its retry or the alarm settled it.
+fn transition_answer(order: &Order) -> HttpReply {
+    if order.status == OrderStatus::Failed {
+        ApiError::PaymentFailed {
+            failed_lines: failed_lines_json(order),
+        }
+        .to_reply()
+    } else {
+        HttpReply::json(200, order_json(order))
     }
 }
 

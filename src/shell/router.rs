@@ -212,6 +212,7 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
             sku_call(env, sku, SkuOp::GetHold { hold, caller }).await
         }
         Route::SkuHolds(sku) => sku_call(env, sku, SkuOp::Holds).await,
+        Route::Audit(sku) => sku_call(env, sku, SkuOp::Audit).await,
         Route::Ledger(sku) => {
             let (after, limit) = wire::parse_page(query)?;
             sku_call(env, sku, SkuOp::Ledger { after, limit }).await

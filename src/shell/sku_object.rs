@@ -16,7 +16,9 @@ use super::sql_store::{SqlStore, StoreError};
 use super::txn::Atomic;
 use crate::api::wire::{hold_json, holds_json, ledger_json, reply_to_http, sku_json};
 use crate::api::{ApiError, HttpReply, Refusal};
+use crate::domain::audit::audit;
 use crate::domain::event::Event;
+use crate::domain::ledger::LedgerEntry;
 use crate::domain::live::FeedName;
 use crate::domain::stock::Stock;
 use crate::domain::stock::{Actor, Hold, Reply};
@@ -82,6 +84,8 @@ pub enum SkuOp {
         after: u64,
         limit: usize,
     },
+    /// The reconcile check (see domain/audit.rs).
+    Audit,
 }
 
 /// A typed client for a SKU object's stub.
@@ -110,6 +114,8 @@ pub struct SkuObject {
     /// The alarm time this instance last asked for, to skip redundant
     /// `setAlarm` calls on the reservation path.
     armed: Cell<Option<u64>>,
+    /// Alarm runs that failed in a row, for the backoff.
+    alarm_failures: Cell<u32>,
     pusher: Rc<Pusher>,
 }
 
@@ -202,6 +208,7 @@ impl DurableObject for SkuObject {
             store: RefCell::new(None),
             stock: RefCell::new(None),
             armed: Cell::new(None),
+            alarm_failures: Cell::new(0),
             pusher: Rc::new(Pusher {
                 feeds: RefCell::new(None),
                 latest: RefCell::new(None),
@@ -229,14 +236,24 @@ impl DurableObject for SkuObject {
     async fn alarm(&self) -> Result<Response> {
         self.armed.set(None);
         let pusher = self.pusher.clone();
-        if let Err(e) = self.with_stock(None, |store, stock| {
+        let result = self.with_stock(None, |store, stock| {
             run(store, stock, &[], &pusher).map(|_| ())
-        }) {
-            if let Failure::Store(e) = e {
-                console_error!("sku object: alarm failed: {}", e.0);
-            }
-        }
+        });
         self.pusher.kick(&self.env);
+        if let Err(Failure::Store(e)) = result {
+            // Expiring is idempotent: the runtime retries the alarm on the
+            // error, and the alarm is re-armed at a backoff first, so the
+            // holds still go back if those retries run out.
+            let failures = self.alarm_failures.get().saturating_add(1);
+            self.alarm_failures.set(failures);
+            let backoff = 1_000u64.saturating_mul(1 << failures.min(8)).min(300_000);
+            self.rearm(now_ms() + backoff).await;
+            return Err(worker::Error::RustError(format!(
+                "sku object: alarm failed ({failures} in a row): {}",
+                e.0
+            )));
+        }
+        self.alarm_failures.set(0);
         self.sync_alarm().await;
         Response::ok("")
     }
@@ -362,6 +379,38 @@ impl SkuObject {
                         (None, _) => ApiError::Stock(StockError::HoldNotFound).to_reply(),
                     }
                 }
+                SkuOp::Audit => match stock.record() {
+                    Some(record) => {
+                        // The ledger is read a page at a time, never whole.
+                        let mut failed = None;
+                        let (mut after, mut page) = (0, Vec::<LedgerEntry>::new().into_iter());
+                        let entries = std::iter::from_fn(|| loop {
+                            if let Some(entry) = page.next() {
+                                after = entry.seq;
+                                return Some(entry);
+                            }
+                            match store.ledger(after, 1_000) {
+                                Ok(next) if !next.is_empty() => page = next.into_iter(),
+                                Ok(_) => return None,
+                                Err(e) => {
+                                    failed = Some(e);
+                                    return None;
+                                }
+                            }
+                        });
+                        let report = audit(record, entries, store.holds()?);
+                        if let Some(e) = failed {
+                            return Err(e.into());
+                        }
+                        let mut body = serde_json::to_value(&report)
+                            .map_err(|e| Failure::Store(StoreError(e.to_string())))?;
+                        body["sku"] = serde_json::json!(record.sku);
+                        body["ok"] = serde_json::json!(report.drift.is_empty());
+                        body["quarantined"] = serde_json::json!(stock.quarantine());
+                        HttpReply::json(200, body)
+                    }
+                    None => ApiError::Stock(StockError::SkuNotFound).to_reply(),
+                },
                 SkuOp::Ledger { after, limit } => match stock.record() {
                     Some(_) => {
                         HttpReply::json(200, ledger_json(&store.ledger(after, limit)?, limit))
@@ -444,16 +493,26 @@ impl SkuObject {
         if next == self.armed.get() {
             return;
         }
-        self.armed.set(next);
-        let storage = self.state.storage();
-        let result = match next {
-            Some(at) => {
-                let date = js_sys::Date::new(&(at as f64).into());
-                storage.set_alarm(ScheduledTime::new(date)).await
+        match next {
+            Some(at) => self.rearm(at).await,
+            None => {
+                self.armed.set(None);
+                if let Err(e) = self.state.storage().delete_alarm().await {
+                    console_error!("sku object: deleting the alarm failed: {e}");
+                }
             }
-            None => storage.delete_alarm().await,
-        };
-        if let Err(e) = result {
+        }
+    }
+
+    async fn rearm(&self, at: u64) {
+        self.armed.set(Some(at));
+        let date = js_sys::Date::new(&(at as f64).into());
+        if let Err(e) = self
+            .state
+            .storage()
+            .set_alarm(ScheduledTime::new(date))
+            .await
+        {
             self.armed.set(None);
             console_error!("sku object: setting the alarm failed: {e}");
         }

@@ -175,13 +175,27 @@ impl SqlStore {
         Ok(())
     }
 
+    /// Every hold that counts: live and committed (for the audit).
+    pub fn holds(&self) -> Result<Vec<Hold>, StoreError> {
+        if !self.ready {
+            return Ok(Vec::new());
+        }
+        self.bodies(
+            "SELECT body FROM holds WHERE status IN (?, ?)",
+            vec![
+                text(HoldStatus::Held.as_str()),
+                text(HoldStatus::Committed.as_str()),
+            ],
+        )
+    }
+
     pub fn ledger(&self, after: u64, limit: usize) -> Result<Vec<LedgerEntry>, StoreError> {
         if !self.ready {
             return Ok(Vec::new());
         }
         self.bodies(
             "SELECT body FROM ledger WHERE seq > ? ORDER BY seq LIMIT ?",
-            vec![int(after), int(limit as u64)],
+            vec![int(after), int(limit.min(i64::MAX as usize) as u64)],
         )
     }
 }

@@ -331,6 +331,20 @@ impl App {
             .await
     }
 
+    /// The SKU's reconcile check (admin).
+    pub async fn audit(&self, sku: &str) -> Value {
+        let reply = self
+            .send(Call {
+                method: Method::GET,
+                path: format!("/api/skus/{sku}/audit"),
+                body: None,
+                headers: vec![self.bearer()],
+            })
+            .await;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        reply.body
+    }
+
     /// Every ledger entry of a SKU, paging through it.
     pub async fn ledger(&self, sku: &str) -> Vec<Value> {
         let mut entries = Vec::new();

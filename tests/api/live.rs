@@ -179,7 +179,7 @@ pub async fn a_burst_is_coalesced_and_ends_on_the_true_number(app: App) {
     assert_eq!(
         last["available"],
         json!(500),
-        "the last message is the final state"
+        "the last message is the final state: {last} (of {messages:?})"
     );
     assert_eq!(last["reserved"], json!(500));
 }

@@ -51,6 +51,7 @@ fn concurrent_tests() -> Vec<Test> {
         stock::restock_and_adjustments_are_recorded_in_the_ledger,
         stock::refused_stock_changes_leave_the_sku_as_it_was,
         stock::the_ledger_pages,
+        stock::the_audit_recomputes_the_counters_from_ledger_and_holds,
         errors::admin_routes_need_the_right_token,
         errors::bad_input_is_a_problem_and_changes_nothing,
         errors::unknown_routes_and_methods_are_problems,

@@ -1,6 +1,7 @@
 //! The SKU's stock operations over HTTP.
 
-use crate::app::{now_ms, unique, App};
+use crate::app::{now_ms, unique, App, Call};
+use reqwest::Method;
 use serde_json::json;
 use std::time::Duration;
 
@@ -287,4 +288,57 @@ pub async fn the_ledger_pages(app: App) {
     assert_eq!(entries.len(), 121);
     let seqs: Vec<u64> = entries.iter().map(|e| e["seq"].as_u64().unwrap()).collect();
     assert_eq!(seqs, (1..=121).collect::<Vec<u64>>());
+}
+
+pub async fn the_audit_recomputes_the_counters_from_ledger_and_holds(app: App) {
+    let sku = unique("audit");
+    app.given_sku(&sku, json!({"on_hand": 20})).await;
+    let a = app.reserve(&sku, 3, "viewer-1").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let b = app.reserve(&sku, 2, "viewer-2").await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.reserve(&sku, 4, "viewer-3").await;
+    assert_eq!(app.commit(&sku, &a).await.status, 200);
+    assert_eq!(app.release(&sku, &b).await.status, 200);
+    for (what, body) in [
+        ("restock", json!({"qty": 5})),
+        ("adjustments", json!({"delta": -2, "reason": "damaged"})),
+    ] {
+        let reply = app.admin_post(&sku, what, body).await;
+        assert_eq!(reply.status, 200, "{what}: {:?}", reply.body);
+    }
+    let report = app.audit(&sku).await;
+    assert_eq!(report["ok"], json!(true), "{report}");
+    assert_eq!(report["drift"], json!([]));
+    let (on_hand, reserved, sold, _) = app.counts(&sku).await;
+    assert_eq!((on_hand, reserved, sold), (23, 4, 3));
+    for source in ["record", "from_ledger"] {
+        assert_eq!(
+            report[source],
+            json!({"on_hand": 23, "reserved": 4, "sold": 3}),
+            "{source}: {report}"
+        );
+    }
+    assert_eq!(report["from_holds"]["reserved"], json!(4));
+    assert_eq!(report["from_holds"]["sold"], json!(3));
+    assert_eq!(report["ledger_entries"], json!(8));
+    assert_eq!(report["live_holds"], json!(1));
+    // Admin only, and a SKU never set up has nothing to audit.
+    let anonymous = app
+        .bare(Method::GET, format!("/api/skus/{sku}/audit"))
+        .await;
+    anonymous.assert_problem(401, "unauthorized");
+    let none = app
+        .send(Call {
+            method: Method::GET,
+            path: format!("/api/skus/{}/audit", unique("never")),
+            body: None,
+            headers: vec![app.bearer()],
+        })
+        .await;
+    none.assert_problem(404, "sku-not-found");
 }
