@@ -518,6 +518,7 @@ fn a_placing_that_cannot_finish_gives_up_and_gives_back_what_it_took() {
         match order.interrupted(&world.unreachable) {
             Interruption::RetryIn(ms) => waits.push(ms),
             Interruption::GaveUp { note } => break note,
+            stuck => panic!("a placing gives up, never {stuck:?}"),
         }
     };
     // Backing off: 5 s doubling, capped at 5 min, then giving up.

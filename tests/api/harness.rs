@@ -158,3 +158,120 @@ impl Drop for Server {
         self.stop();
     }
 }
+
+/// Bare workerd serving the same build, with no wrangler in front: the one
+/// process the kill test SIGKILLs and starts again on the same state. Its
+/// config is bench/workerd.capnp.in, filled in as bench/run.sh does, with
+/// this run's secrets.
+pub struct Workerd {
+    child: Option<Child>,
+    pub port: u16,
+    dir: PathBuf,
+    config: PathBuf,
+    pub log: PathBuf,
+}
+
+impl Workerd {
+    pub fn new(secrets: &Secrets, hold_cap: u32) -> Workerd {
+        let root = root();
+        let dir = root.join("target").join("api-tests").join("kill");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("state")).expect("state dir");
+        std::fs::create_dir_all(dir.join("build")).expect("build dir");
+        for file in ["index.js", "index_bg.wasm"] {
+            std::fs::copy(root.join("build").join(file), dir.join("build").join(file))
+                .expect("the built worker (scripts/build.sh)");
+        }
+        std::fs::copy(
+            root.join("node_modules/miniflare/dist/src/workers/ratelimit/ratelimit.worker.js"),
+            dir.join("ratelimit.worker.js"),
+        )
+        .expect("miniflare's rate limiter (npm ci)");
+        let port = free_port();
+        let template =
+            std::fs::read_to_string(root.join("bench/workerd.capnp.in")).expect("config template");
+        let config = template
+            .replace("@STATE@", &dir.join("state").display().to_string())
+            .replace("@PORT@", &port.to_string())
+            .replace("@BUILD@", "build")
+            .replace("@RATELIMIT@", "ratelimit.worker.js")
+            .replace(
+                "@RISK_BINDING@",
+                r#"(name = "RISK", durableObjectNamespace = "RiskObject"),"#,
+            )
+            .replace(
+                "@RISK_NAMESPACE@",
+                r#"(className = "RiskObject", uniqueKey = "edgestock-risk", enableSql = true),"#,
+            )
+            .replace("@HOLD_CAP@", &hold_cap.to_string())
+            .replace("bench-admin-token", &secrets.admin)
+            .replace("bench-session-secret", &secrets.session)
+            .replace("bench-payment-secret", &secrets.payment);
+        let config_path = dir.join("config.capnp");
+        std::fs::write(&config_path, config).expect("config");
+        Workerd {
+            child: None,
+            port,
+            log: dir.join("workerd.log"),
+            dir,
+            config: config_path,
+        }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    pub async fn start(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("log file");
+        let workerd = root().join("node_modules/@cloudflare/workerd-linux-64/bin/workerd");
+        let child = Command::new(workerd)
+            .args(["serve", "--experimental"])
+            .arg(&self.config)
+            .current_dir(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start workerd");
+        self.child = Some(child);
+        let health = format!("{}/api/health", self.base());
+        let client = reqwest::Client::new();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Ok(r) = client.get(&health).send().await {
+                if r.status() == 200 {
+                    return;
+                }
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("workerd exited ({status}); see {}", self.log.display());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "workerd did not answer in time; see {}",
+                self.log.display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// SIGKILL: no shutdown, no flush, mid-request.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Workerd {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

@@ -12,6 +12,7 @@ mod durability;
 mod errors;
 mod harness;
 mod hostile;
+mod kill;
 mod limits;
 mod live;
 mod openapi;
@@ -188,22 +189,32 @@ async fn run() -> (usize, usize) {
     }
 
     // Sequential: this one restarts the server.
-    if !selected("durability::state_survives_a_restart") {
-        server.stop();
-        let failed = outcomes.iter().filter(|ok| !**ok).count();
-        return (outcomes.len() - failed, failed);
+    if selected("durability::state_survives_a_restart") {
+        let ok = AssertUnwindSafe(durability::state_survives_a_restart(
+            app.clone(),
+            &mut server,
+        ))
+        .catch_unwind()
+        .await
+        .is_ok();
+        report("durability::state_survives_a_restart", ok);
+        outcomes.push(ok);
     }
-    let ok = AssertUnwindSafe(durability::state_survives_a_restart(
-        app.clone(),
-        &mut server,
-    ))
-    .catch_unwind()
-    .await
-    .is_ok();
-    report("durability::state_survives_a_restart", ok);
-    outcomes.push(ok);
-
     server.stop();
+
+    // Last, alone: it runs its own bare workerd and kills it.
+    const KILL: &str = "kill::killed_at_random_it_loses_nothing_and_doubles_nothing";
+    if selected(KILL) {
+        let ok = AssertUnwindSafe(kill::killed_at_random_it_loses_nothing_and_doubles_nothing(
+            &app, &secrets,
+        ))
+        .catch_unwind()
+        .await
+        .is_ok();
+        report(KILL, ok);
+        outcomes.push(ok);
+    }
+
     let failed = outcomes.iter().filter(|ok| !**ok).count();
     if failed > 0 {
         eprintln!("server log: {}", server.log.display());
