@@ -122,10 +122,14 @@ pub struct RuleSet {
     pub review_hold_s: u64,
 }
 
-/// What an admin sends: the rules, without a version (the server gives it).
+/// What an admin sends: the rules. The server gives the version; one sent
+/// back (a set read with GET, edited, and PUT again) is accepted and
+/// replaced, so the document a GET returns is always a valid PUT.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleSetBody {
+    #[serde(default, rename = "version")]
+    _version: Option<u64>,
     rules: Vec<Rule>,
     #[serde(default)]
     review_hold_s: Option<u64>,

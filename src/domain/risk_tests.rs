@@ -277,3 +277,15 @@ fn a_history_is_bounded_in_count_and_age() {
     });
     assert_eq!(h.seen.len(), 1);
 }
+
+#[test]
+fn a_rule_set_read_back_is_a_valid_rule_set() {
+    // Found by the fuzzer: GET's document (with its version) was refused by
+    // PUT as an unknown field.
+    let stored = RuleSet::parse(br#"{"rules":[]}"#, 3).unwrap();
+    let document = serde_json::to_vec(&stored).unwrap();
+    let again = RuleSet::parse(&document, 4).unwrap();
+    assert_eq!((again.version, again.rules.len()), (4, 0));
+    let defaults = serde_json::to_vec(&RuleSet::defaults()).unwrap();
+    assert_eq!(RuleSet::parse(&defaults, 1).unwrap().rules, RuleSet::defaults().rules);
+}
