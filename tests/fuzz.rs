@@ -54,7 +54,7 @@ fn fuzz<S: Strategy>(
                 &seed_bytes(name, seed),
             ),
         );
-        if let Err(e) = runner.run(&strategy, |v| test(v)) {
+        if let Err(e) = runner.run(&strategy, &test) {
             panic!("fuzz target {name} failed (seed {seed}): {e}");
         }
         tried += 2_000;
@@ -107,15 +107,23 @@ fn text() -> impl Strategy<Value = String> {
 /// A sample with a few bytes flipped, inserted, removed, or cut off.
 fn mutated(samples: Vec<String>) -> impl Strategy<Value = String> {
     let n = samples.len();
-    (0..n, prop::collection::vec((any::<u8>(), any::<u16>(), any::<u8>()), 1..6)).prop_map(
-        move |(i, edits)| String::from_utf8_lossy(&mutate(samples[i].as_bytes(), &edits)).into_owned(),
+    (
+        0..n,
+        prop::collection::vec((any::<u8>(), any::<u16>(), any::<u8>()), 1..6),
     )
+        .prop_map(move |(i, edits)| {
+            String::from_utf8_lossy(&mutate(samples[i].as_bytes(), &edits)).into_owned()
+        })
 }
 
 fn mutate(sample: &[u8], edits: &[(u8, u16, u8)]) -> Vec<u8> {
     let mut bytes = sample.to_vec();
     for (op, at, byte) in edits {
-        let at = if bytes.is_empty() { 0 } else { *at as usize % bytes.len() };
+        let at = if bytes.is_empty() {
+            0
+        } else {
+            *at as usize % bytes.len()
+        };
         match op % 4 {
             0 if !bytes.is_empty() => bytes[at] = *byte,
             1 => bytes.insert(at, *byte),
@@ -129,11 +137,44 @@ fn mutate(sample: &[u8], edits: &[(u8, u16, u8)]) -> Vec<u8> {
 }
 
 const KEYS: &[&str] = &[
-    "on_hand", "low_stock_threshold", "per_buyer_limit", "hold_seconds", "deduction",
-    "max_per_hold", "qty", "buyer", "reason", "reference", "delta", "note", "title", "items",
-    "sku", "channel", "lines", "room", "payment_ref", "amount", "carrier", "tracking_number",
-    "restock", "ttl_s", "device", "account_created", "order", "type", "versions", "rules",
-    "id", "action", "check", "subject", "max", "window_s", "review_hold_s", "rooms",
+    "on_hand",
+    "low_stock_threshold",
+    "per_buyer_limit",
+    "hold_seconds",
+    "deduction",
+    "max_per_hold",
+    "qty",
+    "buyer",
+    "reason",
+    "reference",
+    "delta",
+    "note",
+    "title",
+    "items",
+    "sku",
+    "channel",
+    "lines",
+    "room",
+    "payment_ref",
+    "amount",
+    "carrier",
+    "tracking_number",
+    "restock",
+    "ttl_s",
+    "device",
+    "account_created",
+    "order",
+    "type",
+    "versions",
+    "rules",
+    "id",
+    "action",
+    "check",
+    "subject",
+    "max",
+    "window_s",
+    "review_hold_s",
+    "rooms",
 ];
 
 /// JSON shaped like the bodies: their field names, values of every type
@@ -148,8 +189,18 @@ fn json_value() -> impl Strategy<Value = Value> {
         any::<f64>().prop_map(|f| json!(f)),
         text().prop_map(Value::from),
         prop::sample::select(vec![
-            "hold", "at_order", "at_payment", "damaged", "douyin", "resume", "deny",
-            "review", "velocity", "buyer", "tee-1", "",
+            "hold",
+            "at_order",
+            "at_payment",
+            "damaged",
+            "douyin",
+            "resume",
+            "deny",
+            "review",
+            "velocity",
+            "buyer",
+            "tee-1",
+            "",
         ])
         .prop_map(Value::from),
     ];
@@ -158,7 +209,10 @@ fn json_value() -> impl Strategy<Value = Value> {
             prop::collection::vec(inner.clone(), 0..5).prop_map(Value::from),
             prop::collection::vec(
                 (
-                    prop_oneof![prop::sample::select(KEYS.to_vec()).prop_map(String::from), text()],
+                    prop_oneof![
+                        prop::sample::select(KEYS.to_vec()).prop_map(String::from),
+                        text()
+                    ],
                     inner
                 ),
                 0..6
@@ -214,44 +268,88 @@ fn budget() -> Duration {
 fn every_parser_and_the_core_survive_any_input() {
     let budget = budget();
 
-    fuzz("ids and numbers", budget, (text(), any::<u64>(), any::<i64>()), |(raw, n, d)| {
-        ids_round_trip!(&raw, SkuId, RoomId, Channel, BuyerId, ReservationId, OrderId, IdempotencyKey, Note);
-        let _ = FeedName::parse(&raw);
-        for m in [n, n % 2_000_000_000_000, n % 100_000] {
-            if let Ok(q) = Quantity::parse(m) {
-                prop_assert_eq!(q.get(), m);
+    fuzz(
+        "ids and numbers",
+        budget,
+        (text(), any::<u64>(), any::<i64>()),
+        |(raw, n, d)| {
+            ids_round_trip!(
+                &raw,
+                SkuId,
+                RoomId,
+                Channel,
+                BuyerId,
+                ReservationId,
+                OrderId,
+                IdempotencyKey,
+                Note
+            );
+            let _ = FeedName::parse(&raw);
+            for m in [n, n % 2_000_000_000_000, n % 100_000] {
+                if let Ok(q) = Quantity::parse(m) {
+                    prop_assert_eq!(q.get(), m);
+                }
+                if let Ok(u) = Units::parse(m) {
+                    prop_assert_eq!(u.get(), m);
+                }
+                let _ = HoldSeconds::parse(m);
             }
-            if let Ok(u) = Units::parse(m) {
-                prop_assert_eq!(u.get(), m);
+            if let Ok(delta) = Delta::parse(d) {
+                prop_assert_eq!(delta.get(), d);
             }
-            let _ = HoldSeconds::parse(m);
-        }
-        if let Ok(delta) = Delta::parse(d) {
-            prop_assert_eq!(delta.get(), d);
-        }
-        Ok(())
-    });
+            Ok(())
+        },
+    );
 
     let segment = prop_oneof![
         prop::sample::select(vec![
-            "api", "skus", "orders", "reservations", "commit", "restock", "adjustments",
-            "ledger", "audit", "holds", "live", "rooms", "buyers", "risk", "rules", "reviews",
-            "pay", "cancel", "ship", "deliver", "refund", "approve", "reject", "dev", "health",
+            "api",
+            "skus",
+            "orders",
+            "reservations",
+            "commit",
+            "restock",
+            "adjustments",
+            "ledger",
+            "audit",
+            "holds",
+            "live",
+            "rooms",
+            "buyers",
+            "risk",
+            "rules",
+            "reviews",
+            "pay",
+            "cancel",
+            "ship",
+            "deliver",
+            "refund",
+            "approve",
+            "reject",
+            "dev",
+            "health",
         ])
         .prop_map(String::from),
         text(),
     ];
     let path = prop::collection::vec(segment, 0..7).prop_map(|s| format!("/{}", s.join("/")));
-    let method = prop::sample::select(vec!["GET", "PUT", "POST", "DELETE", "PATCH", "OPTIONS", "get", ""]);
-    fuzz("routes and queries", budget, (method, prop_oneof![path, text()], text()), |(m, p, q)| {
-        if let Ok(route) = Route::parse(m, &p) {
-            let _ = route.access();
-        }
-        if let Ok((_, limit)) = wire::parse_page(&q) {
-            prop_assert!((1..=1000).contains(&limit));
-        }
-        Ok(())
-    });
+    let method = prop::sample::select(vec![
+        "GET", "PUT", "POST", "DELETE", "PATCH", "OPTIONS", "get", "",
+    ]);
+    fuzz(
+        "routes and queries",
+        budget,
+        (method, prop_oneof![path, text()], text()),
+        |(m, p, q)| {
+            if let Ok(route) = Route::parse(m, &p) {
+                let _ = route.access();
+            }
+            if let Ok((_, limit)) = wire::parse_page(&q) {
+                prop_assert!((1..=1000).contains(&limit));
+            }
+            Ok(())
+        },
+    );
 
     fuzz("request bodies", budget, body(), |bytes| {
         let hold = ReservationId::from_random([1; 16]);
@@ -300,13 +398,20 @@ fn every_parser_and_the_core_survive_any_input() {
         channel: None,
     };
     let token = sign_session(&claims, secret);
-    assert!(verify_session(&token, &[secret], 1_500).is_ok(), "the sample verifies");
+    assert!(
+        verify_session(&token, &[secret], 1_500).is_ok(),
+        "the sample verifies"
+    );
     let header = sign_payment(1_500, b"{}", secret);
     assert!(verify_payment(&header, b"{}", &[secret], 1_500).is_ok());
     fuzz(
         "sessions and signatures",
         budget,
-        (prop_oneof![text(), mutated(vec![token.clone(), header.clone()])], body(), any::<u32>()),
+        (
+            prop_oneof![text(), mutated(vec![token.clone(), header.clone()])],
+            body(),
+            any::<u32>(),
+        ),
         |(raw, bytes, at)| {
             let now = 1_000 + u64::from(at % 2_000);
             if let Ok(got) = verify_session(&raw, &[secret], now) {
@@ -325,7 +430,12 @@ fn every_parser_and_the_core_survive_any_input() {
             prop_assert_eq!(rules.version, 7);
             // What was accepted reads back the same.
             let again = RuleSet::parse(&serde_json::to_vec(&rules).unwrap(), 7);
-            prop_assert!(again.is_ok(), "{} read back as {:?}", serde_json::to_string(&rules).unwrap(), again.err());
+            prop_assert!(
+                again.is_ok(),
+                "{} read back as {:?}",
+                serde_json::to_string(&rules).unwrap(),
+                again.err()
+            );
         }
         Ok(())
     });
@@ -334,11 +444,16 @@ fn every_parser_and_the_core_survive_any_input() {
     let mut state = FeedState::default();
     let mut record_state = Stock::load(SkuId::parse("tee-1").unwrap(), None, vec![], 1);
     record_state.step(1, &[setup_request(5)]);
-    state.publish(edgestock::domain::event::Event::stock(record_state.record().unwrap()));
+    state.publish(edgestock::domain::event::Event::stock(
+        record_state.record().unwrap(),
+    ));
     fuzz("viewer messages", budget, body(), |bytes| {
         let text = String::from_utf8_lossy(&bytes);
-        if let Ok(ViewerMessage::Resume { versions }) = serde_json::from_str::<ViewerMessage>(&text) {
-            prop_assert!(!state.resume(&feed, &versions).is_empty() || versions.values().all(|v| *v >= 1));
+        if let Ok(ViewerMessage::Resume { versions }) = serde_json::from_str::<ViewerMessage>(&text)
+        {
+            prop_assert!(
+                !state.resume(&feed, &versions).is_empty() || versions.values().all(|v| *v >= 1)
+            );
         }
         Ok(())
     });
@@ -346,30 +461,38 @@ fn every_parser_and_the_core_survive_any_input() {
     // The core: random sequences of requests, in random batches, with the
     // clock jumping; the invariants hold after every step.
     let op = (0u8..12, 0u8..6, 0u8..4, 1u64..8, -5i64..6, 0u64..200_000);
-    fuzz("the core's step", budget / 2, prop::collection::vec(op, 1..60), |ops| {
-        let mut stock = Stock::load(SkuId::parse("fuzz").unwrap(), None, vec![], 1);
-        let mut now = 1_000_000u64;
-        for chunk in ops.chunks(4) {
-            let requests: Vec<Request> = chunk.iter().map(|o| request(*o)).collect();
-            for r in &requests {
-                for b in stock.needs(std::slice::from_ref(r)).buyers {
-                    stock.provide_bought(b, 0);
+    fuzz(
+        "the core's step",
+        budget / 2,
+        prop::collection::vec(op, 1..60),
+        |ops| {
+            let mut stock = Stock::load(SkuId::parse("fuzz").unwrap(), None, vec![], 1);
+            let mut now = 1_000_000u64;
+            for chunk in ops.chunks(4) {
+                let requests: Vec<Request> = chunk.iter().map(|o| request(*o)).collect();
+                for r in &requests {
+                    for b in stock.needs(std::slice::from_ref(r)).buyers {
+                        stock.provide_bought(b, 0);
+                    }
                 }
+                now += chunk[0].5;
+                stock.step(now, &requests);
+                stock.take_changes();
+                let wrong = stock.check_invariants();
+                prop_assert!(wrong.is_empty(), "{:?}", wrong);
+                prop_assert!(stock.quarantine().is_empty());
             }
-            now += chunk[0].5;
-            stock.step(now, &requests);
-            stock.take_changes();
-            let wrong = stock.check_invariants();
-            prop_assert!(wrong.is_empty(), "{:?}", wrong);
-            prop_assert!(stock.quarantine().is_empty());
-        }
-        INPUTS.fetch_add(ops.len() as u64, Ordering::Relaxed);
-        Ok(())
-    });
+            INPUTS.fetch_add(ops.len() as u64, Ordering::Relaxed);
+            Ok(())
+        },
+    );
 
     let total = INPUTS.load(Ordering::Relaxed);
     println!("fuzz: {total} inputs in all, no panic");
-    if let Some(min) = std::env::var("FUZZ_MIN_INPUTS").ok().and_then(|s| s.parse::<u64>().ok()) {
+    if let Some(min) = std::env::var("FUZZ_MIN_INPUTS")
+        .ok()
+        .and_then(|s| s.parse::<u64>().ok())
+    {
         assert!(total >= min, "only {total} inputs tried, {min} asked");
     }
 }
@@ -405,12 +528,27 @@ fn request((kind, hold_byte, buyer, qty, delta, _): (u8, u8, u8, u64, i64, u64))
     let command = match kind {
         0 => return setup_request(qty.get() * 3),
         1..=3 => Command::Reserve { hold, buyer, qty },
-        4 => Command::Place { hold, buyer, qty, order, hold_for: None },
-        5 => Command::Sell { hold, buyer, qty, order },
+        4 => Command::Place {
+            hold,
+            buyer,
+            qty,
+            order,
+            hold_for: None,
+        },
+        5 => Command::Sell {
+            hold,
+            buyer,
+            qty,
+            order,
+        },
         6 => Command::Commit { hold },
         7 => Command::Release { hold },
         8 => Command::Return { hold },
-        9 => Command::Restock { qty, reason: None, reference: None },
+        9 => Command::Restock {
+            qty,
+            reason: None,
+            reference: None,
+        },
         10 => Command::Adjust {
             delta: Delta::parse(if delta == 0 { 1 } else { delta }).unwrap(),
             reason: AdjustReason::Recount,
@@ -423,14 +561,18 @@ fn request((kind, hold_byte, buyer, qty, delta, _): (u8, u8, u8, u64, i64, u64))
             per_buyer_limit: LimitChange::Keep,
             hold_seconds: None,
             deduction: Some(
-                [DeductionMode::Hold, DeductionMode::AtOrder, DeductionMode::AtPayment]
-                    [hold_byte as usize % 3],
+                [
+                    DeductionMode::Hold,
+                    DeductionMode::AtOrder,
+                    DeductionMode::AtPayment,
+                ][hold_byte as usize % 3],
             ),
             max_per_hold: None,
         }),
     };
     Request {
-        key: (kind % 2 == 0).then(|| IdempotencyKey::parse(&format!("k{kind}-{hold_byte}")).unwrap()),
+        key: (kind % 2 == 0)
+            .then(|| IdempotencyKey::parse(&format!("k{kind}-{hold_byte}")).unwrap()),
         fingerprint: format!("{kind}"),
         actor,
         command,

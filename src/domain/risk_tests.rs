@@ -287,5 +287,8 @@ fn a_rule_set_read_back_is_a_valid_rule_set() {
     let again = RuleSet::parse(&document, 4).unwrap();
     assert_eq!((again.version, again.rules.len()), (4, 0));
     let defaults = serde_json::to_vec(&RuleSet::defaults()).unwrap();
-    assert_eq!(RuleSet::parse(&defaults, 1).unwrap().rules, RuleSet::defaults().rules);
+    assert_eq!(
+        RuleSet::parse(&defaults, 1).unwrap().rules,
+        RuleSet::defaults().rules
+    );
 }
