@@ -143,10 +143,12 @@ fn an_order_in_review_keeps_its_holds_until_approved_or_rejected() {
         // Too late to approve once its holds have run out.
         let mut late = order.clone();
         assert_eq!(
-            late.change(Change::Approve, "admin", T0 + 1_800_000),
+            late.change(Change::Approve, &Actor::Admin, T0 + 1_800_000),
             Err(OrderError::PastDeadline)
         );
-        order.change(Change::Approve, "admin", T0 + 1).unwrap();
+        order
+            .change(Change::Approve, &Actor::Admin, T0 + 1)
+            .unwrap();
         assert_eq!(order.status, OrderStatus::Reserved);
         apply(&mut world, &mut order, pay("p1"), T0 + 2).unwrap();
         assert_eq!(order.status, OrderStatus::Paid, "{mode:?}");
@@ -401,11 +403,11 @@ fn the_status_machine_refuses_illegal_transitions() {
     let mut order = placed(&mut world, 1, &[("a", 1)]);
     let illegal = |from, to| OrderError::IllegalTransition { from, to };
     assert_eq!(
-        order.change(ship(), "admin", T0),
+        order.change(ship(), &Actor::Admin, T0),
         Err(illegal(OrderStatus::Reserved, "shipped"))
     );
     assert_eq!(
-        order.change(Change::Deliver, "admin", T0),
+        order.change(Change::Deliver, &Actor::Admin, T0),
         Err(illegal(OrderStatus::Reserved, "delivered"))
     );
     assert_eq!(
@@ -423,12 +425,12 @@ fn the_status_machine_refuses_illegal_transitions() {
         order.begin(Intent::Expire, T0),
         Err(illegal(OrderStatus::Paid, "expired"))
     );
-    assert_eq!(order.change(ship(), "admin", T0), Ok(()));
+    assert_eq!(order.change(ship(), &Actor::Admin, T0), Ok(()));
     assert_eq!(
         order.begin(Intent::Cancel { reason: None }, T0),
         Err(illegal(OrderStatus::Shipped, "cancelled"))
     );
-    assert_eq!(order.change(Change::Deliver, "admin", T0), Ok(()));
+    assert_eq!(order.change(Change::Deliver, &Actor::Admin, T0), Ok(()));
     apply(
         &mut world,
         &mut order,
@@ -736,7 +738,7 @@ fn simulate(seed: u64, steps: usize) -> HashMap<&'static str, u64> {
                         } else {
                             Change::Deliver
                         };
-                        if order.change(change, "sim", now).is_ok() {
+                        if order.change(change, &Actor::Admin, now).is_ok() {
                             *seen.entry("shipped or delivered").or_default() += 1;
                         }
                         continue;

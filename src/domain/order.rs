@@ -13,7 +13,7 @@
 //! hold that nobody resolves expires at its SKU.
 
 use super::risk::{Decision, Verdict};
-use super::stock::{Command, DeductionMode, HoldStatus, Outcome, Reply, StockError};
+use super::stock::{Actor, Command, DeductionMode, HoldStatus, Outcome, Reply, StockError};
 pub use super::types::Channel;
 use super::types::{
     digest16, BuyerId, HoldSeconds, IdempotencyKey, OrderId, Quantity, ReplayKey, ReservationId,
@@ -150,6 +150,8 @@ pub struct OrderLine {
 pub struct TimelineEntry {
     pub at_ms: u64,
     pub status: OrderStatus,
+    /// Who moved it, as an [`Actor`]'s text (`buyer:<id>`, `admin`,
+    /// `payment`, `system`, `risk`): the same words as the ledger's.
     pub actor: String,
     pub note: Option<String>,
 }
@@ -372,7 +374,7 @@ impl Order {
                     .map(|f| format!("{}: {}", f.rule, f.reason))
                     .collect::<Vec<_>>()
                     .join("; ");
-                self.record(OrderStatus::Rejected, "risk", Some(note), now);
+                self.record(OrderStatus::Rejected, &Actor::Risk, Some(note), now);
             }
         }
         self.risk = Some(decision);
@@ -508,7 +510,7 @@ impl Order {
     }
 
     /// Ship or deliver: transitions with no stock effect.
-    pub fn change(&mut self, change: Change, actor: &str, now: u64) -> Result<(), OrderError> {
+    pub fn change(&mut self, change: Change, actor: &Actor, now: u64) -> Result<(), OrderError> {
         if self.pending.is_some() {
             return Err(OrderError::Busy);
         }
@@ -688,7 +690,7 @@ impl Order {
 
     /// Finishes the pending transition once its plan is empty: sets the
     /// status and writes the timeline.
-    pub fn settle(&mut self, actor: &str, now: u64) -> Option<OrderStatus> {
+    pub fn settle(&mut self, actor: &Actor, now: u64) -> Option<OrderStatus> {
         if !self.plan().is_empty() {
             return None;
         }
@@ -768,12 +770,12 @@ impl Order {
             .join("; ")
     }
 
-    fn record(&mut self, status: OrderStatus, actor: &str, note: Option<String>, now: u64) {
+    fn record(&mut self, status: OrderStatus, actor: &Actor, note: Option<String>, now: u64) {
         self.status = status;
         self.timeline.push(TimelineEntry {
             at_ms: now,
             status,
-            actor: actor.to_owned(),
+            actor: actor.to_string(),
             note,
         });
     }

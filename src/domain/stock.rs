@@ -33,8 +33,13 @@ pub enum Actor {
     Buyer(BuyerId),
     /// An order object placing, paying, cancelling or refunding its lines.
     Order(OrderId),
-    /// The object itself: expiry by alarm or at the start of a step.
+    /// The object itself: expiry by alarm or at the start of a step, an
+    /// order's alarm.
     System,
+    /// A payment provider's signed callback, paying an order.
+    Payment,
+    /// The merchant's risk rules, refusing an order.
+    Risk,
 }
 
 impl fmt::Display for Actor {
@@ -44,6 +49,8 @@ impl fmt::Display for Actor {
             Actor::Buyer(b) => write!(f, "buyer:{b}"),
             Actor::Order(o) => write!(f, "order:{o}"),
             Actor::System => f.write_str("system"),
+            Actor::Payment => f.write_str("payment"),
+            Actor::Risk => f.write_str("risk"),
         }
     }
 }
@@ -189,6 +196,8 @@ impl Hold {
             Actor::Admin | Actor::System => true,
             Actor::Buyer(buyer) => self.buyer == *buyer,
             Actor::Order(order) => self.order.as_ref() == Some(order),
+            // They act on orders, never on a SKU's holds directly.
+            Actor::Payment | Actor::Risk => false,
         }
     }
 

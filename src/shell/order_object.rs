@@ -67,7 +67,7 @@ pub enum OrderOp {
     Latest,
     Transition {
         intent: Intent,
-        actor: String,
+        actor: Actor,
         /// Who asked: a buyer may only touch their own order.
         caller: Actor,
         key: Option<IdempotencyKey>,
@@ -75,7 +75,7 @@ pub enum OrderOp {
     },
     Change {
         change: Change,
-        actor: String,
+        actor: Actor,
         key: Option<IdempotencyKey>,
         fingerprint: String,
     },
@@ -220,7 +220,7 @@ impl DurableObject for OrderObject {
             // Cut short: the transition has re-armed the alarm at its
             // backoff, and the error makes the runtime retry sooner too;
             // running it again is safe (every SKU call is idempotent).
-            if let Err(e) = self.transition(&mut order, intent, "system").await {
+            if let Err(e) = self.transition(&mut order, intent, &Actor::System).await {
                 *self.order.borrow_mut() = None;
                 return Err(worker::Error::RustError(format!(
                     "order {}: alarm: {}",
@@ -335,7 +335,8 @@ impl OrderObject {
                 };
                 // A retry of a create that was interrupted finishes it.
                 if order.pending.is_some() {
-                    self.run(&mut order, "buyer").await?;
+                    let buyer = Actor::Buyer(order.buyer.clone());
+                    self.run(&mut order, &buyer).await?;
                 }
                 if order.denied_by_risk() {
                     return Err(ApiError::RiskDenied {
@@ -390,7 +391,7 @@ impl OrderObject {
                 // An interrupted transition is finished before the next one,
                 // except that a cancel may replace a placing that cannot
                 // finish.
-                if let Err(e) = self.run(&mut order, "system").await {
+                if let Err(e) = self.run(&mut order, &Actor::System).await {
                     let cancels_placing = matches!(intent, Intent::Cancel { .. })
                         && order.pending == Some(Intent::Place);
                     if !cancels_placing {
@@ -434,7 +435,7 @@ impl OrderObject {
                     return Ok(reply);
                 }
                 let mut order = self.load()?.ok_or(ApiError::OrderNotFound)?;
-                self.run(&mut order, "system").await?;
+                self.run(&mut order, &Actor::System).await?;
                 let seen = order.timeline.len();
                 match order.change(change, &actor, now_ms()) {
                     Err(e) => {
@@ -460,9 +461,9 @@ impl OrderObject {
     fn visible_to(&self, caller: &Actor) -> std::result::Result<Order, ApiError> {
         let order = self.load()?.ok_or(ApiError::OrderNotFound)?;
         let visible = match caller {
-            Actor::Admin | Actor::System => true,
+            Actor::Admin | Actor::System | Actor::Payment => true,
             Actor::Buyer(buyer) => order.buyer == *buyer,
-            Actor::Order(_) => false,
+            Actor::Order(_) | Actor::Risk => false,
         };
         if visible {
             Ok(order)
@@ -473,7 +474,7 @@ impl OrderObject {
 
     /// Runs the pending transition; on interruption the pending intent stays
     /// saved, the alarm resumes it, and the client is told to retry.
-    async fn run(&self, order: &mut Order, actor: &str) -> std::result::Result<(), ApiError> {
+    async fn run(&self, order: &mut Order, actor: &Actor) -> std::result::Result<(), ApiError> {
         let Some(intent) = order.pending.clone() else {
             return Ok(());
         };
@@ -488,7 +489,7 @@ impl OrderObject {
         &self,
         order: &mut Order,
         intent: Intent,
-        actor: &str,
+        actor: &Actor,
     ) -> std::result::Result<(), Interrupted> {
         let saved = |order: &Order| self.save(order).map_err(|_| Interrupted("save".into()));
         if order.pending.is_none() {

@@ -427,7 +427,7 @@ fn pay(
     let fingerprint = wire::fingerprint("POST", &format!("/api/orders/{order}/pay"), &body);
     Ok(OrderOp::Transition {
         intent: body.into_intent()?,
-        actor: "payment".into(),
+        actor: Actor::Payment,
         caller: Actor::System,
         key,
         fingerprint,
@@ -474,9 +474,9 @@ async fn order_action(
     caller: Actor,
 ) -> Outcome<OrderOp> {
     let key = incoming.key()?;
-    let transition = |intent: Intent, actor: &str, fingerprint: String| OrderOp::Transition {
+    let transition = |intent: Intent, actor: Actor, fingerprint: String| OrderOp::Transition {
         intent,
-        actor: actor.to_owned(),
+        actor,
         caller: caller.clone(),
         key: key.clone(),
         fingerprint,
@@ -499,12 +499,7 @@ async fn order_action(
             let intent = Intent::Cancel {
                 reason: body.reason.map(|r| r.to_string()),
             };
-            let who = if caller == Actor::Admin {
-                "admin"
-            } else {
-                "buyer"
-            };
-            transition(intent, who, fingerprint)
+            transition(intent, caller.clone(), fingerprint)
         }
         OrderAction::Refund => {
             let body: RefundBody = read_body(incoming.req).await?;
@@ -513,14 +508,14 @@ async fn order_action(
                 restock: body.restock,
                 reason: body.reason.map(|r| r.to_string()),
             };
-            transition(intent, "admin", fingerprint)
+            transition(intent, Actor::Admin, fingerprint)
         }
         OrderAction::Ship => {
             let body: ShipBody = read_body(incoming.req).await?;
             OrderOp::Change {
                 fingerprint: incoming.fingerprint(&body),
                 change: body.into_change()?,
-                actor: "admin".into(),
+                actor: Actor::Admin,
                 key,
             }
         }
@@ -529,7 +524,7 @@ async fn order_action(
             OrderOp::Change {
                 fingerprint: incoming.fingerprint(&body),
                 change: crate::domain::order::Change::Approve,
-                actor: "admin".into(),
+                actor: Actor::Admin,
                 key,
             }
         }
@@ -539,14 +534,14 @@ async fn order_action(
             let intent = Intent::Reject {
                 reason: body.reason.map(|r| r.to_string()),
             };
-            transition(intent, "admin", fingerprint)
+            transition(intent, Actor::Admin, fingerprint)
         }
         OrderAction::Deliver => {
             let body: DeliverBody = read_optional_body(incoming.req).await?;
             OrderOp::Change {
                 fingerprint: incoming.fingerprint(&body),
                 change: crate::domain::order::Change::Deliver,
-                actor: "admin".into(),
+                actor: Actor::Admin,
                 key,
             }
         }

@@ -177,7 +177,7 @@ impl World {
         loop {
             let plan = order.plan();
             if plan.is_empty() {
-                order.settle("test", now);
+                order.settle(&Actor::System, now);
                 return true;
             }
             self.unreachable.clear();
