@@ -3,50 +3,15 @@
 //! needs no scan across orders. Order objects keep it up to date.
 
 use super::http::to_response;
-use super::order_object::internal_request;
+use super::stubs::BuyerCall;
 use crate::api::wire::ledger_page_json;
 use crate::api::{ApiError, HttpReply};
-use crate::domain::types::{BuyerId, OrderId};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use worker::{
     console_error, durable_object, DurableObject, Env, Request, Response, Result, SqlStorageValue,
     State,
 };
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum BuyerCall {
-    Upsert { order: OrderId, summary: Value },
-    List { after: u64, limit: usize },
-}
-
-pub struct BuyerClient;
-
-impl BuyerClient {
-    async fn call(env: &Env, buyer: &BuyerId, call: &BuyerCall) -> Result<Response> {
-        let stub = env.durable_object("BUYER")?.get_by_name(buyer.as_str())?;
-        stub.fetch_with_request(internal_request(call)?).await
-    }
-
-    pub async fn upsert(env: &Env, buyer: &BuyerId, order: &OrderId, summary: Value) -> Result<()> {
-        let call = BuyerCall::Upsert {
-            order: order.clone(),
-            summary,
-        };
-        let response = Self::call(env, buyer, &call).await?;
-        match response.status_code() {
-            200 => Ok(()),
-            status => Err(worker::Error::RustError(format!(
-                "buyer index answered {status}"
-            ))),
-        }
-    }
-
-    pub async fn list(env: &Env, buyer: &BuyerId, after: u64, limit: usize) -> Result<Response> {
-        Self::call(env, buyer, &BuyerCall::List { after, limit }).await
-    }
-}
 
 #[durable_object]
 pub struct BuyerObject {

@@ -6,61 +6,18 @@
 //! status changes.
 
 use super::http::to_response;
-use super::order_object::{internal_request, OrderCall, OrderClient, OrderOp};
-use super::sku_object::{SkuCall, SkuClient, SkuOp};
+use super::stubs::{FeedCall, OrderCall, OrderClient, OrderOp, SkuCall, SkuClient, SkuOp};
 use super::txn::{Atomic, Statement};
 use crate::api::{ApiError, HttpReply};
 use crate::domain::event::{Event, EVENT_VERSION};
-use crate::domain::live::{
-    to_json, FeedName, FeedState, Meter, RoomSetup, ViewerMessage, INCOMING_BYTES_MAX,
-};
+use crate::domain::live::{to_json, FeedName, FeedState, Meter, ViewerMessage, INCOMING_BYTES_MAX};
 use crate::domain::stock::StockError;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::cell::{Cell, RefCell};
 use worker::{
     console_error, durable_object, Date, DurableObject, Env, Request, Response, Result,
     SqlStorageValue, State, WebSocket, WebSocketIncomingMessage, WebSocketPair,
 };
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum FeedCall {
-    Publish { feed: FeedName, event: Event },
-    SetupRoom { feed: FeedName, room: RoomSetup },
-    Snapshot { feed: FeedName },
-}
-
-pub struct FeedClient;
-
-impl FeedClient {
-    fn stub(env: &Env, feed: &FeedName) -> Result<worker::Stub> {
-        env.durable_object("FEED")?.get_by_name(&feed.to_string())
-    }
-
-    pub async fn call(env: &Env, feed: &FeedName, call: &FeedCall) -> Result<Response> {
-        Self::stub(env, feed)?
-            .fetch_with_request(internal_request(call)?)
-            .await
-    }
-
-    /// Best effort: a viewer missing one push gets the next, or resumes.
-    pub async fn publish(env: &Env, feed: &FeedName, event: &Event) {
-        let call = FeedCall::Publish {
-            feed: feed.clone(),
-            event: event.clone(),
-        };
-        if let Err(e) = Self::call(env, feed, &call).await {
-            console_error!("publish to {feed}: {e}");
-        }
-    }
-
-    /// Hands a viewer's upgrade request to the feed's object.
-    pub async fn connect(env: &Env, feed: &FeedName, req: Request) -> Result<Response> {
-        let mut req = req;
-        req.headers_mut()?.set("X-Feed", &feed.to_string())?;
-        Self::stub(env, feed)?.fetch_with_request(req).await
-    }
-}
 
 #[durable_object]
 pub struct FeedObject {

@@ -13,6 +13,7 @@ mod risk_object;
 mod router;
 mod sku_object;
 mod sql_store;
+mod stubs;
 mod txn;
 
 use worker::{event, Context, Env, Request, Response, Result};

@@ -5,113 +5,34 @@
 //! seconds out while a transition is under way, so a crash mid-way is
 //! finished by the alarm (every SKU call is idempotent, see domain/order.rs).
 
-use super::buyer_object::BuyerClient;
 use super::events;
-use super::feed_object::FeedClient;
 use super::http::to_response;
 use super::risk_object::{self, RiskClient, SubjectName};
-use super::sku_object::{SkuCall, SkuClient, SkuOp};
+use super::stubs::{
+    BuyerClient, FeedClient, OrderCall, OrderOp, Signals, SkuCall, SkuClient, SkuOp,
+};
 use super::txn::{Atomic, Statement};
 use crate::api::wire::{failed_lines_json, order_json, order_summary_json};
-use crate::api::{ApiError, HttpReply, RateScope};
+use crate::api::{ApiError, HttpReply};
 use crate::domain::event::{AlertKind, Event};
-use crate::domain::live::{FeedName, RoomId};
+use crate::domain::live::FeedName;
 use crate::domain::order::{
-    line_hold_id, Begin, Change, Channel, Intent, Interruption, KeyedAsk, Order, OrderStatus,
-    SkuStep,
+    line_hold_id, Begin, Intent, Interruption, KeyedAsk, Order, OrderStatus, SkuStep,
 };
 use crate::domain::risk::{self, Decision, Facts, History, Judged, Seen, Subject, Verdict};
 use crate::domain::stock::{Actor, Reply, Request as StockRequest};
-use crate::domain::types::{
-    BuyerId, HoldSeconds, IdempotencyKey, OrderId, Quantity, ReplayKey, SkuId,
-};
+use crate::domain::types::{HoldSeconds, ReplayKey};
 use futures_util::future::join_all;
 use futures_util::lock::Mutex;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use std::cell::{Cell, RefCell};
 use worker::{
-    console_error, durable_object, js_sys, Date, DurableObject, Env, Method, Request, RequestInit,
-    Response, Result, ScheduledTime, SqlStorageValue, State, Stub,
+    console_error, durable_object, js_sys, Date, DurableObject, Env, Request, Response, Result,
+    ScheduledTime, SqlStorageValue, State,
 };
 
 /// How soon the alarm looks again at a transition left under way.
 const RESUME_AFTER_MS: u64 = 5_000;
-
-#[derive(Debug, Serialize, Deserialize)]
-pub struct OrderCall {
-    pub order: OrderId,
-    pub op: OrderOp,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum OrderOp {
-    Create {
-        buyer: BuyerId,
-        channel: Channel,
-        lines: Vec<(SkuId, Quantity)>,
-        room: Option<RoomId>,
-        fingerprint: String,
-        /// Set when the caller is over a rate limit: a retry of a create
-        /// already made is answered, a new order is refused.
-        #[serde(default)]
-        replay_only: Option<RateScope>,
-        /// What the risk rules look at besides the order itself.
-        #[serde(default)]
-        signals: Signals,
-    },
-    /// The order, for its buyer or an admin (anyone else: not found).
-    Get { caller: Actor },
-    /// The order's latest status as an event, for its feed's first viewer
-    /// (the router has checked the viewer's session).
-    Latest,
-    Transition {
-        intent: Intent,
-        actor: Actor,
-        /// Who asked: a buyer may only touch their own order.
-        caller: Actor,
-        key: Option<IdempotencyKey>,
-        fingerprint: String,
-    },
-    Change {
-        change: Change,
-        actor: Actor,
-        key: Option<IdempotencyKey>,
-        fingerprint: String,
-    },
-}
-
-/// What the router knows about who is ordering, for the risk rules: from
-/// the session's claims and the client's address.
-#[derive(Debug, Default, Clone, Serialize, Deserialize)]
-pub struct Signals {
-    pub device: Option<String>,
-    pub address: Option<String>,
-    /// The buyer's account creation time (seconds), from the session.
-    pub account_created: Option<u64>,
-}
-
-pub struct OrderClient(Stub);
-
-impl OrderClient {
-    pub fn new(env: &Env, order: &OrderId) -> Result<OrderClient> {
-        Ok(OrderClient(
-            env.durable_object("ORDER")?.get_by_name(order.as_str())?,
-        ))
-    }
-
-    pub async fn call(&self, call: &OrderCall) -> Result<Response> {
-        self.0.fetch_with_request(internal_request(call)?).await
-    }
-}
-
-/// A POST carrying `body` as JSON, for object-to-object calls.
-pub fn internal_request(body: &impl Serialize) -> Result<Request> {
-    let body = serde_json::to_string(body).map_err(|e| worker::Error::RustError(e.to_string()))?;
-    let mut init = RequestInit::new();
-    init.with_method(Method::Post).with_body(Some(body.into()));
-    Request::new_with_init("https://object.internal/call", &init)
-}
 
 #[durable_object]
 pub struct OrderObject {

@@ -17,8 +17,7 @@
 //! Device ids and client addresses are stored as digests, never raw.
 
 use super::http::to_response;
-use super::order_object::internal_request;
-use super::sku_object::{SkuCall, SkuClient, SkuOp};
+use super::stubs::{internal_request, SkuCall, SkuClient, SkuOp};
 use crate::api::{ApiError, HttpReply};
 use crate::domain::hold_cap::{Claim, LiveHold, LiveHolds, Moment};
 use crate::domain::order::OrderStatus;

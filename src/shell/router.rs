@@ -4,14 +4,14 @@
 //! here holds state.
 
 use super::auth::{self, Caller};
-use super::buyer_object::BuyerClient;
-use super::feed_object::{FeedCall, FeedClient};
 use super::hold_gate;
 use super::http::to_response;
 use super::limits;
-use super::order_object::{OrderCall, OrderClient, OrderOp, Signals};
 use super::risk_object::{self, RiskCall, RiskClient};
-use super::sku_object::{SkuCall, SkuClient, SkuOp};
+use super::stubs::{
+    BuyerClient, FeedCall, FeedClient, OrderCall, OrderClient, OrderOp, Signals, SkuCall,
+    SkuClient, SkuOp,
+};
 use crate::api::routes::{Access, OrderAction};
 use crate::api::session::{sign_session, Claims};
 use crate::api::wire::RoomBody;

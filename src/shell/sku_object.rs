@@ -9,10 +9,9 @@
 //! reply is released.
 
 use super::events;
-use super::feed_object::FeedClient;
 use super::http::to_response;
-use super::order_object::internal_request;
 use super::sql_store::{SqlStore, StoreError};
+use super::stubs::{FeedClient, SkuCall, SkuOp};
 use super::txn::Atomic;
 use crate::api::wire::{hold_json, holds_json, ledger_json, reply_to_http, sku_json};
 use crate::api::{ApiError, HttpReply, Refusal};
@@ -21,87 +20,17 @@ use crate::domain::event::Event;
 use crate::domain::ledger::LedgerEntry;
 use crate::domain::live::FeedName;
 use crate::domain::stock::Stock;
-use crate::domain::stock::{Actor, Hold, Reply};
+use crate::domain::stock::{Hold, Reply};
 use crate::domain::stock::{Request as StockRequest, StockError};
 use crate::domain::store::{self, RunError, Store};
-use crate::domain::types::{ReservationId, SkuId};
-use serde::{Deserialize, Serialize};
+use crate::domain::types::SkuId;
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 use worker::{
     console_error, durable_object, js_sys, wasm_bindgen_futures, Date, Delay, DurableObject, Env,
-    Request, Response, Result, ScheduledTime, State, Stub,
+    Request, Response, Result, ScheduledTime, State,
 };
-
-/// What the router asks of a SKU object. Internal: only the router's stub
-/// reaches it, with ids and bodies already checked.
-#[derive(Debug, Serialize, Deserialize)]
-pub struct SkuCall {
-    pub sku: SkuId,
-    pub op: SkuOp,
-}
-
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum SkuOp {
-    Step {
-        request: StockRequest,
-    },
-    /// A step the edge refuses as a new attempt (a rate limit, the hold
-    /// cap): answered only if its key has a stored answer (a retry is not a
-    /// new attempt), else refused.
-    Replay {
-        request: StockRequest,
-        refusal: Refusal,
-    },
-    /// A step for another object (an order): answers the core's `Reply` as
-    /// JSON, not HTTP.
-    Apply {
-        request: StockRequest,
-    },
-    /// The live holds, with the orders they belong to.
-    Holds,
-    /// Push this SKU's changes to a feed (a room, the SKU's own feed);
-    /// answers the current state. A SKU never set up refuses (404) unless
-    /// `even_unknown` (a room the merchant set up with a SKU to come): an
-    /// anonymous viewer's socket stores nothing.
-    Subscribe {
-        feed: FeedName,
-        #[serde(default)]
-        even_unknown: bool,
-    },
-    Unsubscribe {
-        feed: FeedName,
-    },
-    Get,
-    /// A hold, if `caller` may see it (a buyer: their own).
-    GetHold {
-        hold: ReservationId,
-        caller: Actor,
-    },
-    Ledger {
-        after: u64,
-        limit: usize,
-    },
-    /// The reconcile check (see domain/audit.rs).
-    Audit,
-}
-
-/// A typed client for a SKU object's stub.
-pub struct SkuClient(Stub);
-
-impl SkuClient {
-    pub fn new(env: &Env, sku: &SkuId) -> Result<SkuClient> {
-        Ok(SkuClient(
-            env.durable_object("SKU")?.get_by_name(sku.as_str())?,
-        ))
-    }
-
-    pub async fn call(&self, call: &SkuCall) -> Result<Response> {
-        self.0.fetch_with_request(internal_request(call)?).await
-    }
-}
 
 #[durable_object]
 pub struct SkuObject {

@@ -1,0 +1,242 @@
+//! The typed stubs every object and the router call each other through:
+//! the call each object takes, a client that sends it, and the one way an
+//! object-to-object request is made. Objects import this module, never each
+//! other, so the shell has no import circles.
+
+use crate::api::RateScope;
+use crate::api::Refusal;
+use crate::domain::event::Event;
+use crate::domain::live::{FeedName, RoomId, RoomSetup};
+use crate::domain::order::{Change, Channel, Intent};
+use crate::domain::stock::{Actor, Request as StockRequest};
+use crate::domain::types::{BuyerId, IdempotencyKey, OrderId, Quantity, ReservationId, SkuId};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use worker::{console_error, Env, Method, Request, RequestInit, Response, Result, Stub};
+
+// ---- SKU objects ----
+
+/// What the router asks of a SKU object. Internal: only the router's stub
+/// reaches it, with ids and bodies already checked.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct SkuCall {
+    pub sku: SkuId,
+    pub op: SkuOp,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum SkuOp {
+    Step {
+        request: StockRequest,
+    },
+    /// A step the edge refuses as a new attempt (a rate limit, the hold
+    /// cap): answered only if its key has a stored answer (a retry is not a
+    /// new attempt), else refused.
+    Replay {
+        request: StockRequest,
+        refusal: Refusal,
+    },
+    /// A step for another object (an order): answers the core's `Reply` as
+    /// JSON, not HTTP.
+    Apply {
+        request: StockRequest,
+    },
+    /// The live holds, with the orders they belong to.
+    Holds,
+    /// Push this SKU's changes to a feed (a room, the SKU's own feed);
+    /// answers the current state. A SKU never set up refuses (404) unless
+    /// `even_unknown` (a room the merchant set up with a SKU to come): an
+    /// anonymous viewer's socket stores nothing.
+    Subscribe {
+        feed: FeedName,
+        #[serde(default)]
+        even_unknown: bool,
+    },
+    Unsubscribe {
+        feed: FeedName,
+    },
+    Get,
+    /// A hold, if `caller` may see it (a buyer: their own).
+    GetHold {
+        hold: ReservationId,
+        caller: Actor,
+    },
+    Ledger {
+        after: u64,
+        limit: usize,
+    },
+    /// The reconcile check (see domain/audit.rs).
+    Audit,
+}
+
+/// A typed client for a SKU object's stub.
+pub struct SkuClient(Stub);
+
+impl SkuClient {
+    pub fn new(env: &Env, sku: &SkuId) -> Result<SkuClient> {
+        Ok(SkuClient(
+            env.durable_object("SKU")?.get_by_name(sku.as_str())?,
+        ))
+    }
+
+    pub async fn call(&self, call: &SkuCall) -> Result<Response> {
+        self.0.fetch_with_request(internal_request(call)?).await
+    }
+}
+
+// ---- order objects ----
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct OrderCall {
+    pub order: OrderId,
+    pub op: OrderOp,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum OrderOp {
+    Create {
+        buyer: BuyerId,
+        channel: Channel,
+        lines: Vec<(SkuId, Quantity)>,
+        room: Option<RoomId>,
+        fingerprint: String,
+        /// Set when the caller is over a rate limit: a retry of a create
+        /// already made is answered, a new order is refused.
+        #[serde(default)]
+        replay_only: Option<RateScope>,
+        /// What the risk rules look at besides the order itself.
+        #[serde(default)]
+        signals: Signals,
+    },
+    /// The order, for its buyer or an admin (anyone else: not found).
+    Get { caller: Actor },
+    /// The order's latest status as an event, for its feed's first viewer
+    /// (the router has checked the viewer's session).
+    Latest,
+    Transition {
+        intent: Intent,
+        actor: Actor,
+        /// Who asked: a buyer may only touch their own order.
+        caller: Actor,
+        key: Option<IdempotencyKey>,
+        fingerprint: String,
+    },
+    Change {
+        change: Change,
+        actor: Actor,
+        key: Option<IdempotencyKey>,
+        fingerprint: String,
+    },
+}
+
+/// What the router knows about who is ordering, for the risk rules: from
+/// the session's claims and the client's address.
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Signals {
+    pub device: Option<String>,
+    pub address: Option<String>,
+    /// The buyer's account creation time (seconds), from the session.
+    pub account_created: Option<u64>,
+}
+
+pub struct OrderClient(Stub);
+
+impl OrderClient {
+    pub fn new(env: &Env, order: &OrderId) -> Result<OrderClient> {
+        Ok(OrderClient(
+            env.durable_object("ORDER")?.get_by_name(order.as_str())?,
+        ))
+    }
+
+    pub async fn call(&self, call: &OrderCall) -> Result<Response> {
+        self.0.fetch_with_request(internal_request(call)?).await
+    }
+}
+
+/// A POST carrying `body` as JSON, for object-to-object calls.
+pub fn internal_request(body: &impl Serialize) -> Result<Request> {
+    let body = serde_json::to_string(body).map_err(|e| worker::Error::RustError(e.to_string()))?;
+    let mut init = RequestInit::new();
+    init.with_method(Method::Post).with_body(Some(body.into()));
+    Request::new_with_init("https://object.internal/call", &init)
+}
+
+// ---- feed objects ----
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum FeedCall {
+    Publish { feed: FeedName, event: Event },
+    SetupRoom { feed: FeedName, room: RoomSetup },
+    Snapshot { feed: FeedName },
+}
+
+pub struct FeedClient;
+
+impl FeedClient {
+    fn stub(env: &Env, feed: &FeedName) -> Result<worker::Stub> {
+        env.durable_object("FEED")?.get_by_name(&feed.to_string())
+    }
+
+    pub async fn call(env: &Env, feed: &FeedName, call: &FeedCall) -> Result<Response> {
+        Self::stub(env, feed)?
+            .fetch_with_request(internal_request(call)?)
+            .await
+    }
+
+    /// Best effort: a viewer missing one push gets the next, or resumes.
+    pub async fn publish(env: &Env, feed: &FeedName, event: &Event) {
+        let call = FeedCall::Publish {
+            feed: feed.clone(),
+            event: event.clone(),
+        };
+        if let Err(e) = Self::call(env, feed, &call).await {
+            console_error!("publish to {feed}: {e}");
+        }
+    }
+
+    /// Hands a viewer's upgrade request to the feed's object.
+    pub async fn connect(env: &Env, feed: &FeedName, req: Request) -> Result<Response> {
+        let mut req = req;
+        req.headers_mut()?.set("X-Feed", &feed.to_string())?;
+        Self::stub(env, feed)?.fetch_with_request(req).await
+    }
+}
+
+// ---- buyer objects ----
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BuyerCall {
+    Upsert { order: OrderId, summary: Value },
+    List { after: u64, limit: usize },
+}
+
+pub struct BuyerClient;
+
+impl BuyerClient {
+    async fn call(env: &Env, buyer: &BuyerId, call: &BuyerCall) -> Result<Response> {
+        let stub = env.durable_object("BUYER")?.get_by_name(buyer.as_str())?;
+        stub.fetch_with_request(internal_request(call)?).await
+    }
+
+    pub async fn upsert(env: &Env, buyer: &BuyerId, order: &OrderId, summary: Value) -> Result<()> {
+        let call = BuyerCall::Upsert {
+            order: order.clone(),
+            summary,
+        };
+        let response = Self::call(env, buyer, &call).await?;
+        match response.status_code() {
+            200 => Ok(()),
+            status => Err(worker::Error::RustError(format!(
+                "buyer index answered {status}"
+            ))),
+        }
+    }
+
+    pub async fn list(env: &Env, buyer: &BuyerId, after: u64, limit: usize) -> Result<Response> {
+        Self::call(env, buyer, &BuyerCall::List { after, limit }).await
+    }
+}
