@@ -13,6 +13,9 @@ use worker::{
     State,
 };
 
+/// A buyer's index lists at most this many orders (the newest).
+const BUYER_ORDERS_MAX: i64 = 1_000;
+
 #[durable_object]
 pub struct BuyerObject {
     state: State,
@@ -57,6 +60,11 @@ impl BuyerObject {
                         SqlStorageValue::String(order.to_string()),
                         SqlStorageValue::String(summary.to_string()),
                     ],
+                )?;
+                // Bounded: the newest orders are listed, the oldest go.
+                sql.exec(
+                    "DELETE FROM orders WHERE seq <= (SELECT max(seq) FROM orders) - ?",
+                    vec![SqlStorageValue::Integer(BUYER_ORDERS_MAX)],
                 )?;
                 Ok(HttpReply::json(200, serde_json::json!({ "ok": true })))
             }

@@ -1,5 +1,7 @@
-//! The one place events leave the process. For now they go to the log as
-//! one JSON line each; live push will fan them out over WebSockets from here.
+//! The one place events leave for the log: one JSON line each (`event
+//! {...}`), stock changes, order status changes and operator alerts alike.
+//! Live viewers get the same events from the feed objects, which SKU and
+//! order objects publish to (see stubs::FeedClient).
 
 use crate::domain::event::Event;
 use worker::console_log;

@@ -1,5 +1,8 @@
-//! The Cloudflare Worker: the stateless router in front of the SKU objects,
-//! and the objects themselves. Only compiled for wasm32.
+//! The Cloudflare Worker: the stateless router, and the Durable Objects
+//! behind it (one per SKU, order, buyer, feed, and the risk subjects and
+//! hold-ledger shards), which reach each other through `stubs`. Each is a
+//! thin shell: load, apply the core, save in one transaction (`txn`),
+//! answer, publish. Only compiled for wasm32.
 
 mod auth;
 mod buyer_object;

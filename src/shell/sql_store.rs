@@ -65,6 +65,13 @@ pub struct SqlStore {
 /// those older than the retention); checked every [`REPLAY_TRIM_EVERY`]
 /// writes.
 pub const REPLAYS_MAX: u64 = 100_000;
+/// A SKU keeps its newest this many ledger entries. Each entry records the
+/// state it left, so the audit replays from the first one kept.
+pub const LEDGER_MAX: u64 = 1_000_000;
+/// Holds that ended without a sale (released, expired) are kept this long
+/// after they ended, then dropped; sales (committed, returned) are kept,
+/// as the record of what was sold and what a refund may return.
+pub const ENDED_HOLD_RETENTION_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 const REPLAY_TRIM_EVERY: u32 = 1_000;
 
 fn text(s: &str) -> SqlStorageValue {
@@ -315,6 +322,22 @@ impl Store for SqlStore {
                 "DELETE FROM replays WHERE at_ms < (SELECT at_ms FROM replays ORDER BY at_ms DESC LIMIT 1 OFFSET ?)",
                 vec![int(REPLAYS_MAX)],
             ));
+            // The same now-and-then pass bounds the ledger and the ended
+            // holds (see ARCHITECTURE.md, retention).
+            writes.push((
+                "DELETE FROM ledger WHERE seq <= (SELECT MAX(seq) FROM ledger) - ?",
+                vec![int(LEDGER_MAX)],
+            ));
+            if let Some(now) = stock.record().map(|r| r.updated_at_ms) {
+                writes.push((
+                    "DELETE FROM holds WHERE status IN (?, ?) AND json_extract(body, '$.resolved_at_ms') < ?",
+                    vec![
+                        text(HoldStatus::Released.as_str()),
+                        text(HoldStatus::Expired.as_str()),
+                        int(now.saturating_sub(ENDED_HOLD_RETENTION_MS)),
+                    ],
+                ));
+            }
         }
         // All of the step, or none of it.
         self.atomic.run(writes)?;
