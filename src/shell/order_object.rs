@@ -123,7 +123,12 @@ impl DurableObject for OrderObject {
 
     async fn alarm(&self) -> Result<Response> {
         let _turn = self.lock.lock().await;
-        let Ok(Some(mut order)) = self.load() else {
+        // Unreadable storage is retried (the runtime retries a failed
+        // alarm); an empty object has nothing to do.
+        let Some(mut order) = self
+            .load()
+            .map_err(|e| worker::Error::RustError(format!("order alarm: load: {e:?}")))?
+        else {
             return Response::ok("");
         };
         let intent = match &order.pending {

@@ -199,6 +199,9 @@ enum Failure {
     /// The step would have broken the counts; nothing was written, and the
     /// operator was alerted.
     Quarantined,
+    /// Nothing is stored here and no SKU was named (an alarm left on an
+    /// empty object): nothing to do.
+    Empty,
 }
 
 impl From<StoreError> for Failure {
@@ -215,6 +218,7 @@ impl Failure {
                 ApiError::Internal.to_reply()
             }
             Failure::Quarantined => ApiError::Stock(StockError::Quarantined).to_reply(),
+            Failure::Empty => ApiError::Stock(StockError::SkuNotFound).to_reply(),
         }
     }
 }
@@ -405,7 +409,7 @@ impl SkuObject {
             }
         }
         let Some(stock) = stock_slot.as_mut() else {
-            return Err(StoreError("nothing stored and no SKU named".into()).into());
+            return Err(Failure::Empty);
         };
         let result = f(store, stock);
         if result.is_err() {

@@ -64,6 +64,10 @@ struct Told {
     orders: BTreeMap<String, Vec<(usize, String, u64)>>,
     paid: HashSet<String>,
     cancelled: HashSet<String>,
+    /// The final answer to each order's pay or cancel (every request is
+    /// answered in the end): a transition that took effect must have been
+    /// answered as such, also when the answer came on a retry.
+    answers: HashMap<(String, &'static str), u16>,
     answered: u64,
     /// Keys sent again after getting no answer, and answered then.
     retried: u64,
@@ -111,6 +115,16 @@ impl Load {
         told.answered += 1;
         told.retried += u64::from(retried);
         let ok = reply.status < 300;
+        match &req.what {
+            What::Pay { order } => {
+                told.answers.insert((order.clone(), "paid"), reply.status);
+            }
+            What::Cancel { order } => {
+                told.answers
+                    .insert((order.clone(), "cancelled"), reply.status);
+            }
+            _ => {}
+        }
         match &req.what {
             What::Reserve { sku, qty } if reply.status == 201 => {
                 let hold = reply.body["id"].as_str().expect("hold id").to_owned();
@@ -419,6 +433,18 @@ async fn audit(app: &App, skus: &[String], told: &Told, rounds: usize) {
         if told.cancelled.contains(order) && status != json!("cancelled") {
             lost += 1;
             problems.push(format!("order {order} was told cancelled, is {status}"));
+        }
+        // The converse: a pay or cancel that took effect, answered otherwise
+        // (a retried key answered 409 illegal-transition).
+        if let Some(done) = status.as_str() {
+            if let Some(answer) = told.answers.get(&(order.clone(), done)) {
+                if *answer >= 300 {
+                    lost += 1;
+                    problems.push(format!(
+                        "order {order} is {done}, but its request was answered {answer}"
+                    ));
+                }
+            }
         }
         for (sku, hold, qty) in lines {
             let reply = admin_get(
