@@ -1,10 +1,52 @@
 //! Stop the server, start it again on the same persisted state: what was
-//! acknowledged is still there, and time kept running for the holds.
+//! acknowledged is still there, and time kept running for the holds. And a
+//! SKU whose stored counts were tampered with while it was down refuses
+//! changes (fails closed) and says so.
 
-use crate::app::{now_ms, unique, App};
+use crate::app::{now_ms, unique, App, Call};
 use crate::harness::Server;
+use crate::live::{connect, next};
+use reqwest::Method;
 use serde_json::json;
 use std::time::Duration;
+
+/// Rewrites, in the stopped server's files, the stored record of `sku`:
+/// its `reserved` count set to `reserved` (python3's sqlite3, as an
+/// operator's slip or a disk fault would).
+fn tamper(server: &Server, sku: &str, reserved: u64) {
+    let script = r#"
+import glob, json, sqlite3, sys
+state, sku, reserved = sys.argv[1], sys.argv[2], int(sys.argv[3])
+done = 0
+for path in glob.glob(state + "/**/*.sqlite", recursive=True):
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute("SELECT body FROM sku WHERE id = 1").fetchall()
+    except sqlite3.Error:
+        continue
+    for (body,) in rows:
+        record = json.loads(body)
+        if record["sku"] == sku:
+            record["reserved"] = reserved
+            db.execute("UPDATE sku SET body = ? WHERE id = 1", (json.dumps(record),))
+            db.commit()
+            done += 1
+print(done)
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&server.state_dir)
+        .arg(sku)
+        .arg(reserved.to_string())
+        .output()
+        .expect("python3");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1",
+        "the SKU's row was found and changed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
 
 pub async fn state_survives_a_restart(app: App, server: &mut Server) {
     let kept = unique("durable");
@@ -25,8 +67,21 @@ pub async fn state_survives_a_restart(app: App, server: &mut Server) {
     let short_expiry = short.body["expires_at"].as_u64().unwrap();
     let kept_before = app.get_sku(&kept).await.body;
     let ledger_before = app.ledger(&kept).await;
+    // A SKU with a live hold of 3, and a viewer on its feed (so the SKU
+    // pushes to the feed).
+    let broken = unique("broken");
+    app.given_sku(&broken, json!({"on_hand": 10})).await;
+    assert_eq!(app.reserve(&broken, 3, &app.viewer).await.status, 201);
+    let mut viewer = connect(&app, &format!("/api/skus/{broken}/live"), None)
+        .await
+        .expect("a viewer");
+    next(&mut viewer, Duration::from_secs(5))
+        .await
+        .expect("snapshot");
+    drop(viewer);
 
     server.stop();
+    tamper(server, &broken, 0);
     // The short hold's time passes while nothing is running.
     let down_until = short_expiry + 500;
     if now_ms() < down_until {
@@ -64,4 +119,51 @@ pub async fn state_survives_a_restart(app: App, server: &mut Server) {
         .assert_problem(409, "buyer-limit-exceeded");
     assert_eq!(app.commit(&kept, &live_id).await.status, 200);
     assert_eq!(app.counts(&kept).await, (20, 0, 7, 13));
+
+    // The tampered SKU: reserved says 0 while a hold of 3 is live. It
+    // refuses every change (a release would have taken reserved below
+    // zero), tells its viewers, and its audit names the drift.
+    let mut viewer = connect(&app, &format!("/api/skus/{broken}/live"), None)
+        .await
+        .expect("a viewer");
+    next(&mut viewer, Duration::from_secs(5))
+        .await
+        .expect("snapshot");
+    let refused = app.reserve(&broken, 1, &app.viewer).await;
+    refused.assert_problem(503, "sku-quarantined");
+    app.admin_post(&broken, "restock", json!({"qty": 1}))
+        .await
+        .assert_problem(503, "sku-quarantined");
+    let alert = loop {
+        let message = next(&mut viewer, Duration::from_secs(5))
+            .await
+            .expect("an alert reaches the viewer");
+        if message["type"] == json!("alert") {
+            break message;
+        }
+    };
+    assert_eq!(alert["kind"], json!("quarantined"), "{alert}");
+    assert!(
+        alert["detail"]
+            .as_str()
+            .unwrap()
+            .contains("live holds sum 3"),
+        "{alert}"
+    );
+    let audit = app
+        .send(Call {
+            method: Method::GET,
+            path: format!("/api/skus/{broken}/audit"),
+            body: None,
+            headers: vec![app.bearer()],
+        })
+        .await
+        .body;
+    assert_eq!(audit["ok"], json!(false), "{audit}");
+    assert_eq!(audit["from_holds"]["reserved"], json!(3));
+    assert_eq!(audit["record"]["reserved"], json!(0));
+    assert!(!audit["quarantined"].as_array().unwrap().is_empty());
+    // Reads still answer (with the numbers as stored), and nothing moved.
+    assert_eq!(app.get_sku(&broken).await.body["on_hand"], json!(10));
+    assert_eq!(app.ledger(&broken).await.len(), 2);
 }

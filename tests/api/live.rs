@@ -11,9 +11,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{connect_async, MaybeTlsStream, WebSocketStream};
 
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+pub type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
-async fn connect(app: &App, path: &str, origin: Option<&str>) -> Result<Socket, u16> {
+pub async fn connect(app: &App, path: &str, origin: Option<&str>) -> Result<Socket, u16> {
     connect_with(app, path, origin, None).await
 }
 
@@ -46,7 +46,7 @@ async fn connect_with(
 }
 
 /// The next JSON message, within `wait`.
-async fn next(socket: &mut Socket, wait: Duration) -> Option<Value> {
+pub async fn next(socket: &mut Socket, wait: Duration) -> Option<Value> {
     loop {
         match tokio::time::timeout(wait, socket.next()).await {
             Ok(Some(Ok(Message::Text(text)))) => {
