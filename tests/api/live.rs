@@ -566,3 +566,62 @@ pub async fn nothing_is_stored_for_what_was_never_set_up(app: App) {
         "a set-up SKU's tables"
     );
 }
+
+/// Room setup awaits a call to each of its SKUs; stock pushed to the room
+/// meanwhile must survive the setup's own write (it once wrote back a copy
+/// read before those awaits). Local workerd did not interleave the push
+/// with the setup even with the old code, so this guards the outcome
+/// rather than reproducing that race.
+pub async fn pushes_during_a_room_setup_are_kept(app: App) {
+    let hot = unique("hot");
+    app.given_sku(&hot, json!({"on_hand": 100})).await;
+    let room = unique("busy-room");
+    let put_room = |items: Vec<Value>| {
+        let app = app.clone();
+        let room = room.clone();
+        async move {
+            app.send(crate::app::Call {
+                method: reqwest::Method::PUT,
+                path: format!("/api/rooms/{room}"),
+                body: Some(json!({"title": "Drop", "items": items}).to_string()),
+                headers: vec![app.bearer(), ("Content-Type", "application/json".into())],
+            })
+            .await
+        }
+    };
+    let first = put_room(vec![json!({"sku": hot, "title": "Hot"})]).await;
+    assert_eq!(first.status, 200, "{:?}", first.body);
+    // The second setup calls 50 SKUs (49 never set up) one after another;
+    // the hot SKU sells during the first of those calls.
+    let mut items = vec![json!({"sku": hot, "title": "Hot"})];
+    items.extend((0..49).map(|i| json!({"sku": unique(&format!("later{i}")), "title": "Later"})));
+    let setup = tokio::spawn(put_room(items));
+    // After the setup has read the room and called the hot SKU (its first
+    // item), one sale: pushed to the room at once (the SKU's first push in
+    // a while goes without waiting).
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let reply = app.reserve(&hot, 3, &app.viewer).await;
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    let setup = setup.await.expect("setup task");
+    assert_eq!(setup.status, 200, "{:?}", setup.body);
+    let truth = app.get_sku(&hot).await.body;
+    assert_eq!(truth["reserved"], json!(3));
+    // Past the SKU's push interval (100 ms): its last push has landed.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let mut socket = connect(&app, &format!("/api/rooms/{room}/live"), None)
+        .await
+        .unwrap();
+    let snapshot = next(&mut socket, Duration::from_secs(5)).await.unwrap();
+    let shown = snapshot["skus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["sku"] == json!(hot))
+        .cloned()
+        .expect("the hot SKU in the room");
+    assert_eq!(
+        (&shown["version"], &shown["available"]),
+        (&truth["version"], &json!(97)),
+        "the room shows the last state pushed, not the one read before the setup's calls"
+    );
+}
