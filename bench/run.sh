@@ -1,21 +1,32 @@
 #!/usr/bin/env bash
-# A hot SKU's reservations on bare workerd (no wrangler dev proxy), driven by
-# wrk: every request a one-unit hold by another viewer (its own buyer
-# session). Compares this checkout with earlier commits, served side by side
-# and measured in interleaved rounds:
+# The hot-SKU benchmark, one command:   bash bench/run.sh
 #
-#   bash bench/run.sh                 # this checkout only
-#   bash bench/run.sh ecfd874         # and the commit before buyer sessions
+# Builds the worker and serves three targets on bare workerd (the binary
+# the wrangler npm package ships; no dev proxy, which is itself the
+# bottleneck), each on a fresh state directory:
+#   edgestock  this checkout, configured like wrangler.toml (bench/workerd.capnp.in),
+#              with request merging off (MERGE_WINDOW_MS=0)
+#   merged     the same with merging on (a 1 ms window, the default)
+#   js         a plain JavaScript Worker + Durable Object doing the same
+#              reservation with SQLite (bench/baseline/worker.js): the
+#              baseline a team would write first
+#   hop        the same Worker forwarding to an object that answers at once:
+#              the runtime's ceiling for one hop per request
+# and drives them with wrk, interleaved, ROUNDS times: one-unit reservations
+# of one hot SKU by a new viewer each at 32 and at 256 connections, GET of
+# that SKU, and (edgestock only) orders over 3 SKUs. After every reservation
+# run the SKU's counters are checked: nothing oversold, on_hand = available
+# + reserved + sold, and every 201 a unit held. It prints one table with
+# medians and the ratios of edgestock and merged to js and to hop, and the
+# bundle.
 #
-# ROUNDS (3), DURATION (10s), CONNECTIONS (32) and THREADS (2) tune it. Each
-# round uses a fresh SKU; after each, the SKU's counters are checked: nothing
-# oversold, on_hand = available + reserved + sold, and every 201 a unit held.
+# ROUNDS (3), DURATION (10s) and THREADS (2) tune it. Results go to
+# target/bench/ (results.txt, table.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 rounds=${ROUNDS:-3}
 duration=${DURATION:-10s}
-connections=${CONNECTIONS:-32}
 threads=${THREADS:-2}
 out=$root/target/bench
 mkdir -p "$out"
@@ -24,86 +35,85 @@ ratelimit=$root/node_modules/miniflare/dist/src/workers/ratelimit/ratelimit.work
 command -v wrk >/dev/null || { echo "bench: wrk is missing (apt-get install -y wrk)" >&2; exit 1; }
 [ -x "$workerd" ] || { echo "bench: workerd is missing (npm ci)" >&2; exit 1; }
 
-# Builds `ref` (or this checkout: "current") into $out/<name>/build.
-build() {
-  local name=$1 ref=$2
-  if [ "$ref" = current ]; then
-    bash scripts/build.sh >"$out/$name.build.log" 2>&1
-    rm -rf "${out:?}/$name" && mkdir -p "$out/$name" && cp -r build "$out/$name/build"
-  else
-    local src=$out/src-$name
-    if [ ! -d "$src" ]; then git worktree add --detach "$src" "$ref" >/dev/null; fi
-    ln -sfn "$root/node_modules" "$src/node_modules"
-    (cd "$src" && CARGO_TARGET_DIR=$out/target-$name bash scripts/build.sh) >"$out/$name.build.log" 2>&1
-    rm -rf "${out:?}/$name" && mkdir -p "$out/$name" && cp -r "$src/build" "$out/$name/build"
-  fi
-}
-
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
-# Serves $out/<name>/build on a fresh state directory; prints the port.
-serve() {
-  local name=$1 port risk_binding="" risk_namespace=""
-  port=$(free_port)
-  if grep -q RiskObject "$out/$name/build/index.js"; then
-    risk_binding='(name = "RISK", durableObjectNamespace = "RiskObject"),'
-    risk_namespace='(className = "RiskObject", uniqueKey = "edgestock-risk", enableSql = true),'
-  fi
-  rm -rf "$out/$name/state" && mkdir -p "$out/$name/state"
-  # capnp embeds are paths relative to the config file.
-  cp "$ratelimit" "$out/$name/ratelimit.worker.js"
-  sed -e "s|@STATE@|$out/$name/state|" -e "s|@PORT@|$port|" -e "s|@BUILD@|build|" \
-      -e "s|@RATELIMIT@|ratelimit.worker.js|" -e "s|@RISK_BINDING@|$risk_binding|" \
-      -e "s|@RISK_NAMESPACE@|$risk_namespace|" -e "s|@HOLD_CAP@|${HOLD_CAP:-20}|" bench/workerd.capnp.in >"$out/$name/config.capnp"
-  "$workerd" serve --experimental "$out/$name/config.capnp" >"$out/$name/workerd.log" 2>&1 &
-  echo $! >"$out/$name/pid"
+wait_up() {
+  local name=$1 port=$2
   for _ in $(seq 100); do
-    curl -sf "http://127.0.0.1:$port/api/health" >/dev/null && { echo "$port"; return; }
+    curl -sf "http://127.0.0.1:$port/api/health" >/dev/null && return
     sleep 0.1
   done
   echo "bench: $name did not start; see $out/$name/workerd.log" >&2
   exit 1
 }
 
+# edgestock: the build, with wrangler.toml's bindings; $2 is the merge
+# window in ms (0: off).
+serve_edgestock() {
+  local name=$1 merge=$2 dir=$out/$1 port
+  port=$(free_port)
+  rm -rf "$dir" && mkdir -p "$dir/state"
+  cp -r build "$dir/build"
+  cp "$ratelimit" "$dir/ratelimit.worker.js"
+  sed -e "s|@STATE@|$dir/state|" -e "s|@PORT@|$port|" -e "s|@BUILD@|build|" \
+      -e "s|@RATELIMIT@|ratelimit.worker.js|" \
+      -e 's|@RISK_BINDING@|(name = "RISK", durableObjectNamespace = "RiskObject"),|' \
+      -e 's|@RISK_NAMESPACE@|(className = "RiskObject", uniqueKey = "edgestock-risk", enableSql = true),|' \
+      -e "s|@HOLD_CAP@|${HOLD_CAP:-20}|" -e "s|@MERGE@|$merge|" bench/workerd.capnp.in >"$dir/config.capnp"
+  "$workerd" serve --experimental "$dir/config.capnp" >"$dir/workerd.log" 2>&1 &
+  echo $! >"$dir/pid"
+  wait_up "$name" "$port"
+  echo "$port"
+}
+
+# The JavaScript baseline (hop=0) or the empty hop (hop=1).
+serve_baseline() {
+  local name=$1 hop=$2 dir=$out/$1 port
+  port=$(free_port)
+  rm -rf "$dir" && mkdir -p "$dir/state"
+  cp bench/baseline/worker.js "$dir/worker.js"
+  sed -e "s|@STATE@|$dir/state|" -e "s|@PORT@|$port|" -e "s|@HOP@|$hop|" \
+      bench/baseline/workerd.capnp.in >"$dir/config.capnp"
+  "$workerd" serve --experimental "$dir/config.capnp" >"$dir/workerd.log" 2>&1 &
+  echo $! >"$dir/pid"
+  wait_up "$name" "$port"
+  echo "$port"
+}
+
 stop_all() { for p in "$out"/*/pid; do [ -f "$p" ] && kill "$(cat "$p")" 2>/dev/null; rm -f "$p"; done; }
 trap stop_all EXIT
 
-node bench/tokens.mjs $((40000 * rounds)) "$out/tokens.lua"
+echo "bench: building" >&2
+bash scripts/build.sh >"$out/build.log" 2>&1
+per_slice=20000
+node bench/tokens.mjs $((per_slice * 3 * rounds)) "$out/tokens.lua"
+declare -A ports
+ports[edgestock]=$(serve_edgestock edgestock 0)
+ports[merged]=$(serve_edgestock merged 1)
+ports[js]=$(serve_baseline js 0)
+ports[hop]=$(serve_baseline hop 1)
 
-names=(current)
-refs=(current)
-for ref in "$@"; do names+=("at-$ref"); refs+=("$ref"); done
-declare -A ports mode
-for i in "${!names[@]}"; do
-  echo "bench: building ${refs[$i]}" >&2
-  build "${names[$i]}" "${refs[$i]}"
-  ports[${names[$i]}]=$(serve "${names[$i]}")
-  # Before buyer sessions, a reservation named its buyer in the body.
-  if grep -q BUYER_SESSION_SECRET "$out/${names[$i]}/build/index.js" 2>/dev/null \
-     || grep -q "BUYER_SESSION_SECRET" "$out/${names[$i]}/build/index_bg.wasm"; then
-    mode[${names[$i]}]=session
-  else
-    mode[${names[$i]}]=body
-  fi
-done
+put_sku() {
+  curl -sf -X PUT "http://127.0.0.1:$1/api/skus/$2" -H "Authorization: Bearer bench-admin-token" \
+    -H "Content-Type: application/json" -d '{"on_hand": 1000000000, "max_per_hold": 5}' >/dev/null
+}
 
-results=$out/results.txt
-rm -f "$out"/*.wrk.err
-: >"$results"
-for round in $(seq "$rounds"); do
-  for name in "${names[@]}"; do
-    port=${ports[$name]}
-    sku="hot-$round-$RANDOM"
-    curl -sf -X PUT "http://127.0.0.1:$port/api/skus/$sku" -H "Authorization: Bearer bench-admin-token" \
-      -H "Content-Type: application/json" -d '{"on_hand": 1000000000}' >/dev/null
-    line=$(MODE=${mode[$name]} SKU=$sku TOKENS=$out/tokens.lua ROUND=$round PER_ROUND=40000 \
-      wrk -t"$threads" -c"$connections" -d"$duration" -s bench/reserve.lua "http://127.0.0.1:$port" 2>>"$out/$name.wrk.err" | grep '^RESULT')
-    counts=$(curl -sf "http://127.0.0.1:$port/api/skus/$sku")
-    ok=$(python3 - "$line" "$counts" "$connections" <<'PY'
+# One wrk run; prints its RESULT line.
+drive() {
+  local target=$1 kind=$2 conns=$3 slice=$4 sku=$5 skus=${6:-}
+  KIND=$kind SKU=$sku SKUS=$skus SLICE=$slice PER_SLICE=$per_slice TOKENS=$out/tokens.lua \
+    wrk -t"$threads" -c"$conns" -d"$duration" --timeout 10s -s bench/load.lua \
+    "http://127.0.0.1:${ports[$target]}" 2>>"$out/$target.wrk.err" | grep '^RESULT'
+}
+
+# The reservation answers against the counters.
+check() {
+  local port=$1 sku=$2 line=$3 conns=$4
+  python3 - "$line" "$(curl -sf "http://127.0.0.1:$port/api/skus/$sku")" "$conns" <<'PY'
 import json, re, sys
 line, counts, conns = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
 got = dict(re.findall(r"(\w+)=([\d.]+)", line))
-held = int(got["requests"]) - int(got["non201"])
+held = int(got["requests"]) - int(got["refused"])
 on_hand, reserved, sold, available = (counts[k] for k in ("on_hand", "reserved", "sold", "available"))
 assert on_hand == available + reserved + sold, counts
 assert min(reserved, sold, available) >= 0, counts
@@ -111,30 +121,65 @@ assert min(reserved, sold, available) >= 0, counts
 assert held <= reserved <= held + conns, (held, counts)
 print("ok")
 PY
-)
-    echo "$name round=$round $line check=$ok" | tee -a "$results"
+}
+
+results=$out/results.txt
+rm -f "$out"/*.wrk.err
+: >"$results"
+for round in $(seq "$rounds"); do
+  for scenario in reserve32 reserve256 get order3; do
+    for target in edgestock merged js hop; do
+      port=${ports[$target]}
+      sku="hot-$round-$scenario-$RANDOM"
+      line="" checked=-
+      case $scenario in
+        reserve32|reserve256)
+          conns=${scenario#reserve}
+          slice=$(( (round - 1) * 3 + (conns == 32 ? 0 : 1) ))
+          [ "$target" = hop ] || put_sku "$port" "$sku"
+          line=$(drive "$target" reserve "$conns" "$slice" "$sku")
+          [ "$target" = hop ] || checked=$(check "$port" "$sku" "$line" "$conns")
+          ;;
+        get)
+          [ "$target" = hop ] || put_sku "$port" "$sku"
+          line=$(drive "$target" get 32 0 "$sku")
+          ;;
+        order3)
+          [ "$target" = edgestock ] || [ "$target" = merged ] || continue
+          skus="$sku-a,$sku-b,$sku-c"
+          for s in ${skus//,/ }; do put_sku "$port" "$s"; done
+          line=$(drive "$target" order 32 $(( (round - 1) * 3 + 2 )) "$sku" "$skus")
+          ;;
+      esac
+      echo "$scenario $target round=$round $line check=$checked" | tee -a "$results"
+    done
   done
 done
 
-python3 - "$results" "${names[@]}" <<'PY'
+wasm=build/index_bg.wasm
+python3 - "$results" "$wasm" "$(stat -c %s "$wasm")" "$(gzip -9c "$wasm" | wc -c)" \
+  "$(cat build/index.js | wc -c)" <<'PY' | tee "$out/table.txt"
 import re, statistics, sys
-path, names = sys.argv[1], sys.argv[2:]
-rows = {n: [] for n in names}
+path, wasm, raw, gz, js = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+runs = {}
 for line in open(path):
-    name = line.split()[0]
+    scenario, target = line.split()[:2]
     got = dict(re.findall(r"(\w+)=([\d.]+)", line))
-    rows[name].append(got)
+    if "rps" in got:
+        runs.setdefault((scenario, target), []).append(got)
+med = lambda rows, k: statistics.median(float(r[k]) for r in rows)
 print()
-print(f"{'version':<16}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'non-201':>10}")
-med = {}
-for n in names:
-    r = rows[n]
-    rps = statistics.median(float(x["rps"]) for x in r)
-    p50 = statistics.median(float(x["p50_ms"]) for x in r)
-    p99 = statistics.median(float(x["p99_ms"]) for x in r)
-    bad = sum(int(x["non201"]) for x in r)
-    med[n] = rps
-    print(f"{n:<16}{rps:>10.0f}{p50:>10.2f}{p99:>10.2f}{bad:>10}")
-for n in names[1:]:
-    print(f"current / {n}: {med['current'] / med[n]:.2f}x requests per second")
+print(f"{'scenario':<12}{'target':<11}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'/js':>7}{'/hop':>7}")
+for scenario in ["reserve32", "reserve256", "get", "order3"]:
+    for target in ["edgestock", "merged", "js", "hop"]:
+        rows = runs.get((scenario, target))
+        if not rows:
+            continue
+        rps = med(rows, "rps")
+        errors = sum(int(r["refused"]) + int(r["socket_errors"]) for r in rows)
+        ratio = lambda other: (f"{rps / med(runs[(scenario, other)], 'rps'):.2f}x"
+                               if target in ("edgestock", "merged") and (scenario, other) in runs else "")
+        print(f"{scenario:<12}{target:<11}{rps:>9.0f}{med(rows, 'p50_ms'):>9.2f}{med(rows, 'p99_ms'):>9.2f}"
+              f"{errors:>8}{ratio('js'):>7}{ratio('hop'):>7}")
+print(f"\nbundle: {wasm} {raw / 1024:.0f} KB raw, {gz / 1024:.0f} KB gzip; index.js {js / 1024:.0f} KB")
 PY

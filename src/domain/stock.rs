@@ -560,6 +560,9 @@ impl Stock {
     /// buyers whose tallies the second pass asks for.
     pub fn needs(&self, requests: &[Request]) -> Needs {
         let mut needs = Needs::default();
+        let sets_up = requests
+            .iter()
+            .any(|r| matches!(r.command, Command::Setup(_)));
         for request in requests {
             if let Some(key) = request.replay_key() {
                 if !self.replays.contains_key(&key) {
@@ -588,7 +591,20 @@ impl Stock {
                 }
                 _ => None,
             };
-            if let Some(buyer) = buyer {
+            // A buyer's tally is needed to check a purchase limit, or to
+            // add a sale to it; a plain hold on a SKU with no limit needs
+            // neither (the hot path of a launch).
+            // (A setup in the same batch may add a limit: then load.)
+            let tally_unused = !sets_up
+                && self.record.as_ref().is_some_and(|r| {
+                    r.settings.per_buyer_limit.is_none()
+                        && match &request.command {
+                            Command::Reserve { .. } => true,
+                            Command::Place { .. } => r.settings.deduction != DeductionMode::AtOrder,
+                            _ => false,
+                        }
+                });
+            if let Some(buyer) = buyer.filter(|_| !tally_unused) {
                 if !self.bought.contains_key(buyer) {
                     needs.buyers.push(buyer.clone());
                 }

@@ -11,6 +11,7 @@ mod feed_object;
 mod hold_gate;
 mod http;
 mod limits;
+mod merge;
 mod order_object;
 mod risk_object;
 mod router;

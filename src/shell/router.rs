@@ -7,6 +7,7 @@ use super::auth::{self, Caller};
 use super::hold_gate;
 use super::http::to_response;
 use super::limits;
+use super::merge;
 use super::risk_object::{self, RiskCall, RiskClient};
 use super::stubs::{
     BuyerClient, FeedCall, FeedClient, OrderCall, OrderClient, OrderOp, Signals, SkuCall,
@@ -268,7 +269,16 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
                 }
                 (_, Some(refusal)) => return Err(refusal.into()),
             };
-            let response = sku_call(env, sku.clone(), op).await?;
+            let response = match (op, merge::window(env)) {
+                // Merged with the same SKU's other reservations arriving now.
+                (SkuOp::Step { request }, Some(window)) => {
+                    let reply = merge::step(env, &sku, request, window)
+                        .await
+                        .ok_or(ApiError::Internal)?;
+                    to_response(&wire::reply_to_http(&reply)).map_err(internal)?
+                }
+                (op, _) => sku_call(env, sku.clone(), op).await?,
+            };
             if cap > 0 {
                 let answered = hold_gate::Answered {
                     cap,

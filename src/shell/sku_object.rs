@@ -57,6 +57,8 @@ struct Pusher {
     latest: RefCell<Option<Event>>,
     /// Alerts not yet told to the feeds.
     alerts: RefCell<Vec<Event>>,
+    /// Whether each stock change is logged too (`LOG_STOCK_EVENTS=1`).
+    log_changes: bool,
     scheduled: Cell<bool>,
     last_push_ms: Cell<u64>,
     interval_ms: u64,
@@ -72,7 +74,11 @@ impl Pusher {
     }
 
     fn note(&self, event: Event) {
-        events::emit(&event);
+        // A log line per change costs the hot path a JSON pass and a
+        // console call; the feeds and the ledger carry every change anyway.
+        if self.log_changes {
+            events::emit(&event);
+        }
         *self.latest.borrow_mut() = Some(event);
     }
 
@@ -129,6 +135,9 @@ impl DurableObject for SkuObject {
             .and_then(|v| v.to_string().parse::<u64>().ok())
             .filter(|n| (1..=1000).contains(n))
             .unwrap_or(10);
+        let log_changes = env
+            .var("LOG_STOCK_EVENTS")
+            .is_ok_and(|v| v.to_string() == "1");
         let (state, atomic) = Atomic::from_state(state);
         SkuObject {
             state,
@@ -142,6 +151,7 @@ impl DurableObject for SkuObject {
                 feeds: RefCell::new(None),
                 latest: RefCell::new(None),
                 alerts: RefCell::new(Vec::new()),
+                log_changes,
                 scheduled: Cell::new(false),
                 last_push_ms: Cell::new(0),
                 interval_ms: 1000 / per_second,
@@ -258,6 +268,7 @@ impl SkuObject {
             // before anything is read or decided.
             let requests = match &call.op {
                 SkuOp::Step { request } | SkuOp::Apply { request } => vec![request.clone()],
+                SkuOp::Batch { requests } => requests.clone(),
                 _ => vec![],
             };
             let replies = run(store, stock, &requests, &self.pusher)?;
@@ -266,6 +277,11 @@ impl SkuObject {
                 SkuOp::Apply { .. } => HttpReply::json(
                     200,
                     serde_json::to_value(&replies[0])
+                        .map_err(|e| Failure::Store(StoreError(e.to_string())))?,
+                ),
+                SkuOp::Batch { .. } => HttpReply::json(
+                    200,
+                    serde_json::to_value(&replies)
                         .map_err(|e| Failure::Store(StoreError(e.to_string())))?,
                 ),
                 SkuOp::Replay { refusal, .. } => ApiError::from(refusal).to_reply(),

@@ -42,6 +42,12 @@ pub enum SkuOp {
     Apply {
         request: StockRequest,
     },
+    /// Several callers' requests, merged at the edge (shell/merge.rs): one
+    /// step, one transaction; answers the core's `Reply` for each, in
+    /// order, as a JSON array.
+    Batch {
+        requests: Vec<StockRequest>,
+    },
     /// The live holds, with the orders they belong to.
     Holds,
     /// Push this SKU's changes to a feed (a room, the SKU's own feed);

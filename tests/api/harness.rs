@@ -204,6 +204,7 @@ impl Workerd {
                 r#"(className = "RiskObject", uniqueKey = "edgestock-risk", enableSql = true),"#,
             )
             .replace("@HOLD_CAP@", &hold_cap.to_string())
+            .replace("@MERGE@", "1")
             .replace("bench-admin-token", &secrets.admin)
             .replace("bench-session-secret", &secrets.session)
             .replace("bench-payment-secret", &secrets.payment);
