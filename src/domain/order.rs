@@ -230,6 +230,11 @@ pub struct Order {
     /// gets the original answer.
     #[serde(default)]
     pub answer_to: Option<KeyedAsk>,
+    /// The first timeline entry whose announcement (events, the buyer's
+    /// index, risk history) is still owed: saved with the change, done
+    /// after the reply, cleared when done.
+    #[serde(default)]
+    pub announce_from: Option<usize>,
 }
 
 /// A keyed request waiting for its transition to settle.
@@ -355,6 +360,7 @@ impl Order {
             review_hold: None,
             attempts: 0,
             answer_to: None,
+            announce_from: None,
         }
     }
 

@@ -26,6 +26,7 @@ use futures_util::future::join_all;
 use futures_util::lock::Mutex;
 use serde::Deserialize;
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use worker::{
     console_error, durable_object, js_sys, Date, DurableObject, Env, Request, Response, Result,
     ScheduledTime, SqlStorageValue, State,
@@ -33,6 +34,9 @@ use worker::{
 
 /// How soon the alarm looks again at a transition left under way.
 const RESUME_AFTER_MS: u64 = 5_000;
+
+/// How soon the alarm announces a change whose announcement is still owed.
+const ANNOUNCE_WITHIN_MS: u64 = 60_000;
 
 #[durable_object]
 pub struct OrderObject {
@@ -42,7 +46,7 @@ pub struct OrderObject {
     env: Env,
     /// None until loaded from storage (and after a failed transition, so the
     /// next call reloads what was really saved).
-    order: RefCell<Option<Option<Order>>>,
+    order: Rc<RefCell<Option<Option<Order>>>>,
     /// One transition at a time: calls to the SKUs yield, and a second
     /// request must not interleave with the first.
     lock: Mutex<()>,
@@ -101,7 +105,7 @@ impl DurableObject for OrderObject {
             state,
             atomic,
             env,
-            order: RefCell::new(None),
+            order: Rc::new(RefCell::new(None)),
             lock: Mutex::new(()),
             tables: Cell::new(tables),
         }
@@ -131,6 +135,13 @@ impl DurableObject for OrderObject {
         else {
             return Response::ok("");
         };
+        // Announcements a reply left owed, if the object went away first.
+        if let Some(from) = order.announce_from {
+            announce(&self.env, &order, from).await;
+            order.announce_from = None;
+            self.save(&order)
+                .map_err(|e| worker::Error::RustError(format!("order alarm: save: {e:?}")))?;
+        }
         let intent = match &order.pending {
             Some(intent) => Some(intent.clone()),
             None if matches!(
@@ -252,9 +263,12 @@ impl OrderObject {
                         order.room = room;
                         let (decision, review_hold) = self.judge(&order, &signals).await;
                         order.judge(decision, review_hold, now_ms());
+                        // A denial is a change of its own, announced after.
+                        Self::owe_announcement(&mut order, 0);
                         self.save(&order)?;
-                        if order.denied_by_risk() {
-                            self.after_change(&order, 0).await;
+                        if order.announce_from.is_some() {
+                            self.arm(&order).await;
+                            self.after_reply(&order);
                         }
                         order
                     }
@@ -372,8 +386,10 @@ impl OrderObject {
                     Ok(()) => {
                         let reply = HttpReply::json(200, order_json(&order));
                         let ask = key.map(|key| KeyedAsk { key, fingerprint });
+                        Self::owe_announcement(&mut order, seen);
                         self.save_with(&order, ask.as_ref().map(|a| (a, &reply)))?;
-                        self.after_change(&order, seen).await;
+                        self.arm(&order).await;
+                        self.after_reply(&order);
                         Ok(reply)
                     }
                 }
@@ -475,9 +491,13 @@ impl OrderObject {
         // The answer to the request that started it, in the same save.
         let ask = order.answer_to.take();
         let answer = transition_answer(order);
+        // What follows (events, indexes) is owed in the same save, and done
+        // after the reply: the reply waits for the SKU calls only.
+        Self::owe_announcement(order, seen);
         self.save_with(order, ask.as_ref().map(|a| (a, &answer)))
             .map_err(|_| Interrupted("save".into()))?;
-        self.after_change(order, seen).await;
+        self.arm(order).await;
+        self.after_reply(order);
         Ok(())
     }
 
@@ -515,56 +535,56 @@ impl OrderObject {
         Ok(response.json::<Reply>().await?)
     }
 
-    /// Events for each new timeline entry, the buyer's index, and the alarm.
-    async fn after_change(&self, order: &Order, seen: usize) {
-        for entry in &order.timeline[seen.min(order.timeline.len())..] {
-            let event = Event::order_status(order, entry);
-            events::emit(&event);
-            FeedClient::publish(&self.env, &FeedName::Order(order.id.clone()), &event).await;
-            if let Some(room) = &order.room {
-                let masked = Event::room_order(order, entry);
-                FeedClient::publish(&self.env, &FeedName::Room(room.clone()), &masked).await;
-            }
-        }
-        let new = &order.timeline[seen.min(order.timeline.len())..];
-        // Held and never paid: the buyer's record for the risk rules (not
-        // an order that expired waiting for the merchant's review).
-        let unpaid = order
-            .timeline
-            .windows(2)
-            .rev()
-            .take(new.len())
-            .find(|pair| {
-                pair[1].status == OrderStatus::Expired && pair[0].status == OrderStatus::Reserved
-            });
-        if let Some(pair) = unpaid {
-            if let Err(e) = RiskClient::expired(&self.env, &order.buyer, pair[1].at_ms).await {
-                console_error!("order object {}: risk history: {e}", order.id);
-            }
-        }
-        let reviewed = order
-            .risk
-            .as_ref()
-            .is_some_and(|d| d.verdict == Verdict::Review);
-        if reviewed && !new.is_empty() {
-            let mut entry = order_summary_json(order);
-            entry["buyer"] = serde_json::json!(order.buyer);
-            entry["risk"] = serde_json::to_value(&order.risk).unwrap_or_default();
-            RiskClient::track_review(&self.env, &order.id, order.status, entry).await;
-        }
+    /// Marks what the change leaves to announce, saved with the change.
+    fn owe_announcement(order: &mut Order, seen: usize) {
         if order.timeline.len() > seen {
-            if let Err(e) = BuyerClient::upsert(
-                &self.env,
-                &order.buyer,
-                &order.id,
-                order_summary_json(order),
-            )
-            .await
-            {
-                console_error!("order object {}: buyer index: {e}", order.id);
-            }
+            order.announce_from = Some(order.announce_from.map_or(seen, |from| from.min(seen)));
         }
-        self.arm(order).await;
+    }
+
+    /// Announces after the reply: the runtime keeps the object for the
+    /// task (`waitUntil`), and the order, saved with `announce_from`, is
+    /// cleared when it is done; the alarm (armed within a minute while
+    /// anything is owed) does it otherwise.
+    fn after_reply(&self, order: &Order) {
+        let Some(from) = order.announce_from else {
+            return;
+        };
+        let (env, order, cache, atomic) = (
+            self.env.clone(),
+            order.clone(),
+            self.order.clone(),
+            self.atomic.clone(),
+        );
+        let task = async move {
+            announce(&env, &order, from).await;
+            let mut cache = cache.borrow_mut();
+            if let Some(Some(current)) = cache.as_mut() {
+                if current.announce_from == Some(from) {
+                    current.announce_from = None;
+                    let saved = serde_json::to_string(&*current)
+                        .map_err(|e| worker::Error::RustError(e.to_string()))
+                        .and_then(|body| {
+                            atomic.run(vec![(
+                                "UPDATE order_state SET body = ? WHERE id = 1",
+                                vec![SqlStorageValue::String(body)],
+                            )])
+                        });
+                    if let Err(e) = saved {
+                        // Still owed: the alarm announces again.
+                        current.announce_from = Some(from);
+                        console_error!("order object {}: announced, not saved: {e}", order.id);
+                    }
+                }
+            }
+        };
+        let promise = worker::wasm_bindgen_futures::future_to_promise(async move {
+            task.await;
+            Ok(worker::wasm_bindgen::JsValue::UNDEFINED)
+        });
+        if let Err(e) = self.state.as_raw().wait_until(&promise) {
+            console_error!("order object: wait_until: {e:?}");
+        }
     }
 
     /// What the risk rules say of a new order: the subjects' histories are
@@ -622,13 +642,18 @@ impl OrderObject {
     }
 
     /// Points the alarm at what this order waits for next, if anything.
+    /// While an announcement is owed, at most a minute out, so the alarm
+    /// does it if the task after the reply did not.
     async fn arm(&self, order: &Order) {
-        match (order.status, order.expires_at_ms) {
-            (OrderStatus::Reserved | OrderStatus::PendingReview, Some(at)) => {
-                self.set_alarm(at).await
-            }
-            _ if order.pending.is_some() => self.set_alarm(now_ms() + RESUME_AFTER_MS).await,
-            _ => {
+        let next = match (order.status, order.expires_at_ms) {
+            (OrderStatus::Reserved | OrderStatus::PendingReview, Some(at)) => Some(at),
+            _ if order.pending.is_some() => Some(now_ms() + RESUME_AFTER_MS),
+            _ => None,
+        };
+        let owed = order.announce_from.map(|_| now_ms() + ANNOUNCE_WITHIN_MS);
+        match next.into_iter().chain(owed).min() {
+            Some(at) => self.set_alarm(at).await,
+            None => {
                 if let Err(e) = self.state.storage().delete_alarm().await {
                     console_error!("order object: delete alarm: {e}");
                 }
@@ -748,4 +773,54 @@ fn transition_answer(order: &Order) -> HttpReply {
 fn internal(e: impl std::fmt::Display) -> ApiError {
     console_error!("order object: {e}");
     ApiError::Internal
+}
+
+/// What follows a change, after the reply: the events for each new timeline
+/// entry (the order's feed, its room's), the risk history, the review
+/// queue, and the buyer's index. At least once: the order carries
+/// `announce_from` until this is done, and the alarm does it again if the
+/// object went away first.
+async fn announce(env: &Env, order: &Order, seen: usize) {
+    for entry in &order.timeline[seen.min(order.timeline.len())..] {
+        let event = Event::order_status(order, entry);
+        events::emit(&event);
+        FeedClient::publish(env, &FeedName::Order(order.id.clone()), &event).await;
+        if let Some(room) = &order.room {
+            let masked = Event::room_order(order, entry);
+            FeedClient::publish(env, &FeedName::Room(room.clone()), &masked).await;
+        }
+    }
+    let new = &order.timeline[seen.min(order.timeline.len())..];
+    // Held and never paid: the buyer's record for the risk rules (not
+    // an order that expired waiting for the merchant's review).
+    let unpaid = order
+        .timeline
+        .windows(2)
+        .rev()
+        .take(new.len())
+        .find(|pair| {
+            pair[1].status == OrderStatus::Expired && pair[0].status == OrderStatus::Reserved
+        });
+    if let Some(pair) = unpaid {
+        if let Err(e) = RiskClient::expired(env, &order.buyer, pair[1].at_ms).await {
+            console_error!("order object {}: risk history: {e}", order.id);
+        }
+    }
+    let reviewed = order
+        .risk
+        .as_ref()
+        .is_some_and(|d| d.verdict == Verdict::Review);
+    if reviewed && !new.is_empty() {
+        let mut entry = order_summary_json(order);
+        entry["buyer"] = serde_json::json!(order.buyer);
+        entry["risk"] = serde_json::to_value(&order.risk).unwrap_or_default();
+        RiskClient::track_review(env, &order.id, order.status, entry).await;
+    }
+    if order.timeline.len() > seen {
+        if let Err(e) =
+            BuyerClient::upsert(env, &order.buyer, &order.id, order_summary_json(order)).await
+        {
+            console_error!("order object {}: buyer index: {e}", order.id);
+        }
+    }
 }

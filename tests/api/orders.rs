@@ -349,20 +349,29 @@ pub async fn creating_and_paying_are_idempotent_under_concurrent_retries(app: Ap
     app.create_order("same", &[(&a, 4)], Some(&key))
         .await
         .assert_problem(422, "idempotency-key-reused");
-    // The buyer's list shows the order once.
-    let list = app
-        .with(
-            reqwest::Method::GET,
-            "/api/buyers/same/orders".into(),
-            vec![app.as_buyer("same")],
-        )
-        .await;
-    let listed: Vec<&Value> = list.body["orders"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|o| o["id"] == json!(id))
-        .collect();
+    // The buyer's list shows the order once, paid (within moments: the
+    // order updates the list after its reply).
+    let mut listed: Vec<Value> = Vec::new();
+    for _ in 0..50 {
+        let list = app
+            .with(
+                reqwest::Method::GET,
+                "/api/buyers/same/orders".into(),
+                vec![app.as_buyer("same")],
+            )
+            .await;
+        listed = list.body["orders"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|o| o["id"] == json!(id))
+            .cloned()
+            .collect();
+        if listed.len() == 1 && listed[0]["status"] == json!("paid") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(listed.len(), 1);
     assert_eq!(listed[0]["status"], json!("paid"));
 }
