@@ -14,6 +14,8 @@ cargo clippy --lib --target wasm32-unknown-unknown -- -D warnings
 
 # Builds the worker and the bundle Cloudflare would receive.
 npx wrangler deploy --dry-run --outdir target/deploy-dry-run
+# ... and it stays within its size budget.
+bash scripts/bundle-budget.sh
 
 # The API tests reuse the worker just built.
 EDGESTOCK_PREBUILT=1 cargo test

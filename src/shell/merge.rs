@@ -10,7 +10,9 @@
 //! [`BATCH_MAX`]; then it sends the batch and hands each joiner its reply.
 //! The window is per isolate memory, never shared state: an isolate that
 //! dies takes only its own callers' batch with it (they get no answer and
-//! retry, with their keys).
+//! retry, with their keys). A batch whose leader never comes back (its
+//! request cancelled) is replaced once it is 250 ms past its window, and
+//! its joiners give up after 5 s with a 500 (safe to retry with the key).
 //!
 //! The runtime runs each request in its own context and cancels one that
 //! waits on nothing of its own (a wake-up from another request's I/O does
@@ -24,7 +26,7 @@ use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
-use worker::{console_error, Delay, Env};
+use worker::{console_error, Date, Delay, Env};
 
 /// The most requests one merged call carries: a bound on the step's work
 /// and so on each caller's wait.
@@ -36,13 +38,19 @@ type Slot = Rc<RefCell<Option<Option<Reply>>>>;
 
 /// How long a joiner waits for its batch's answer before giving up (500:
 /// safe to retry with the same key).
-const JOIN_TIMEOUT: Duration = Duration::from_secs(15);
+const JOIN_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Default)]
 struct Batch {
     requests: Vec<StockRequest>,
     waiters: Vec<Slot>,
+    /// When it opened: a batch still open long after its window had a
+    /// leader that never came back (its request cancelled), and is replaced.
+    opened_ms: u64,
 }
+
+/// Past its window by this much, an open batch is taken for abandoned.
+const STALE_AFTER_MS: u64 = 250;
 
 thread_local! {
     /// The batch each SKU is gathering in this isolate.
@@ -71,8 +79,16 @@ pub async fn step(
 ) -> Option<Reply> {
     let slot: Slot = Rc::new(RefCell::new(None));
     let tx = slot.clone();
+    let now = Date::now().as_millis();
+    let stale_before = now.saturating_sub(window.as_millis() as u64 + STALE_AFTER_MS);
     let leader = OPEN.with(|open| {
         let mut open = open.borrow_mut();
+        if open
+            .get(sku)
+            .is_some_and(|b| b.borrow().opened_ms < stale_before)
+        {
+            open.remove(sku);
+        }
         if let Some(batch) = open.get(sku) {
             let mut b = batch.borrow_mut();
             b.requests.push(request);
@@ -87,6 +103,7 @@ pub async fn step(
         let batch = Rc::new(RefCell::new(Batch {
             requests: vec![request],
             waiters: vec![tx],
+            opened_ms: now,
         }));
         open.insert(sku.clone(), batch.clone());
         Some(batch)
@@ -110,7 +127,9 @@ pub async fn step(
                 open.remove(sku);
             }
         });
-        let Batch { requests, waiters } = std::mem::take(&mut *batch.borrow_mut());
+        let Batch {
+            requests, waiters, ..
+        } = std::mem::take(&mut *batch.borrow_mut());
         let count = requests.len();
         let replies = send(env, sku, requests).await;
         match replies {

@@ -148,6 +148,9 @@ async fn run() -> (usize, usize) {
         owners: Default::default(),
         client: reqwest::Client::builder()
             .pool_max_idle_per_host(app::IN_FLIGHT_MAX)
+            // No request waits forever: a lost answer is an error (a keyed
+            // one is sent again), not a hung test run.
+            .timeout(std::time::Duration::from_secs(60))
             .build()
             .expect("client"),
         in_flight: std::sync::Arc::new(tokio::sync::Semaphore::new(app::IN_FLIGHT_MAX)),
