@@ -29,6 +29,36 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// Waits until `base` answers its health check; fails if the process
+/// exits first or `seconds` pass.
+async fn wait_healthy(
+    what: &str,
+    base: &str,
+    child: &mut Option<Child>,
+    log: &std::path::Path,
+    seconds: u64,
+) {
+    let health = format!("{base}/api/health");
+    let client = reqwest::Client::new();
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    loop {
+        if let Ok(r) = client.get(&health).send().await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        if let Some(Ok(Some(status))) = child.as_mut().map(|c| c.try_wait()) {
+            panic!("{what} exited ({status}); see {}", log.display());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not answer in time; see {}",
+            log.display()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Builds the worker once (scripts/build.sh, as wrangler would).
 pub fn build() {
     let status = Command::new("bash")
@@ -108,25 +138,8 @@ impl Server {
         // Its own process group, so stopping it stops workerd too.
         std::os::unix::process::CommandExt::process_group(&mut command, 0);
         self.child = Some(command.spawn().expect("start wrangler dev"));
-        let health = format!("{}/api/health", self.base());
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(180);
-        loop {
-            if let Ok(r) = client.get(&health).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("wrangler dev exited ({status}); see {}", self.log.display());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "wrangler dev did not answer in time; see {}",
-                self.log.display()
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        let base = self.base();
+        wait_healthy("wrangler dev", &base, &mut self.child, &self.log, 180).await;
     }
 
     /// Stops the server: SIGTERM to its process group, then SIGKILL.
@@ -241,25 +254,8 @@ impl Workerd {
             .spawn()
             .expect("start workerd");
         self.child = Some(child);
-        let health = format!("{}/api/health", self.base());
-        let client = reqwest::Client::new();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Ok(r) = client.get(&health).send().await {
-                if r.status() == 200 {
-                    return;
-                }
-            }
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("workerd exited ({status}); see {}", self.log.display());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "workerd did not answer in time; see {}",
-                self.log.display()
-            );
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        let base = self.base();
+        wait_healthy("workerd", &base, &mut self.child, &self.log, 60).await;
     }
 
     /// SIGKILL: no shutdown, no flush, mid-request.

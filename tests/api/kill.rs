@@ -174,7 +174,7 @@ impl Load {
     /// One client: a stream of requests; what gets no answer waits for the
     /// server to be back and is sent again with its key.
     async fn client(self: Arc<Self>, n: u64) -> Vec<Req> {
-        let mut rng = crate::app::Rng::new(0x6b11 + n);
+        let mut rng = crate::common::Rng(0x6b11 + n);
         // A network of its own, as each viewer has (the address limit).
         let app = App {
             address: unique_address(),
@@ -356,7 +356,7 @@ pub async fn killed_at_random_it_loses_nothing_and_doubles_nothing(base: &App, s
     let clients: Vec<_> = (0..6)
         .map(|n| tokio::spawn(load.clone().client(n)))
         .collect();
-    let mut rng = crate::app::Rng::new(now_ms());
+    let mut rng = crate::common::Rng(now_ms());
     for _ in 0..rounds {
         tokio::time::sleep(Duration::from_millis(800 + rng.below(2_200))).await;
         server.kill();

@@ -6,7 +6,10 @@
 //! always stopped. It prints one line per test and `N passed, N failed`.
 
 mod app;
+// The native tests' support (their seedable Rng, for the kill test).
 mod browser;
+#[path = "../common/mod.rs"]
+mod common;
 mod concurrency;
 mod durability;
 mod errors;
