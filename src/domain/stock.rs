@@ -563,6 +563,7 @@ impl Stock {
         let sets_up = requests
             .iter()
             .any(|r| matches!(r.command, Command::Setup(_)));
+        let mut made_here: Vec<(&ReservationId, &BuyerId)> = Vec::new();
         for request in requests {
             if let Some(key) = request.replay_key() {
                 if !self.replays.contains_key(&key) {
@@ -573,6 +574,7 @@ impl Stock {
                 Command::Reserve { hold, buyer, .. }
                 | Command::Place { hold, buyer, .. }
                 | Command::Sell { hold, buyer, .. } => {
+                    made_here.push((hold, buyer));
                     // A resolved hold with this id may sit in storage only;
                     // the core must see it to refuse the id.
                     if !self.holds.contains_key(hold) {
@@ -583,10 +585,15 @@ impl Stock {
                 Command::Commit { hold } | Command::Release { hold } | Command::Return { hold } => {
                     match self.holds.get(hold) {
                         Some(h) => Some(&h.buyer),
-                        None => {
-                            needs.holds.push(hold.clone());
-                            None
-                        }
+                        // A hold taken earlier in this same batch: its
+                        // buyer's tally is the one a commit or return moves.
+                        None => match made_here.iter().find(|(id, _)| *id == hold) {
+                            Some((_, buyer)) => Some(*buyer),
+                            None => {
+                                needs.holds.push(hold.clone());
+                                None
+                            }
+                        },
                     }
                 }
                 _ => None,

@@ -1068,3 +1068,16 @@ fn the_audit_agrees_with_a_sound_sku_and_names_each_drift() {
     let report = audit(&moved, ledger, holds.values().cloned());
     assert_eq!(report.drift.len(), 2, "{report:?}");
 }
+
+#[test]
+fn a_hold_taken_and_committed_in_one_batch_loads_its_buyers_tally() {
+    // Found by the simulation: the commit adds to the buyer's tally, so
+    // the tally must be loaded even though the hold (and, with no limit,
+    // the reservation itself) needs none; else the saved tally forgets
+    // the buyer's earlier purchases.
+    let (stock, _) = run(vec![(0, req(setup(10)))]);
+    let plain = stock.needs(&[req(reserve(1, "ann", 2))]);
+    assert!(plain.buyers.is_empty(), "a plain hold loads no tally");
+    let batch = stock.needs(&[req(reserve(1, "ann", 2)), req(commit(1))]);
+    assert_eq!(batch.buyers, vec![buyer("ann")]);
+}
