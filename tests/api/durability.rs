@@ -3,10 +3,9 @@
 //! SKU whose stored counts were tampered with while it was down refuses
 //! changes (fails closed) and says so.
 
-use crate::app::{now_ms, unique, App, Call};
+use crate::app::{now_ms, unique, App};
 use crate::harness::Server;
 use crate::live::{connect, next};
-use reqwest::Method;
 use serde_json::json;
 use std::time::Duration;
 
@@ -150,15 +149,7 @@ pub async fn state_survives_a_restart(app: App, server: &mut Server) {
             .contains("live holds sum 3"),
         "{alert}"
     );
-    let audit = app
-        .send(Call {
-            method: Method::GET,
-            path: format!("/api/skus/{broken}/audit"),
-            body: None,
-            headers: vec![app.bearer()],
-        })
-        .await
-        .body;
+    let audit = app.audit(&broken).await;
     assert_eq!(audit["ok"], json!(false), "{audit}");
     assert_eq!(audit["from_holds"]["reserved"], json!(3));
     assert_eq!(audit["record"]["reserved"], json!(0));
