@@ -1092,21 +1092,22 @@ impl Stock {
         entry: super::ledger::EntryDraft,
         edit: impl FnOnce(&mut SkuRecord) -> Option<()>,
     ) -> SkuRecord {
-        let Some(current) = self.record.as_mut() else {
+        let Some(record) = self.record.as_mut() else {
             self.broken.push("a change with no SKU record".into());
             return SkuRecord::empty(self.sku.clone(), now);
         };
-        let mut edited = current.clone();
-        if edit(&mut edited).is_none() {
+        // Only the counts can fail; they are put back if they do (no copy
+        // of the whole record on every change).
+        let counts = (record.on_hand, record.reserved, record.sold);
+        if edit(record).is_none() {
+            (record.on_hand, record.reserved, record.sold) = counts;
             self.broken.push(format!(
                 "a {:?} would take a count out of range at version {}",
                 entry.movement(),
-                current.version
+                record.version
             ));
-            return current.clone();
+            return record.clone();
         }
-        *current = edited;
-        let record = current;
         record.version += 1;
         record.updated_at_ms = now;
         let snapshot = record.clone();

@@ -442,10 +442,15 @@ impl OrderObject {
         }
         self.set_alarm(now_ms() + RESUME_AFTER_MS).await;
         let seen = order.timeline.len();
-        loop {
+        for round in 0.. {
             let plan = order.plan();
             if plan.is_empty() {
                 break;
+            }
+            // Progress is saved before each round after the first (the last
+            // round's is in the settling save, with no await between).
+            if round > 0 {
+                saved(order)?;
             }
             // The steps of one round go out together: each SKU object
             // serializes what reaches it, and each step is idempotent, so
@@ -462,8 +467,6 @@ impl OrderObject {
                 }
             }
             if unreachable.is_empty() {
-                // Progress is saved after each round.
-                saved(order)?;
                 continue;
             }
             let next = order.interrupted(&unreachable);
@@ -489,12 +492,14 @@ impl OrderObject {
         }
         order.settle(actor, now_ms());
         // The answer to the request that started it, in the same save.
-        let ask = order.answer_to.take();
-        let answer = transition_answer(order);
+        let answer = order
+            .answer_to
+            .take()
+            .map(|ask| (ask, transition_answer(order)));
         // What follows (events, indexes) is owed in the same save, and done
         // after the reply: the reply waits for the SKU calls only.
         Self::owe_announcement(order, seen);
-        self.save_with(order, ask.as_ref().map(|a| (a, &answer)))
+        self.save_with(order, answer.as_ref().map(|(ask, reply)| (ask, reply)))
             .map_err(|_| Interrupted("save".into()))?;
         self.arm(order).await;
         self.after_reply(order);

@@ -233,6 +233,12 @@ impl Failure {
     }
 }
 
+/// An answer as JSON (which cannot fail for these types; a failure is
+/// answered as a storage failure would be).
+fn json_value(value: &impl serde::Serialize) -> std::result::Result<serde_json::Value, Failure> {
+    serde_json::to_value(value).map_err(|e| Failure::Store(StoreError(e.to_string())))
+}
+
 /// Runs a step now and hands a changed SKU's state to the pusher.
 fn run(
     store: &mut SqlStore,
@@ -266,24 +272,17 @@ impl SkuObject {
         let result = self.with_stock(Some(&sku), |store, stock| {
             // Every call runs a step, so holds past their time are returned
             // before anything is read or decided.
-            let requests = match &call.op {
-                SkuOp::Step { request } | SkuOp::Apply { request } => vec![request.clone()],
-                SkuOp::Batch { requests } => requests.clone(),
-                _ => vec![],
+            // The call's own requests, borrowed: nothing is copied.
+            let requests: &[StockRequest] = match &call.op {
+                SkuOp::Step { request } | SkuOp::Apply { request } => std::slice::from_ref(request),
+                SkuOp::Batch { requests } => requests,
+                _ => &[],
             };
-            let replies = run(store, stock, &requests, &self.pusher)?;
+            let replies = run(store, stock, requests, &self.pusher)?;
             Ok(match call.op {
                 SkuOp::Step { .. } => reply_to_http(&replies[0]),
-                SkuOp::Apply { .. } => HttpReply::json(
-                    200,
-                    serde_json::to_value(&replies[0])
-                        .map_err(|e| Failure::Store(StoreError(e.to_string())))?,
-                ),
-                SkuOp::Batch { .. } => HttpReply::json(
-                    200,
-                    serde_json::to_value(&replies)
-                        .map_err(|e| Failure::Store(StoreError(e.to_string())))?,
-                ),
+                SkuOp::Apply { .. } => HttpReply::json(200, json_value(&replies[0])?),
+                SkuOp::Batch { .. } => HttpReply::json(200, json_value(&replies)?),
                 SkuOp::Replay { refusal, .. } => ApiError::from(refusal).to_reply(),
                 SkuOp::Subscribe { feed, even_unknown } => {
                     if stock.record().is_none() && !even_unknown {
@@ -351,8 +350,7 @@ impl SkuObject {
                         if let Some(e) = failed {
                             return Err(e.into());
                         }
-                        let mut body = serde_json::to_value(&report)
-                            .map_err(|e| Failure::Store(StoreError(e.to_string())))?;
+                        let mut body = json_value(&report)?;
                         body["sku"] = serde_json::json!(record.sku);
                         body["ok"] = serde_json::json!(report.drift.is_empty());
                         body["quarantined"] = serde_json::json!(stock.quarantine());
