@@ -7,13 +7,13 @@
 
 use super::http::to_response;
 use super::stubs::{FeedCall, OrderCall, OrderClient, OrderOp, SkuCall, SkuClient, SkuOp};
-use super::txn::{Atomic, Statement};
+use super::txn::{Atomic, Tables};
 use crate::api::{ApiError, HttpReply};
 use crate::domain::event::{Event, EVENT_VERSION};
 use crate::domain::live::{to_json, FeedName, FeedState, Meter, ViewerMessage, INCOMING_BYTES_MAX};
 use crate::domain::stock::StockError;
 use serde::Deserialize;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use worker::{
     console_error, durable_object, Date, DurableObject, Env, Request, Response, Result,
     SqlStorageValue, State, WebSocket, WebSocketIncomingMessage, WebSocketPair,
@@ -26,8 +26,9 @@ pub struct FeedObject {
     atomic: Atomic,
     env: Env,
     feed: RefCell<Option<(FeedName, FeedState)>>,
-    /// Whether the `feed` table is known to exist (made on the first save).
-    table: Cell<bool>,
+    /// Its table, made by its first save: a viewer of a room never set up
+    /// stores nothing.
+    tables: Tables,
 }
 
 #[derive(Deserialize)]
@@ -36,24 +37,21 @@ struct Row {
     body: String,
 }
 
-#[derive(Deserialize)]
-struct Count {
-    n: i64,
-}
-
 impl DurableObject for FeedObject {
     fn new(state: State, env: Env) -> Self {
         // Answered by the runtime without waking the object.
         if let Ok(pair) = worker::worker_sys::WebSocketRequestResponsePair::new("ping", "pong") {
             state.set_websocket_auto_response(&pair);
         }
+        let tables = Tables::detect(&state.storage().sql(), "feed", SCHEMA)
+            .unwrap_or_else(|_| Tables::unknown(SCHEMA));
         let (state, atomic) = Atomic::from_state(state);
         FeedObject {
             state,
             atomic,
             env,
             feed: RefCell::new(None),
-            table: Cell::new(false),
+            tables,
         }
     }
 
@@ -152,6 +150,9 @@ fn refuse(ws: &WebSocket, code: &str, detail: &str, close_code: u16) {
 /// The most viewers one feed holds (the runtime allows 32,768 hibernating
 /// sockets per object); `FEED_SOCKETS_MAX` may set fewer.
 const SOCKETS_MAX: usize = 32_000;
+/// The feed's one table: its name and state, as JSON.
+const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS feed (id INTEGER PRIMARY KEY CHECK (id = 1), name TEXT NOT NULL, body TEXT NOT NULL);";
+
 /// The tag of a socket that holds a seat.
 const VIEWER: &str = "viewer";
 
@@ -169,20 +170,13 @@ impl FeedObject {
         if let Some(loaded) = self.feed.borrow().as_ref() {
             return Ok(Some(loaded.clone()));
         }
-        // The table is made on the first save: a viewer of a room never set
-        // up stores nothing.
-        let sql = self.state.storage().sql();
-        let exists: Vec<Count> = sql
-            .exec(
-                "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'feed'",
-                None,
-            )?
-            .to_array()?;
-        if exists.first().is_none_or(|c| c.n <= 0) {
+        if !self.tables.made() {
             return Ok(None);
         }
-        self.table.set(true);
-        let rows: Vec<Row> = sql
+        let rows: Vec<Row> = self
+            .state
+            .storage()
+            .sql()
             .exec("SELECT name, body FROM feed WHERE id = 1", None)?
             .to_array()?;
         let Some(row) = rows.first() else {
@@ -197,27 +191,18 @@ impl FeedObject {
     }
 
     fn save(&self, feed: &FeedName, state: &FeedState) -> Result<()> {
-        let mut writes: Vec<Statement> = Vec::new();
-        // Once per instance, not on every publish.
-        if !self.table.get() {
-            writes.push((
-                "CREATE TABLE IF NOT EXISTS feed (id INTEGER PRIMARY KEY CHECK (id = 1), name TEXT NOT NULL, body TEXT NOT NULL);",
-                Vec::new(),
-            ));
-        }
-        writes.push((
+        let row = (
             "INSERT OR REPLACE INTO feed (id, name, body) VALUES (1, ?, ?)",
             vec![
                 SqlStorageValue::String(feed.to_string()),
                 SqlStorageValue::String(serde_json::to_string(state)?),
             ],
-        ));
-        if let Err(e) = self.atomic.run(writes) {
+        );
+        if let Err(e) = self.tables.write(&self.atomic, vec![row]) {
             // Memory may be ahead of storage: reload on the next call.
             *self.feed.borrow_mut() = None;
             return Err(e);
         }
-        self.table.set(true);
         *self.feed.borrow_mut() = Some((feed.clone(), state.clone()));
         Ok(())
     }

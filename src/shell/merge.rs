@@ -83,13 +83,11 @@ pub async fn step(
     let stale_before = now.saturating_sub(window.as_millis() as u64 + STALE_AFTER_MS);
     let leader = OPEN.with(|open| {
         let mut open = open.borrow_mut();
-        if open
+        // A batch long past its window lost its leader: a new one opens.
+        let open_batch = open
             .get(sku)
-            .is_some_and(|b| b.borrow().opened_ms < stale_before)
-        {
-            open.remove(sku);
-        }
-        if let Some(batch) = open.get(sku) {
+            .filter(|b| b.borrow().opened_ms >= stale_before);
+        if let Some(batch) = open_batch {
             let mut b = batch.borrow_mut();
             b.requests.push(request);
             b.waiters.push(tx);
@@ -119,29 +117,27 @@ pub async fn step(
         }
         return None;
     };
-    {
-        Delay::from(window).await;
-        OPEN.with(|open| {
-            let mut open = open.borrow_mut();
-            if open.get(sku).is_some_and(|b| Rc::ptr_eq(b, &batch)) {
-                open.remove(sku);
+    Delay::from(window).await;
+    OPEN.with(|open| {
+        let mut open = open.borrow_mut();
+        if open.get(sku).is_some_and(|b| Rc::ptr_eq(b, &batch)) {
+            open.remove(sku);
+        }
+    });
+    let Batch {
+        requests, waiters, ..
+    } = std::mem::take(&mut *batch.borrow_mut());
+    let count = requests.len();
+    let replies = send(env, sku, requests).await;
+    match replies {
+        Some(replies) if replies.len() == count => {
+            for (waiter, reply) in waiters.into_iter().zip(replies) {
+                *waiter.borrow_mut() = Some(Some(reply));
             }
-        });
-        let Batch {
-            requests, waiters, ..
-        } = std::mem::take(&mut *batch.borrow_mut());
-        let count = requests.len();
-        let replies = send(env, sku, requests).await;
-        match replies {
-            Some(replies) if replies.len() == count => {
-                for (waiter, reply) in waiters.into_iter().zip(replies) {
-                    *waiter.borrow_mut() = Some(Some(reply));
-                }
-            }
-            _ => {
-                for waiter in waiters {
-                    *waiter.borrow_mut() = Some(None);
-                }
+        }
+        _ => {
+            for waiter in waiters {
+                *waiter.borrow_mut() = Some(None);
             }
         }
     }

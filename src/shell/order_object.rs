@@ -11,7 +11,7 @@ use super::risk_object::{self, RiskClient, SubjectName};
 use super::stubs::{
     BuyerClient, FeedClient, OrderCall, OrderOp, Signals, SkuCall, SkuClient, SkuOp,
 };
-use super::txn::{Atomic, Statement};
+use super::txn::{Atomic, Statement, Tables};
 use crate::api::wire::{failed_lines_json, order_json, order_summary_json};
 use crate::api::{ApiError, HttpReply};
 use crate::domain::event::{AlertKind, Event};
@@ -25,7 +25,7 @@ use crate::domain::types::{HoldSeconds, ReplayKey};
 use futures_util::future::join_all;
 use futures_util::lock::Mutex;
 use serde::Deserialize;
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 use worker::{
     console_error, durable_object, js_sys, Date, DurableObject, Env, Request, Response, Result,
@@ -50,8 +50,8 @@ pub struct OrderObject {
     /// One transition at a time: calls to the SKUs yield, and a second
     /// request must not interleave with the first.
     lock: Mutex<()>,
-    /// Whether the tables exist.
-    tables: Cell<bool>,
+    /// Its tables, made by its first write.
+    tables: Tables,
 }
 
 /// An order remembers at most this many keyed answers.
@@ -84,22 +84,10 @@ async fn observe(env: &Env, seen: Seen, subject: Option<SubjectName<'_>>) -> Opt
 
 impl DurableObject for OrderObject {
     fn new(state: State, env: Env) -> Self {
-        #[derive(Deserialize)]
-        struct Count {
-            n: i64,
-        }
         // Tables are made on the first write: asking for an order that does
         // not exist stores nothing.
-        let tables = state
-            .storage()
-            .sql()
-            .exec(
-                "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'order_state'",
-                None,
-            )
-            .and_then(|c| c.to_array::<Count>())
-            .map(|rows| rows.first().is_some_and(|r| r.n > 0))
-            .unwrap_or(false);
+        let tables = Tables::detect(&state.storage().sql(), "order_state", Self::SCHEMA)
+            .unwrap_or_else(|_| Tables::unknown(Self::SCHEMA));
         let (state, atomic) = Atomic::from_state(state);
         OrderObject {
             state,
@@ -107,7 +95,7 @@ impl DurableObject for OrderObject {
             env,
             order: Rc::new(RefCell::new(None)),
             lock: Mutex::new(()),
-            tables: Cell::new(tables),
+            tables,
         }
     }
 
@@ -180,7 +168,7 @@ impl OrderObject {
         if let Some(order) = self.order.borrow().as_ref() {
             return Ok(order.clone());
         }
-        if !self.tables.get() {
+        if !self.tables.made() {
             *self.order.borrow_mut() = Some(None);
             return Ok(None);
         }
@@ -215,22 +203,17 @@ impl OrderObject {
         answer: Option<(&KeyedAsk, &HttpReply)>,
     ) -> std::result::Result<(), ApiError> {
         let body = serde_json::to_string(order).map_err(internal)?;
-        let mut writes: Vec<Statement> = Vec::new();
-        if !self.tables.get() {
-            writes.push((Self::SCHEMA, Vec::new()));
-        }
-        writes.push((
+        let mut writes: Vec<Statement> = vec![(
             "INSERT OR REPLACE INTO order_state (id, body) VALUES (1, ?)",
             vec![SqlStorageValue::String(body)],
-        ));
+        )];
         if let Some((ask, reply)) = answer {
             writes.extend(replay_writes(&ask.key, &ask.fingerprint, reply));
         }
-        if let Err(e) = self.atomic.run(writes) {
+        if let Err(e) = self.tables.write(&self.atomic, writes) {
             *self.order.borrow_mut() = None;
             return Err(internal(e));
         }
-        self.tables.set(true);
         *self.order.borrow_mut() = Some(Some(order.clone()));
         Ok(())
     }
@@ -684,7 +667,7 @@ impl OrderObject {
         fingerprint: &str,
     ) -> std::result::Result<Option<HttpReply>, ApiError> {
         let Some(key) = key else { return Ok(None) };
-        if !self.tables.get() {
+        if !self.tables.made() {
             return Ok(None);
         }
         #[derive(Deserialize)]
@@ -727,14 +710,9 @@ impl OrderObject {
         let Some(key) = key else {
             return Ok(());
         };
-        let mut writes: Vec<Statement> = Vec::new();
-        if !self.tables.get() {
-            writes.push((Self::SCHEMA, Vec::new()));
-        }
-        writes.extend(replay_writes(key, fingerprint, reply));
-        self.atomic.run(writes).map_err(internal)?;
-        self.tables.set(true);
-        Ok(())
+        self.tables
+            .write(&self.atomic, replay_writes(key, fingerprint, reply))
+            .map_err(internal)
     }
 }
 

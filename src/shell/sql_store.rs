@@ -1,7 +1,7 @@
 //! The SKU object's SQLite schema and the [`Store`] over it. Rows hold the
 //! core's types as JSON, with the columns that queries need beside them.
 
-use super::txn::{Atomic, Statement};
+use super::txn::{Atomic, Statement, Tables};
 use crate::domain::ledger::LedgerEntry;
 use crate::domain::live::FeedName;
 use crate::domain::stock::{
@@ -53,10 +53,10 @@ pub struct SqlStore {
     sql: SqlStorage,
     /// Runs a step's writes in one transaction.
     atomic: Atomic,
-    /// Whether the tables exist. A SKU never set up has none, and reading
-    /// it (a GET, a viewer's socket) must not create them: nothing is
-    /// stored for a SKU until a write.
-    ready: bool,
+    /// Its tables. A SKU never set up has none, and reading it (a GET, a
+    /// viewer's socket) must not create them: nothing is stored for a SKU
+    /// until a write, which makes them in its own transaction.
+    tables: Tables,
     /// Replays written since the count was last trimmed.
     replays_written: u32,
 }
@@ -84,28 +84,12 @@ fn int(n: u64) -> SqlStorageValue {
 
 impl SqlStore {
     pub fn open(sql: SqlStorage, atomic: Atomic) -> Result<SqlStore, StoreError> {
-        let rows: Vec<CountRow> = sql
-            .exec(
-                "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = 'sku'",
-                None,
-            )?
-            .to_array()?;
-        let ready = rows.first().is_some_and(|r| r.n > 0);
         Ok(SqlStore {
+            tables: Tables::detect(&sql, "sku", SCHEMA)?,
             sql,
             atomic,
-            ready,
             replays_written: 0,
         })
-    }
-
-    /// Creates the tables before the first write.
-    fn prepare(&mut self) -> Result<(), StoreError> {
-        if !self.ready {
-            self.sql.exec(SCHEMA, None)?;
-            self.ready = true;
-        }
-        Ok(())
     }
 
     fn bodies<T: DeserializeOwned>(
@@ -128,7 +112,7 @@ impl SqlStore {
     /// when no record exists yet; None (an alarm on an empty object) loads
     /// nothing.
     pub fn load(&self, sku: Option<&SkuId>) -> Result<Option<Stock>, StoreError> {
-        if !self.ready {
+        if !self.tables.made() {
             return Ok(sku.map(|sku| Stock::load(sku.clone(), None, Vec::new(), 1)));
         }
         let record: Option<SkuRecord> = self
@@ -152,7 +136,7 @@ impl SqlStore {
         struct Name {
             name: String,
         }
-        if !self.ready {
+        if !self.tables.made() {
             return Ok(Vec::new());
         }
         let rows: Vec<Name> = self.sql.exec("SELECT name FROM feeds", None)?.to_array()?;
@@ -163,16 +147,15 @@ impl SqlStore {
     }
 
     pub fn add_feed(&mut self, feed: &FeedName) -> Result<(), StoreError> {
-        self.prepare()?;
-        self.sql.exec(
+        let insert = (
             "INSERT OR IGNORE INTO feeds (name) VALUES (?)",
             vec![text(&feed.to_string())],
-        )?;
-        Ok(())
+        );
+        Ok(self.tables.write(&self.atomic, vec![insert])?)
     }
 
     pub fn remove_feed(&self, feed: &FeedName) -> Result<(), StoreError> {
-        if !self.ready {
+        if !self.tables.made() {
             return Ok(());
         }
         self.sql.exec(
@@ -184,7 +167,7 @@ impl SqlStore {
 
     /// Every hold that counts: live and committed (for the audit).
     pub fn holds(&self) -> Result<Vec<Hold>, StoreError> {
-        if !self.ready {
+        if !self.tables.made() {
             return Ok(Vec::new());
         }
         self.bodies(
@@ -197,7 +180,7 @@ impl SqlStore {
     }
 
     pub fn ledger(&self, after: u64, limit: usize) -> Result<Vec<LedgerEntry>, StoreError> {
-        if !self.ready {
+        if !self.tables.made() {
             return Ok(Vec::new());
         }
         self.bodies(
@@ -211,7 +194,7 @@ impl Store for SqlStore {
     type Error = StoreError;
 
     fn load_hold(&self, id: &ReservationId) -> Result<Option<Hold>, StoreError> {
-        if !self.ready {
+        if !self.tables.made() {
             return Ok(None);
         }
         Ok(self
@@ -224,7 +207,7 @@ impl Store for SqlStore {
     }
 
     fn load_replay(&self, key: &ReplayKey) -> Result<Option<Replay>, StoreError> {
-        if !self.ready {
+        if !self.tables.made() {
             return Ok(None);
         }
         Ok(self
@@ -237,7 +220,7 @@ impl Store for SqlStore {
     }
 
     fn load_bought(&self, buyer: &BuyerId) -> Result<u64, StoreError> {
-        if !self.ready {
+        if !self.tables.made() {
             return Ok(0);
         }
         self.count(
@@ -251,9 +234,6 @@ impl Store for SqlStore {
     /// reply leaves (the output gate).
     fn save(&mut self, stock: &Stock, changes: &Changes) -> Result<(), StoreError> {
         let mut writes: Vec<Statement> = Vec::new();
-        if !self.ready {
-            writes.push((SCHEMA, Vec::new()));
-        }
         if changes.record {
             if let Some(record) = stock.record() {
                 writes.push((
@@ -340,8 +320,7 @@ impl Store for SqlStore {
             }
         }
         // All of the step, or none of it.
-        self.atomic.run(writes)?;
-        self.ready = true;
+        self.tables.write(&self.atomic, writes)?;
         self.replays_written = if trim {
             0
         } else {

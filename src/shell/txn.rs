@@ -3,6 +3,7 @@
 //! so a step's writes commit together or not at all: a failure midway
 //! (a storage limit, a constraint) leaves what was there before.
 
+use std::cell::Cell;
 use wasm_bindgen::prelude::*;
 use worker::worker_sys::DurableObjectState;
 use worker::{SqlStorage, SqlStorageValue, State};
@@ -60,5 +61,57 @@ impl Atomic {
             .transaction_sync(&body)
             .map(|_| ())
             .map_err(|e| worker::Error::RustError(format!("transaction rolled back: {e:?}")))
+    }
+}
+
+/// An object's tables, made by its first write, in that write's
+/// transaction: reading an object never written stores nothing, and the
+/// schema and the first rows land together or not at all.
+pub struct Tables {
+    schema: &'static str,
+    made: Cell<bool>,
+}
+
+impl Tables {
+    /// Whether `table` (one of `schema`'s) exists says whether the schema
+    /// was made.
+    pub fn detect(sql: &SqlStorage, table: &str, schema: &'static str) -> worker::Result<Tables> {
+        #[derive(serde::Deserialize)]
+        struct Count {
+            n: i64,
+        }
+        let rows: Vec<Count> = sql
+            .exec(
+                "SELECT count(*) AS n FROM sqlite_master WHERE type = 'table' AND name = ?",
+                vec![SqlStorageValue::String(table.to_owned())],
+            )?
+            .to_array()?;
+        Ok(Tables {
+            schema,
+            made: Cell::new(rows.first().is_some_and(|r| r.n > 0)),
+        })
+    }
+
+    /// Tables taken as not made (the first write makes them, `IF NOT
+    /// EXISTS`), for an object that cannot tell.
+    pub fn unknown(schema: &'static str) -> Tables {
+        Tables {
+            schema,
+            made: Cell::new(false),
+        }
+    }
+
+    pub fn made(&self) -> bool {
+        self.made.get()
+    }
+
+    /// Runs `writes` atomically, after the schema if it is not made yet.
+    pub fn write(&self, atomic: &Atomic, mut writes: Vec<Statement>) -> worker::Result<()> {
+        if !self.made.get() {
+            writes.insert(0, (self.schema, Vec::new()));
+        }
+        atomic.run(writes)?;
+        self.made.set(true);
+        Ok(())
     }
 }
