@@ -5,7 +5,7 @@
 
 use crate::app::{now_ms, unique, App};
 use crate::harness::Server;
-use crate::live::{connect, next};
+use crate::live::{connect, next, Socket};
 use serde_json::json;
 use std::time::Duration;
 
@@ -47,6 +47,17 @@ print(done)
     );
 }
 
+/// A viewer on a SKU's feed, past its snapshot.
+async fn viewer_of(app: &App, sku: &str) -> Socket {
+    let mut viewer = connect(app, &format!("/api/skus/{sku}/live"), None)
+        .await
+        .expect("a viewer");
+    next(&mut viewer, Duration::from_secs(5))
+        .await
+        .expect("snapshot");
+    viewer
+}
+
 pub async fn state_survives_a_restart(app: App, server: &mut Server) {
     let kept = unique("durable");
     app.given_sku(&kept, json!({"on_hand": 20, "per_buyer_limit": 10}))
@@ -71,12 +82,7 @@ pub async fn state_survives_a_restart(app: App, server: &mut Server) {
     let broken = unique("broken");
     app.given_sku(&broken, json!({"on_hand": 10})).await;
     assert_eq!(app.reserve(&broken, 3, &app.viewer).await.status, 201);
-    let mut viewer = connect(&app, &format!("/api/skus/{broken}/live"), None)
-        .await
-        .expect("a viewer");
-    next(&mut viewer, Duration::from_secs(5))
-        .await
-        .expect("snapshot");
+    let viewer = viewer_of(&app, &broken).await;
     drop(viewer);
 
     server.stop();
@@ -122,12 +128,7 @@ pub async fn state_survives_a_restart(app: App, server: &mut Server) {
     // The tampered SKU: reserved says 0 while a hold of 3 is live. It
     // refuses every change (a release would have taken reserved below
     // zero), tells its viewers, and its audit names the drift.
-    let mut viewer = connect(&app, &format!("/api/skus/{broken}/live"), None)
-        .await
-        .expect("a viewer");
-    next(&mut viewer, Duration::from_secs(5))
-        .await
-        .expect("snapshot");
+    let mut viewer = viewer_of(&app, &broken).await;
     let refused = app.reserve(&broken, 1, &app.viewer).await;
     refused.assert_problem(503, "sku-quarantined");
     app.admin_post(&broken, "restock", json!({"qty": 1}))
