@@ -5,8 +5,11 @@
 # the wrangler npm package ships; no dev proxy, which is itself the
 # bottleneck), each on a fresh state directory:
 #   edgestock  this checkout, configured like wrangler.toml (bench/workerd.capnp.in),
-#              with request merging off (MERGE_WINDOW_MS=0)
-#   merged     the same with merging on (a 1 ms window, the default)
+#              with request merging and the SKU read cache off
+#              (MERGE_WINDOW_MS=0, SKU_READ_CACHE_MS=0): every request
+#              reaches the SKU object on its own
+#   merged     as shipped: merging on (a 1 ms window) and reads cached for
+#              500 ms per isolate
 #   js         a plain JavaScript Worker + Durable Object doing the same
 #              reservation with SQLite (bench/baseline/worker.js): the
 #              baseline a team would write first
@@ -44,7 +47,7 @@ per_slice=20000
 node bench/tokens.mjs $((per_slice * 3 * rounds)) "$out/tokens.lua"
 declare -A ports
 ports[edgestock]=$(serve_edgestock edgestock 0)
-ports[merged]=$(serve_edgestock merged 1)
+ports[merged]=$(serve_edgestock merged 1 500)
 ports[js]=$(serve_baseline js 0)
 ports[hop]=$(serve_baseline hop 1)
 
@@ -64,7 +67,7 @@ drive() {
 # The reservation answers against the counters.
 check() {
   local port=$1 sku=$2 line=$3 conns=$4
-  python3 - "$line" "$(curl -sf "http://127.0.0.1:$port/api/skus/$sku")" "$conns" <<'PY'
+  python3 - "$line" "$(curl -sf -H 'Cache-Control: no-cache' "http://127.0.0.1:$port/api/skus/$sku")" "$conns" <<'PY'
 import json, re, sys
 line, counts, conns = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3])
 got = dict(re.findall(r"(\w+)=([\d.]+)", line))

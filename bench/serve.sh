@@ -15,9 +15,9 @@ wait_up() {
 }
 
 # edgestock: the build, with wrangler.toml's bindings; $2 is the merge
-# window in ms (0: off).
+# window in ms (0: off), $3 the SKU read cache's in ms (default 0: off).
 serve_edgestock() {
-  local name=$1 merge=$2 dir=$out/$1 port
+  local name=$1 merge=$2 cache=${3:-0} dir=$out/$1 port
   port=$(free_port)
   rm -rf "$dir" && mkdir -p "$dir/state"
   cp -r build "$dir/build"
@@ -26,7 +26,7 @@ serve_edgestock() {
       -e "s|@RATELIMIT@|ratelimit.worker.js|" \
       -e 's|@RISK_BINDING@|(name = "RISK", durableObjectNamespace = "RiskObject"),|' \
       -e 's|@RISK_NAMESPACE@|(className = "RiskObject", uniqueKey = "edgestock-risk", enableSql = true),|' \
-      -e "s|@HOLD_CAP@|${HOLD_CAP:-20}|" -e "s|@MERGE@|$merge|" bench/workerd.capnp.in >"$dir/config.capnp"
+      -e "s|@HOLD_CAP@|${HOLD_CAP:-20}|" -e "s|@MERGE@|$merge|" -e "s|@CACHE@|$cache|" bench/workerd.capnp.in >"$dir/config.capnp"
   "$workerd" serve --experimental "$dir/config.capnp" >"$dir/workerd.log" 2>&1 &
   echo $! >"$dir/pid"
   wait_up "$name" "$port"

@@ -13,6 +13,7 @@ mod http;
 mod limits;
 mod merge;
 mod order_object;
+mod read_cache;
 mod risk_object;
 mod router;
 mod sku_object;

@@ -8,6 +8,7 @@ use super::hold_gate;
 use super::http::to_response;
 use super::limits;
 use super::merge;
+use super::read_cache::{self, Lookup};
 use super::risk_object::{self, RiskCall, RiskClient};
 use super::stubs::{
     BuyerClient, FeedCall, FeedClient, OrderCall, OrderClient, OrderOp, Signals, SkuCall,
@@ -205,179 +206,211 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
         req,
     };
     let query = url.query().unwrap_or("");
-    match route {
-        Route::Health => reply(HttpReply::json(200, json!({ "ok": true }))),
-        Route::GetSku(sku) => sku_call(env, sku, SkuOp::Get).await,
-        Route::GetHold(sku, hold) => {
-            let caller = actor(&caller);
-            sku_call(env, sku, SkuOp::GetHold { hold, caller }).await
-        }
-        Route::SkuHolds(sku) => sku_call(env, sku, SkuOp::Holds).await,
-        Route::Audit(sku) => sku_call(env, sku, SkuOp::Audit).await,
-        Route::Ledger(sku) => {
-            let (after, limit) = wire::parse_page(query)?;
-            sku_call(env, sku, SkuOp::Ledger { after, limit }).await
-        }
-        Route::PutSku(sku) => admin_step(&mut incoming, env, sku, SetupBody::into_command).await,
-        Route::Restock(sku) => {
-            admin_step(&mut incoming, env, sku, |b: RestockBody| {
-                Ok(b.into_command())
-            })
-            .await
-        }
-        Route::Adjust(sku) => {
-            admin_step(
-                &mut incoming,
-                env,
-                sku,
-                |b: AdjustBody| Ok(b.into_command()),
-            )
-            .await
-        }
-        Route::Reserve(sku) => {
-            let body: ReserveBody = read_body(incoming.req).await?;
-            let buyer = acting_buyer(caller.buyer(), body.buyer.as_ref())?;
-            // A storefront's hold; the merchant's own are not screened.
-            let storefront = !caller.is_admin();
-            if storefront {
-                let signals = signals(incoming.req, &caller);
-                screen_hold(env, &buyer, body.qty.get(), signals).await?;
+    // A write through this isolate drops what it cached of the SKU, once the
+    // write is answered (a read racing the write cannot keep the old state).
+    let written = match &route {
+        Route::PutSku(sku)
+        | Route::Restock(sku)
+        | Route::Adjust(sku)
+        | Route::Reserve(sku)
+        | Route::Commit(sku, _)
+        | Route::Release(sku, _) => Written::Sku(sku.clone()),
+        _ => Written::Nothing,
+    };
+    let result = async {
+        match route {
+            Route::Health => reply(HttpReply::json(200, json!({ "ok": true }))),
+            Route::GetSku(sku) => read_sku(incoming.req, env, sku).await,
+            Route::GetHold(sku, hold) => {
+                let caller = actor(&caller);
+                sku_call(env, sku, SkuOp::GetHold { hold, caller }).await
             }
-            let fingerprint = incoming.fingerprint(&(&body, &buyer));
-            let hold = new_hold_id()?;
-            let mut refusal = limited.map(|scope| Refusal::RateLimited { scope });
-            // The live-hold cap (0: off) is the storefront's only.
-            let cap = if storefront { hold_gate::max(env) } else { 0 };
-            let mut claimed_first = false;
-            if cap > 0 && refusal.is_none() && hold_gate::noted(&buyer) {
-                let now = worker::Date::now().as_millis();
-                match hold_gate::claim_first(env, cap, &buyer, &sku, &hold, now).await {
-                    Some(max) => refusal = Some(Refusal::HoldCap { max }),
-                    None => claimed_first = true,
-                }
+            Route::SkuHolds(sku) => sku_call(env, sku, SkuOp::Holds).await,
+            Route::Audit(sku) => sku_call(env, sku, SkuOp::Audit).await,
+            Route::Ledger(sku) => {
+                let (after, limit) = wire::parse_page(query)?;
+                sku_call(env, sku, SkuOp::Ledger { after, limit }).await
             }
-            let command = body.into_command(hold.clone(), buyer.clone());
-            let op = match (
-                incoming.step(fingerprint, actor(&caller), command)?,
-                refusal,
-            ) {
-                (op, None) => op,
-                // Refused as a new attempt: only a retry of an attempt
-                // already made gets through, answered from its stored reply.
-                (SkuOp::Step { request }, Some(refusal)) if request.key.is_some() => {
-                    SkuOp::Replay { request, refusal }
-                }
-                (_, Some(refusal)) => return Err(refusal.into()),
-            };
-            let response = match (op, merge::window(env)) {
-                // Merged with the same SKU's other reservations arriving now.
-                (SkuOp::Step { request }, Some(window)) => {
-                    let reply = merge::step(env, &sku, request, window)
-                        .await
-                        .ok_or(ApiError::Internal)?;
-                    to_response(&wire::reply_to_http(&reply)).map_err(internal)?
-                }
-                (op, _) => sku_call(env, sku.clone(), op).await?,
-            };
-            if cap > 0 {
-                let answered = hold_gate::Answered {
-                    cap,
-                    buyer,
-                    sku,
-                    drawn: hold,
-                    claimed_first,
-                };
-                hold_gate::after_sku(ctx, env, &response, answered);
+            Route::PutSku(sku) => {
+                admin_step(&mut incoming, env, sku, SetupBody::into_command).await
             }
-            Ok(response)
-        }
-        Route::Commit(sku, hold) => {
-            let fingerprint = incoming.fingerprint(&());
-            let op = incoming.step(fingerprint, Actor::Admin, Command::Commit { hold })?;
-            sku_call(env, sku, op).await
-        }
-        Route::Release(sku, hold) => {
-            let fingerprint = incoming.fingerprint(&());
-            let op = incoming.step(fingerprint, actor(&caller), Command::Release { hold })?;
-            sku_call(env, sku, op).await
-        }
-        Route::CreateOrder => {
-            let body: CreateOrderBody = read_body(incoming.req).await?;
-            let buyer = acting_buyer(caller.buyer(), body.buyer.as_ref())?;
-            let lines = body.merged_lines()?;
-            // With a key, a retried create reaches the same order object.
-            // (Over a limit, only keyed requests got this far.)
-            let order = match incoming.key()? {
-                Some(key) => order_id_for_key(&buyer, &key),
-                None => OrderId::from_bytes(random_bytes()?),
-            };
-            let op = OrderOp::Create {
-                fingerprint: incoming.fingerprint(&(&body, &buyer)),
-                buyer,
-                channel: body.channel,
-                room: body.room,
-                lines,
-                replay_only: limited,
-                signals: signals(incoming.req, &caller),
-            };
-            order_call(env, order, op).await
-        }
-        Route::GetOrder(order) => {
-            let caller = actor(&caller);
-            order_call(env, order, OrderOp::Get { caller }).await
-        }
-        Route::OrderAction(order, action) => {
-            let op = order_action(&mut incoming, env, &order, action, actor(&caller)).await?;
-            order_call(env, order, op).await
-        }
-        Route::GetRiskRules => desk(env, &RiskCall::Rules).await,
-        Route::PutRiskRules => {
-            let raw = read_bytes(incoming.req).await?;
-            // JSON first (a 400 if not); the desk checks the rules (422).
-            parse_body::<serde_json::Value>(&raw)?;
-            let body = String::from_utf8(raw)
-                .map_err(|_| ApiError::MalformedJson("the body is not UTF-8".into()))?;
-            let mut response = desk(env, &RiskCall::PutRules { body }).await?;
-            if response.status_code() == 200 {
-                // This isolate uses the new set at once; others within
-                // risk_object::RULES_TTL_MS.
-                let set: RuleSet = response.json().await.map_err(internal)?;
-                let set = risk_object::remember_rules(set);
-                let body = serde_json::to_value(&*set).map_err(|_| ApiError::Internal)?;
-                return reply(HttpReply::json(200, body));
-            }
-            Ok(response)
-        }
-        Route::Reviews => {
-            let (_, limit) = wire::parse_page(query)?;
-            desk(env, &RiskCall::Reviews { limit }).await
-        }
-        Route::DevSession => dev_session(incoming.req, env).await,
-        Route::DevPayment => dev_payment(incoming.req, env).await,
-        Route::PutRoom(room) => {
-            let body: RoomBody = read_body(incoming.req).await?;
-            let call = FeedCall::SetupRoom {
-                feed: FeedName::Room(room),
-                room: body.into_setup()?,
-            };
-            feed_call(env, call).await
-        }
-        Route::GetRoom(room) => {
-            let feed = FeedName::Room(room);
-            feed_call(env, FeedCall::Snapshot { feed }).await
-        }
-        Route::Live(feed) => live(incoming.req, env, feed).await,
-        Route::BuyerOrders(buyer) => {
-            // Another buyer's list does not exist, as far as a buyer knows.
-            if !caller.is_admin() && caller.buyer() != Some(&buyer) {
-                return Err(ApiError::RouteNotFound);
-            }
-            let (after, limit) = wire::parse_page(query)?;
-            BuyerClient::list(env, &buyer, after, limit)
+            Route::Restock(sku) => {
+                admin_step(&mut incoming, env, sku, |b: RestockBody| {
+                    Ok(b.into_command())
+                })
                 .await
-                .map_err(internal)
+            }
+            Route::Adjust(sku) => {
+                admin_step(
+                    &mut incoming,
+                    env,
+                    sku,
+                    |b: AdjustBody| Ok(b.into_command()),
+                )
+                .await
+            }
+            Route::Reserve(sku) => {
+                let body: ReserveBody = read_body(incoming.req).await?;
+                let buyer = acting_buyer(caller.buyer(), body.buyer.as_ref())?;
+                // A storefront's hold; the merchant's own are not screened.
+                let storefront = !caller.is_admin();
+                if storefront {
+                    let signals = signals(incoming.req, &caller);
+                    screen_hold(env, &buyer, body.qty.get(), signals).await?;
+                }
+                let fingerprint = incoming.fingerprint(&(&body, &buyer));
+                let hold = new_hold_id()?;
+                let mut refusal = limited.map(|scope| Refusal::RateLimited { scope });
+                // The live-hold cap (0: off) is the storefront's only.
+                let cap = if storefront { hold_gate::max(env) } else { 0 };
+                let mut claimed_first = false;
+                if cap > 0 && refusal.is_none() && hold_gate::noted(&buyer) {
+                    let now = worker::Date::now().as_millis();
+                    match hold_gate::claim_first(env, cap, &buyer, &sku, &hold, now).await {
+                        Some(max) => refusal = Some(Refusal::HoldCap { max }),
+                        None => claimed_first = true,
+                    }
+                }
+                let command = body.into_command(hold.clone(), buyer.clone());
+                let op = match (
+                    incoming.step(fingerprint, actor(&caller), command)?,
+                    refusal,
+                ) {
+                    (op, None) => op,
+                    // Refused as a new attempt: only a retry of an attempt
+                    // already made gets through, answered from its stored reply.
+                    (SkuOp::Step { request }, Some(refusal)) if request.key.is_some() => {
+                        SkuOp::Replay { request, refusal }
+                    }
+                    (_, Some(refusal)) => return Err(refusal.into()),
+                };
+                let response = match (op, merge::window(env)) {
+                    // Merged with the same SKU's other reservations arriving now.
+                    (SkuOp::Step { request }, Some(window)) => {
+                        let reply = merge::step(env, &sku, request, window)
+                            .await
+                            .ok_or(ApiError::Internal)?;
+                        to_response(&wire::reply_to_http(&reply)).map_err(internal)?
+                    }
+                    (op, _) => sku_call(env, sku.clone(), op).await?,
+                };
+                if cap > 0 {
+                    let answered = hold_gate::Answered {
+                        cap,
+                        buyer,
+                        sku,
+                        drawn: hold,
+                        claimed_first,
+                    };
+                    hold_gate::after_sku(ctx, env, &response, answered);
+                }
+                Ok(response)
+            }
+            Route::Commit(sku, hold) => {
+                let fingerprint = incoming.fingerprint(&());
+                let op = incoming.step(fingerprint, Actor::Admin, Command::Commit { hold })?;
+                sku_call(env, sku, op).await
+            }
+            Route::Release(sku, hold) => {
+                let fingerprint = incoming.fingerprint(&());
+                let op = incoming.step(fingerprint, actor(&caller), Command::Release { hold })?;
+                sku_call(env, sku, op).await
+            }
+            Route::CreateOrder => {
+                let body: CreateOrderBody = read_body(incoming.req).await?;
+                let buyer = acting_buyer(caller.buyer(), body.buyer.as_ref())?;
+                let lines = body.merged_lines()?;
+                // With a key, a retried create reaches the same order object.
+                // (Over a limit, only keyed requests got this far.)
+                let order = match incoming.key()? {
+                    Some(key) => order_id_for_key(&buyer, &key),
+                    None => OrderId::from_bytes(random_bytes()?),
+                };
+                let op = OrderOp::Create {
+                    fingerprint: incoming.fingerprint(&(&body, &buyer)),
+                    buyer,
+                    channel: body.channel,
+                    room: body.room,
+                    lines: lines.clone(),
+                    replay_only: limited,
+                    signals: signals(incoming.req, &caller),
+                };
+                let answer = order_call(env, order, op).await;
+                let now = worker::Date::now().as_millis();
+                for (sku, _) in &lines {
+                    read_cache::forget(sku, now);
+                }
+                answer
+            }
+            Route::GetOrder(order) => {
+                let caller = actor(&caller);
+                order_call(env, order, OrderOp::Get { caller }).await
+            }
+            Route::OrderAction(order, action) => {
+                let op = order_action(&mut incoming, env, &order, action, actor(&caller)).await?;
+                order_call(env, order, op).await
+            }
+            Route::GetRiskRules => desk(env, &RiskCall::Rules).await,
+            Route::PutRiskRules => {
+                let raw = read_bytes(incoming.req).await?;
+                // JSON first (a 400 if not); the desk checks the rules (422).
+                parse_body::<serde_json::Value>(&raw)?;
+                let body = String::from_utf8(raw)
+                    .map_err(|_| ApiError::MalformedJson("the body is not UTF-8".into()))?;
+                let mut response = desk(env, &RiskCall::PutRules { body }).await?;
+                if response.status_code() == 200 {
+                    // This isolate uses the new set at once; others within
+                    // risk_object::RULES_TTL_MS.
+                    let set: RuleSet = response.json().await.map_err(internal)?;
+                    let set = risk_object::remember_rules(set);
+                    let body = serde_json::to_value(&*set).map_err(|_| ApiError::Internal)?;
+                    return reply(HttpReply::json(200, body));
+                }
+                Ok(response)
+            }
+            Route::Reviews => {
+                let (_, limit) = wire::parse_page(query)?;
+                desk(env, &RiskCall::Reviews { limit }).await
+            }
+            Route::DevSession => dev_session(incoming.req, env).await,
+            Route::DevPayment => dev_payment(incoming.req, env).await,
+            Route::PutRoom(room) => {
+                let body: RoomBody = read_body(incoming.req).await?;
+                let call = FeedCall::SetupRoom {
+                    feed: FeedName::Room(room),
+                    room: body.into_setup()?,
+                };
+                feed_call(env, call).await
+            }
+            Route::GetRoom(room) => {
+                let feed = FeedName::Room(room);
+                feed_call(env, FeedCall::Snapshot { feed }).await
+            }
+            Route::Live(feed) => live(incoming.req, env, feed).await,
+            Route::BuyerOrders(buyer) => {
+                // Another buyer's list does not exist, as far as a buyer knows.
+                if !caller.is_admin() && caller.buyer() != Some(&buyer) {
+                    return Err(ApiError::RouteNotFound);
+                }
+                let (after, limit) = wire::parse_page(query)?;
+                BuyerClient::list(env, &buyer, after, limit)
+                    .await
+                    .map_err(internal)
+            }
         }
     }
+    .await;
+    match written {
+        Written::Sku(sku) => read_cache::forget(&sku, worker::Date::now().as_millis()),
+        Written::Nothing => {}
+    }
+    result
+}
+
+/// Which SKUs a call may have changed, for the read cache.
+enum Written {
+    Nothing,
+    Sku(SkuId),
 }
 
 /// What the risk rules may look at besides the request: the session's
@@ -626,6 +659,24 @@ async fn feed_call(env: &Env, call: FeedCall) -> Outcome<Response> {
         | FeedCall::Snapshot { feed } => feed.clone(),
     };
     FeedClient::call(env, &feed, &call).await.map_err(internal)
+}
+
+/// `GET /api/skus/{sku}`: from this isolate's short-lived cache when it
+/// has the SKU (see `read_cache` for how fresh), else from the object.
+async fn read_sku(req: &Request, env: &Env, sku: SkuId) -> Outcome<Response> {
+    let window = read_cache::window_ms(env);
+    if window == 0 || read_cache::bypassed(req) {
+        return sku_call(env, sku, SkuOp::Get).await;
+    }
+    let now = worker::Date::now().as_millis();
+    let ticket = match read_cache::lookup(&sku, now, window).map_err(internal)? {
+        Lookup::Hit(response) => return Ok(response),
+        Lookup::Miss(ticket) => ticket,
+    };
+    let response = sku_call(env, sku.clone(), SkuOp::Get).await?;
+    read_cache::keep(&sku, ticket, response)
+        .await
+        .map_err(internal)
 }
 
 async fn sku_call(env: &Env, sku: SkuId, op: SkuOp) -> Outcome<Response> {

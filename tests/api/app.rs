@@ -256,9 +256,22 @@ impl App {
         .await
     }
 
-    /// The SKU's (on_hand, reserved, sold, available), checking that they add up.
+    /// A read that must see the truth now, past the edge's read cache
+    /// (`Cache-Control: no-cache`), as an operator's check does.
+    pub async fn get_sku_now(&self, sku: &str) -> Reply {
+        self.send(Call {
+            method: Method::GET,
+            path: format!("/api/skus/{sku}"),
+            body: None,
+            headers: vec![("Cache-Control", "no-cache".to_owned())],
+        })
+        .await
+    }
+
+    /// The SKU's (on_hand, reserved, sold, available), checking that they
+    /// add up: read past the edge's cache, as an operator's check is.
     pub async fn counts(&self, sku: &str) -> (u64, u64, u64, u64) {
-        let body = self.get_sku(sku).await.body;
+        let body = self.get_sku_now(sku).await.body;
         let n = |k: &str| body[k].as_u64().unwrap_or_else(|| panic!("{k} in {body}"));
         let counts = (n("on_hand"), n("reserved"), n("sold"), n("available"));
         assert_eq!(counts.0, counts.1 + counts.2 + counts.3, "{body}");

@@ -49,6 +49,7 @@ fn concurrent_tests() -> Vec<Test> {
         stock::reserve_then_commit_moves_units_to_sold,
         stock::release_returns_units_and_a_second_release_changes_nothing,
         stock::a_resolved_hold_refuses_the_other_resolution,
+        stock::storefront_reads_are_cached_briefly_and_see_their_writes,
         stock::holds_expire_by_alarm_with_no_traffic,
         stock::an_expired_hold_cannot_be_committed,
         stock::the_purchase_limit_counts_holds_and_purchases,

@@ -132,6 +132,59 @@ pub async fn a_resolved_hold_refuses_the_other_resolution(app: App) {
     assert_eq!(app.counts(&sku).await, (5, 0, 1, 4));
 }
 
+/// Storefront reads come from the edge's short-lived cache: a repeated read
+/// is not another call to the SKU object, a write through the edge is seen
+/// at once, and a change the edge did not see (an expiry) shows within the
+/// cache window (500 ms in wrangler.toml).
+pub async fn storefront_reads_are_cached_briefly_and_see_their_writes(app: App) {
+    let sku = unique("cached");
+    app.given_sku(&sku, json!({"on_hand": 6, "hold_seconds": 1}))
+        .await;
+    let first = app.get_sku(&sku).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.header("Edgestock-Cache"), Some("miss"));
+    let second = app.get_sku(&sku).await;
+    assert_eq!(second.header("Edgestock-Cache"), Some("hit"));
+    assert_eq!(second.header("Age"), Some("0"));
+    assert_eq!(second.content_type, "application/json");
+    assert_eq!(second.body, first.body);
+    // An operator's read goes to the object.
+    let now = app.get_sku_now(&sku).await;
+    assert_eq!(now.header("Edgestock-Cache"), None);
+    assert_eq!(now.body, first.body);
+    // A write through the edge drops the entry: the next read sees it.
+    assert_eq!(app.reserve(&sku, 2, &app.viewer).await.status, 201);
+    let after = app.get_sku(&sku).await;
+    assert_eq!(after.header("Edgestock-Cache"), Some("miss"));
+    assert_eq!(after.body["available"], json!(4), "{}", after.body);
+    assert_eq!(after.body["reserved"], json!(2));
+    assert_eq!(
+        app.get_sku(&sku).await.header("Edgestock-Cache"),
+        Some("hit")
+    );
+    // The hold expires by the alarm, which the edge never sees: a cached
+    // read shows it once its entry ages out (the alarm itself may run late
+    // on a busy machine, hence the long bound).
+    let mut seen = None;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        let read = app.get_sku(&sku).await;
+        if read.body["reserved"] == json!(0) {
+            seen = Some(read);
+            break;
+        }
+    }
+    let seen = seen.expect("the expiry shows in a cached read within 10 s");
+    assert_eq!(seen.body["available"], json!(6), "{}", seen.body);
+    // Never-set-up SKUs are not cached: one set up later shows at once.
+    let later = unique("later");
+    app.get_sku(&later)
+        .await
+        .assert_problem(404, "sku-not-found");
+    app.given_sku(&later, json!({"on_hand": 1})).await;
+    assert_eq!(app.get_sku(&later).await.body["on_hand"], json!(1));
+}
+
 pub async fn holds_expire_by_alarm_with_no_traffic(app: App) {
     let sku = unique("expiry");
     app.given_sku(&sku, json!({"on_hand": 4, "hold_seconds": 1}))
