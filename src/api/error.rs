@@ -374,6 +374,15 @@ fn stock_parts(e: &StockError) -> (u16, &'static str, &'static str, String, Map<
             "Please retry",
             "a reservation id collided; retrying draws another".to_owned(),
         ),
+        StockError::SplitChange { buckets, requested } => (
+            409,
+            "split-change",
+            "Split differently only after merging back",
+            format!(
+                "this SKU is served by {buckets} stock buckets; {requested} needs a merge back (0) first, and at most {} buckets",
+                crate::domain::buckets::BUCKETS_MAX
+            ),
+        ),
     };
     (status, slug, title, detail, extensions)
 }

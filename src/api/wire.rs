@@ -245,7 +245,9 @@ pub fn reply_to_http(reply: &Reply) -> HttpReply {
             | Outcome::Released { hold, sku, .. }
             | Outcome::Returned { hold, sku, .. } => HttpReply::json(200, hold_json(hold, sku)),
             Outcome::Sold { hold, sku } => HttpReply::json(201, hold_json(hold, sku)),
-            Outcome::Deferred { sku, .. } => HttpReply::json(200, sku_json(sku)),
+            Outcome::Deferred { sku, .. } | Outcome::Moved { sku, .. } => {
+                HttpReply::json(200, sku_json(sku))
+            }
         },
     }
 }

@@ -52,7 +52,11 @@ impl Counts {
     fn apply(mut self, movement: Movement, qty: i64) -> Counts {
         let q = i128::from(qty);
         match movement {
-            Movement::Setup | Movement::Restock | Movement::Adjust => self.on_hand += q,
+            Movement::Setup
+            | Movement::Restock
+            | Movement::Adjust
+            | Movement::TransferOut
+            | Movement::TransferIn => self.on_hand += q,
             Movement::Reserve => self.reserved += q,
             Movement::Sell => self.sold += q,
             Movement::Commit => {

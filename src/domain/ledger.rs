@@ -19,6 +19,11 @@ pub enum Movement {
     Expire,
     /// A sale's units back to available.
     Return,
+    /// Units sent to another object of a split SKU (a stock bucket or its
+    /// parent); `qty` is the negative change to on_hand.
+    TransferOut,
+    /// Units received from another object of a split SKU.
+    TransferIn,
 }
 
 impl Movement {

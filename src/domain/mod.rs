@@ -2,6 +2,7 @@
 //! import. Everything here runs natively under `cargo test`.
 
 pub mod audit;
+pub mod buckets;
 pub mod event;
 pub mod hold_cap;
 pub mod ledger;

@@ -13,10 +13,11 @@
 //! check is reserved + sold ≤ on_hand); reserved equals the sum of live
 //! holds; every live hold is in the expiry index and no other hold is.
 
+use super::buckets::{Node, BUCKETS_MAX};
 use super::ledger::{LedgerEntry, Movement};
 use super::types::{
     AdjustReason, BuyerId, Delta, HoldSeconds, IdempotencyKey, Note, OrderId, Quantity, ReplayKey,
-    ReservationId, SkuId, Units,
+    ReservationId, SkuId, TransferId, Units,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
@@ -119,9 +120,35 @@ pub struct SkuRecord {
     pub settings: Settings,
     pub created_at_ms: u64,
     pub updated_at_ms: u64,
+    /// How many stock buckets serve this SKU (0: the object alone); set on
+    /// the parent. See [`super::buckets`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub buckets: u16,
+    /// Units sent to another object of this SKU and not yet acknowledged:
+    /// off this object's counts, on nobody else's until received.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub outbox: Vec<Transfer>,
+}
+
+fn is_zero(n: &u16) -> bool {
+    *n == 0
+}
+
+/// Units on their way to another object of the same SKU.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Transfer {
+    pub id: TransferId,
+    pub to: Node,
+    pub qty: u64,
+    pub at_ms: u64,
 }
 
 impl SkuRecord {
+    /// Units in this object's outbox.
+    pub fn in_flight(&self) -> u64 {
+        self.outbox.iter().map(|t| t.qty).sum()
+    }
+
     fn empty(sku: SkuId, now: u64) -> SkuRecord {
         SkuRecord {
             sku,
@@ -132,6 +159,8 @@ impl SkuRecord {
             settings: Settings::default(),
             created_at_ms: now,
             updated_at_ms: now,
+            buckets: 0,
+            outbox: Vec::new(),
         }
     }
 
@@ -288,6 +317,30 @@ pub enum Command {
     Return {
         hold: ReservationId,
     },
+    /// Serve the SKU with this many stock buckets (0: the parent alone).
+    /// Units are moved by the transfers below, not by this.
+    Split {
+        buckets: u16,
+    },
+    /// Send up to `up_to` available units to another object of this SKU:
+    /// they leave `on_hand` now and wait in the outbox until `Delivered`.
+    Send {
+        transfer: TransferId,
+        to: Node,
+        up_to: Units,
+    },
+    /// Units another object of this SKU sent. Sent with the transfer's id
+    /// as its key, so a redelivery adds nothing. A bucket takes its parent's
+    /// settings with them (and is created by its first).
+    Receive {
+        transfer: TransferId,
+        qty: Units,
+        settings: Option<Settings>,
+    },
+    /// The receiver has the transfer's units: the outbox entry goes.
+    Delivered {
+        transfer: TransferId,
+    },
 }
 
 /// A command with who sent it and, if the client gave one, its idempotency
@@ -347,6 +400,12 @@ pub enum Outcome {
         sku: SkuRecord,
         already: bool,
     },
+    /// A split, or a transfer's send (`qty` units left), receipt or
+    /// delivery.
+    Moved {
+        sku: SkuRecord,
+        qty: u64,
+    },
 }
 
 /// Every way a request can be refused. A refused request changes nothing.
@@ -400,6 +459,12 @@ pub enum StockError {
     /// rather than sell from numbers it cannot trust. Never remembered as
     /// a replay, so a retry after the repair runs.
     Quarantined,
+    /// A split SKU splits again only by merging back first (a buyer's
+    /// bucket must not change while they hold units in it).
+    SplitChange {
+        buckets: u16,
+        requested: u16,
+    },
 }
 
 pub type Reply = Result<Outcome, StockError>;
@@ -704,6 +769,20 @@ impl Stock {
         if let Command::Setup(spec) = command {
             return self.setup(now, actor, spec);
         }
+        if let Command::Receive {
+            transfer,
+            qty,
+            settings: Some(settings),
+        } = command
+        {
+            if self.record.is_none() {
+                // A bucket's first units: it starts from its parent's settings.
+                let mut record = SkuRecord::empty(self.sku.clone(), now);
+                record.settings = *settings;
+                self.record = Some(record);
+            }
+            return self.receive(now, actor, transfer, *qty, Some(settings));
+        }
         let record = self.record.as_ref().ok_or(StockError::SkuNotFound)?;
         if let Command::Reserve { qty, .. }
         | Command::Place { qty, .. }
@@ -719,6 +798,86 @@ impl Stock {
         }
         match command {
             Command::Setup(_) => unreachable!("handled above"),
+            Command::Split { buckets } => {
+                let (current, requested) = (record.buckets, *buckets);
+                if requested > BUCKETS_MAX
+                    || (current != 0 && requested != 0 && requested != current)
+                {
+                    return Err(StockError::SplitChange {
+                        buckets: current,
+                        requested,
+                    });
+                }
+                if current == requested {
+                    return Ok(Outcome::Moved {
+                        sku: record.clone(),
+                        qty: 0,
+                    });
+                }
+                let reason = format!("split into {requested} buckets");
+                let entry = Movement::Adjust.entry(0, actor).reason(Some(reason));
+                let sku = self.change(now, entry, |r| {
+                    r.buckets = requested;
+                    Some(())
+                });
+                Ok(Outcome::Moved { sku, qty: 0 })
+            }
+            Command::Send {
+                transfer,
+                to,
+                up_to,
+            } => {
+                if let Some(sent) = record.outbox.iter().find(|t| t.id == *transfer) {
+                    // Already on its way: the same answer, nothing more sent.
+                    let qty = sent.qty;
+                    return Ok(Outcome::Moved {
+                        sku: record.clone(),
+                        qty,
+                    });
+                }
+                let qty = up_to.get().min(record.available());
+                if qty == 0 {
+                    return Ok(Outcome::Moved {
+                        sku: record.clone(),
+                        qty: 0,
+                    });
+                }
+                let entry = Movement::TransferOut
+                    .entry(-(qty as i64), actor)
+                    .reason(Some(format!("to {}", node_name(*to))))
+                    .reference(Note::parse(transfer.as_str()).ok());
+                let outgoing = Transfer {
+                    id: transfer.clone(),
+                    to: *to,
+                    qty,
+                    at_ms: now,
+                };
+                let sku = self.change(now, entry, |r| {
+                    r.on_hand = r.on_hand.checked_sub(qty)?;
+                    r.outbox.push(outgoing);
+                    Some(())
+                });
+                Ok(Outcome::Moved { sku, qty })
+            }
+            Command::Receive { transfer, qty, .. } => {
+                self.receive(now, actor, transfer, *qty, None)
+            }
+            Command::Delivered { transfer } => {
+                if !record.outbox.iter().any(|t| t.id == *transfer) {
+                    return Ok(Outcome::Moved {
+                        sku: record.clone(),
+                        qty: 0,
+                    });
+                }
+                // Not a change of the counts: no ledger entry, no version.
+                let record = self.record.as_mut().expect("read above");
+                record.outbox.retain(|t| t.id != *transfer);
+                self.changes.record = true;
+                Ok(Outcome::Moved {
+                    sku: record.clone(),
+                    qty: 0,
+                })
+            }
             Command::Restock {
                 qty,
                 reason,
@@ -867,6 +1026,36 @@ impl Stock {
             Some(())
         });
         Ok(Outcome::SkuSet { sku, created })
+    }
+
+    /// Adds a transfer's units (the request's key makes it once only).
+    fn receive(
+        &mut self,
+        now: u64,
+        actor: &Actor,
+        transfer: &TransferId,
+        qty: Units,
+        settings: Option<&Settings>,
+    ) -> Reply {
+        let record = self.record.as_ref().ok_or(StockError::SkuNotFound)?;
+        let on_hand = record.on_hand.saturating_add(qty.get());
+        if on_hand > Units::MAX {
+            return Err(StockError::StockLevelTooHigh { max: Units::MAX });
+        }
+        let entry = Movement::TransferIn
+            .entry(qty.get() as i64, actor)
+            .reference(Note::parse(transfer.as_str()).ok());
+        let sku = self.change(now, entry, |r| {
+            r.on_hand = on_hand;
+            if let Some(settings) = settings {
+                r.settings = *settings;
+            }
+            Some(())
+        });
+        Ok(Outcome::Moved {
+            sku,
+            qty: qty.get(),
+        })
     }
 
     /// Takes `qty` units for a buyer as a new hold: `Held` (a reservation
@@ -1192,5 +1381,12 @@ fn reason_name(reason: AdjustReason) -> &'static str {
         AdjustReason::Recount => "recount",
         AdjustReason::Returned => "returned",
         AdjustReason::Correction => "correction",
+    }
+}
+
+fn node_name(node: Node) -> String {
+    match node {
+        Node::Parent => "the parent".to_owned(),
+        Node::Bucket(n) => format!("bucket {n}"),
     }
 }

@@ -86,6 +86,12 @@ string_newtype!(
     OrderId
 );
 string_newtype!(
+    /// A move of units between the objects of one split SKU (its parent and
+    /// its stock buckets): `t_` and 32 lowercase hex digits, drawn by the
+    /// sender's shell. The receiver applies each id once.
+    TransferId
+);
+string_newtype!(
     /// A live room's id (直播间): the grammar of SKU ids.
     RoomId
 );
@@ -178,6 +184,21 @@ fn hex_id(prefix: &str, bytes: [u8; 16]) -> String {
         id.push_str(&format!("{b:02x}"));
     }
     id
+}
+
+impl TransferId {
+    pub fn parse(raw: &str) -> Result<Self, Invalid> {
+        if !is_hex_id(raw, "t_") {
+            return Err(Invalid(
+                "a transfer id is 't_' followed by 32 lowercase hex digits".into(),
+            ));
+        }
+        Ok(Self(raw.to_owned()))
+    }
+
+    pub fn from_bytes(bytes: [u8; 16]) -> Self {
+        Self(hex_id("t_", bytes))
+    }
 }
 
 impl OrderId {
