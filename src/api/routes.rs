@@ -21,6 +21,8 @@ pub enum Route {
     Ledger(SkuId),
     /// The reconcile check: counters recomputed from ledger and holds.
     Audit(SkuId),
+    /// Split a hot SKU into stock buckets, or merge them back (admin).
+    Split(SkuId),
     SkuHolds(SkuId),
     CreateOrder,
     GetOrder(OrderId),
@@ -98,6 +100,7 @@ enum Shape {
     Adjust,
     Ledger,
     Audit,
+    Split,
     SkuHolds,
     Orders,
     Order,
@@ -136,6 +139,7 @@ impl Route {
             ["skus", _, "adjustments"] => (Shape::Adjust, &["POST"]),
             ["skus", _, "ledger"] => (Shape::Ledger, &["GET"]),
             ["skus", _, "audit"] => (Shape::Audit, &["GET"]),
+            ["skus", _, "split"] => (Shape::Split, &["POST"]),
             ["skus", _, "holds"] => (Shape::SkuHolds, &["GET"]),
             ["skus", _, "live"] => (Shape::SkuLive, &["GET"]),
             ["rooms", _] => (Shape::Room, &["GET", "PUT"]),
@@ -174,6 +178,7 @@ impl Route {
             (Shape::Adjust, _) => Route::Adjust(sku()?),
             (Shape::Ledger, _) => Route::Ledger(sku()?),
             (Shape::Audit, _) => Route::Audit(sku()?),
+            (Shape::Split, _) => Route::Split(sku()?),
             (Shape::SkuHolds, _) => Route::SkuHolds(sku()?),
             (Shape::Orders, _) => Route::CreateOrder,
             (Shape::Order, _) => Route::GetOrder(order()?),
@@ -216,6 +221,7 @@ impl Route {
             | Route::Adjust(_)
             | Route::Ledger(_)
             | Route::Audit(_)
+            | Route::Split(_)
             | Route::SkuHolds(_)
             | Route::PutRoom(_)
             | Route::Commit(..)
@@ -286,6 +292,8 @@ mod tests {
             ("POST", "/api/skus/tee-1/adjustments".into(), Ok("Adjust")),
             ("GET", "/api/skus/tee-1/ledger".into(), Ok("Ledger")),
             ("GET", "/api/skus/tee-1/audit".into(), Ok("Audit")),
+            ("POST", "/api/skus/tee-1/split".into(), Ok("Split")),
+            ("GET", "/api/skus/tee-1/split".into(), Err(405)),
             ("GET", "/api/skus/bad%20id".into(), Err(400)),
             ("GET", format!("/api/skus/{}", "x".repeat(65)), Err(400)),
             ("GET", "/api/skus/".into(), Err(400)),

@@ -115,6 +115,25 @@ pub fn acting_buyer(
     }
 }
 
+/// `POST /api/skus/{sku}/split`: how many stock buckets (0: merge back).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitBody {
+    pub buckets: u16,
+}
+
+impl SplitBody {
+    pub fn checked(&self) -> Result<u16, ApiError> {
+        let max = crate::domain::buckets::BUCKETS_MAX;
+        if self.buckets == 1 || self.buckets > max {
+            return Err(ApiError::InvalidBody(format!(
+                "buckets is 2 to {max} to split, or 0 to merge back"
+            )));
+        }
+        Ok(self.buckets)
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RestockBody {

@@ -28,6 +28,7 @@
 //! Plain Rust: the decisions, not the calls. The shell makes the calls, and
 //! `tests/buckets.rs` plays them with crashes between any two.
 
+use super::stock::SkuRecord;
 use super::types::{BuyerId, ReservationId};
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +59,21 @@ pub fn bucket_for(buyer: &BuyerId, buckets: u16) -> u16 {
 pub fn hold_in_bucket(mut random: [u8; 16], bucket: u16) -> ReservationId {
     random[..2].copy_from_slice(&bucket.to_be_bytes());
     ReservationId::from_random(random)
+}
+
+/// `hold` made to name `bucket` (its first four hex digits replaced): for
+/// a reservation the parent passes on to a bucket after the edge drew its
+/// id without knowing of the split.
+pub fn mark_hold(hold: &ReservationId, bucket: u16) -> ReservationId {
+    let hex = hold.as_str().strip_prefix("h_").unwrap_or_default();
+    let mut bytes = [0u8; 16];
+    for (i, byte) in bytes.iter_mut().enumerate() {
+        *byte = hex
+            .get(2 * i..2 * i + 2)
+            .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+            .unwrap_or(0);
+    }
+    hold_in_bucket(bytes, bucket)
 }
 
 /// The bucket a hold id names, for a SKU split `buckets` ways (None for a
@@ -97,6 +113,28 @@ pub fn family_total(on_hand: impl IntoIterator<Item = u64>, in_flight: u64) -> u
     on_hand.into_iter().sum::<u64>() + in_flight
 }
 
+/// A split SKU's numbers: the parent's record with every bucket's counts
+/// added. The version is the sum of the objects' versions, so it rises with
+/// every change anywhere (what a live badge orders its updates by). Exact
+/// when the records are of one moment; the shell reads them one after the
+/// other, so while units move a sum can miss them (in an outbox, in
+/// nobody's counts) or count units coming home twice.
+pub fn aggregate<'a>(
+    parent: &SkuRecord,
+    buckets: impl IntoIterator<Item = &'a SkuRecord>,
+) -> SkuRecord {
+    let mut total = parent.clone();
+    total.outbox.clear();
+    for bucket in buckets {
+        total.on_hand = total.on_hand.saturating_add(bucket.on_hand);
+        total.reserved = total.reserved.saturating_add(bucket.reserved);
+        total.sold = total.sold.saturating_add(bucket.sold);
+        total.version = total.version.saturating_add(bucket.version);
+        total.updated_at_ms = total.updated_at_ms.max(bucket.updated_at_ms);
+    }
+    total
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -129,6 +167,9 @@ mod tests {
             assert!(ReservationId::parse(id.as_str()).is_ok());
             assert_eq!(bucket_of_hold(&id, 64), Some(bucket));
         }
+        let marked = mark_hold(&ReservationId::from_random([0xcd; 16]), 5);
+        assert_eq!(bucket_of_hold(&marked, 8), Some(5));
+        assert!(marked.as_str().ends_with(&"cd".repeat(14)));
         // A parent's hold from before the split names no bucket of 8.
         let old = ReservationId::from_random([0xff; 16]);
         assert_eq!(bucket_of_hold(&old, 8), None);

@@ -373,6 +373,8 @@ async fn subscribe(
 ) -> Subscribed {
     let call = SkuCall {
         sku: sku.clone(),
+        bucket: None,
+        buyer: None,
         op: SkuOp::Subscribe {
             feed: feed.clone(),
             even_unknown,
@@ -407,6 +409,8 @@ async fn latest_order_event(env: &Env, order: &crate::domain::types::OrderId) ->
 async fn unsubscribe(env: &Env, sku: &crate::domain::types::SkuId, feed: &FeedName) {
     let call = SkuCall {
         sku: sku.clone(),
+        bucket: None,
+        buyer: None,
         op: SkuOp::Unsubscribe { feed: feed.clone() },
     };
     if let Ok(client) = SkuClient::new(env, sku) {

@@ -54,8 +54,11 @@ const STALE_AFTER_MS: u64 = 250;
 
 thread_local! {
     /// The batch each SKU is gathering in this isolate.
-    static OPEN: RefCell<HashMap<SkuId, Rc<RefCell<Batch>>>> = RefCell::new(HashMap::new());
+    static OPEN: RefCell<HashMap<Target, Rc<RefCell<Batch>>>> = RefCell::new(HashMap::new());
 }
+
+/// Where a batch goes: a SKU's own object, or one of its stock buckets.
+type Target = (SkuId, Option<u16>);
 
 /// The merge window for this deployment; None when merging is off.
 pub fn window(env: &Env) -> Option<Duration> {
@@ -74,9 +77,11 @@ pub fn window(env: &Env) -> Option<Duration> {
 pub async fn step(
     env: &Env,
     sku: &SkuId,
+    bucket: Option<u16>,
     request: StockRequest,
     window: Duration,
 ) -> Option<Reply> {
+    let target: Target = (sku.clone(), bucket);
     let slot: Slot = Rc::new(RefCell::new(None));
     let tx = slot.clone();
     let now = Date::now().as_millis();
@@ -85,7 +90,7 @@ pub async fn step(
         let mut open = open.borrow_mut();
         // A batch long past its window lost its leader: a new one opens.
         let open_batch = open
-            .get(sku)
+            .get(&target)
             .filter(|b| b.borrow().opened_ms >= stale_before);
         if let Some(batch) = open_batch {
             let mut b = batch.borrow_mut();
@@ -94,7 +99,7 @@ pub async fn step(
             if b.requests.len() >= BATCH_MAX {
                 // Full: it goes as it is, and the next request opens another.
                 drop(b);
-                open.remove(sku);
+                open.remove(&target);
             }
             return None;
         }
@@ -103,7 +108,7 @@ pub async fn step(
             waiters: vec![tx],
             opened_ms: now,
         }));
-        open.insert(sku.clone(), batch.clone());
+        open.insert(target.clone(), batch.clone());
         Some(batch)
     });
     let Some(batch) = leader else {
@@ -120,15 +125,15 @@ pub async fn step(
     Delay::from(window).await;
     OPEN.with(|open| {
         let mut open = open.borrow_mut();
-        if open.get(sku).is_some_and(|b| Rc::ptr_eq(b, &batch)) {
-            open.remove(sku);
+        if open.get(&target).is_some_and(|b| Rc::ptr_eq(b, &batch)) {
+            open.remove(&target);
         }
     });
     let Batch {
         requests, waiters, ..
     } = std::mem::take(&mut *batch.borrow_mut());
     let count = requests.len();
-    let replies = send(env, sku, requests).await;
+    let replies = send(env, sku, bucket, requests).await;
     match replies {
         Some(replies) if replies.len() == count => {
             for (waiter, reply) in waiters.into_iter().zip(replies) {
@@ -146,13 +151,21 @@ pub async fn step(
     answer.flatten()
 }
 
-async fn send(env: &Env, sku: &SkuId, requests: Vec<StockRequest>) -> Option<Vec<Reply>> {
+async fn send(
+    env: &Env,
+    sku: &SkuId,
+    bucket: Option<u16>,
+    requests: Vec<StockRequest>,
+) -> Option<Vec<Reply>> {
     let call = SkuCall {
         sku: sku.clone(),
+        bucket,
+        buyer: None,
         op: SkuOp::Batch { requests },
     };
     let answer = async {
-        let mut response = SkuClient::new(env, sku)?.call(&call).await?;
+        let mut response = SkuClient::send(env, &call).await?;
+        super::routing::learn(sku, &response, Date::now().as_millis());
         if response.status_code() != 200 {
             return Err(worker::Error::RustError(format!(
                 "SKU {sku} answered {} to a batch",

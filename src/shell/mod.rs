@@ -16,6 +16,7 @@ mod order_object;
 mod read_cache;
 mod risk_object;
 mod router;
+mod routing;
 mod sku_object;
 mod sql_store;
 mod stubs;

@@ -508,8 +508,11 @@ impl OrderObject {
             actor: Actor::Order(order.id.clone()),
             command: step.command.clone(),
         };
+        // On a split SKU the parent passes the line to the buyer's bucket.
         let call = SkuCall {
             sku: step.sku.clone(),
+            bucket: None,
+            buyer: Some(order.buyer.clone()),
             op: SkuOp::Apply { request },
         };
         let mut response = SkuClient::new(&self.env, &step.sku)?.call(&call).await?;

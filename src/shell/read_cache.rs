@@ -5,8 +5,9 @@
 //! (default 500 ms, 0 turns the cache off) for a SKU it is asked about.
 //!
 //! How fresh an answer is:
-//! - a cached answer is at most the window old (its `Age` header says so in
-//!   whole seconds; `Edgestock-Cache: hit` marks it). When it ages out, one
+//! - a cached answer was the object's at most the window ago, plus the time
+//!   the object took to answer (its `Age` header says so in whole seconds;
+//!   `Edgestock-Cache: hit` marks it). When it ages out, one
 //!   request refreshes it while the others keep getting the old one, for at
 //!   most one more second (a refresh that never comes back is retried);
 //! - a write to the SKU through this isolate (reserve, commit, release,
@@ -76,10 +77,9 @@ pub enum Lookup {
     Miss(Ticket),
 }
 
-/// When a read set out: the time, and the writes it came after.
+/// When a read set out: after which of this isolate's writes.
 #[derive(Clone, Copy)]
 pub struct Ticket {
-    at_ms: u64,
     after_writes: u64,
 }
 
@@ -105,7 +105,6 @@ pub fn lookup(sku: &SkuId, now: u64, window: u64) -> Result<Lookup> {
     });
     let Some((body, age)) = served else {
         return Ok(Lookup::Miss(Ticket {
-            at_ms: now,
             after_writes: WRITES.with(Cell::get),
         }));
     };
@@ -118,9 +117,16 @@ pub fn lookup(sku: &SkuId, now: u64, window: u64) -> Result<Lookup> {
     Ok(Lookup::Hit(response))
 }
 
-/// Keeps the object's answer to a read of `sku` (unless the SKU was written
-/// through here since the read set out), and hands it on.
-pub async fn keep(sku: &SkuId, ticket: Ticket, mut response: Response) -> Result<Response> {
+/// Keeps the object's answer to a read of `sku`, answered at `now` (unless
+/// the SKU was written through here since the read set out), and hands it
+/// on. Its age counts from the answer: under load the object may take a
+/// while, and an entry born stale would send every reader to the object.
+pub async fn keep(
+    sku: &SkuId,
+    ticket: Ticket,
+    now: u64,
+    mut response: Response,
+) -> Result<Response> {
     if response.status_code() != 200 {
         CACHE.with(|cache| cache.borrow_mut().remove(sku));
         return Ok(response);
@@ -138,7 +144,7 @@ pub async fn keep(sku: &SkuId, ticket: Ticket, mut response: Response) -> Result
             Entry {
                 body: Some(body.clone()),
                 written,
-                fetched_ms: ticket.at_ms,
+                fetched_ms: now,
                 refreshing_since: None,
             },
         );

@@ -490,6 +490,8 @@ impl RiskObject {
 async fn still_held(env: &Env, hold: &LiveHold) -> bool {
     let call = SkuCall {
         sku: hold.sku.clone(),
+        bucket: None,
+        buyer: None,
         op: SkuOp::GetHold {
             hold: hold.hold.clone(),
             caller: Actor::System,
@@ -511,6 +513,8 @@ async fn still_held(env: &Env, hold: &LiveHold) -> bool {
 async fn give_back(env: &Env, hold: &LiveHold) {
     let call = SkuCall {
         sku: hold.sku.clone(),
+        bucket: None,
+        buyer: None,
         op: SkuOp::Step {
             request: StockRequest {
                 key: None,

@@ -10,6 +10,7 @@ use super::limits;
 use super::merge;
 use super::read_cache::{self, Lookup};
 use super::risk_object::{self, RiskCall, RiskClient};
+use super::routing;
 use super::stubs::{
     BuyerClient, FeedCall, FeedClient, OrderCall, OrderClient, OrderOp, Signals, SkuCall,
     SkuClient, SkuOp,
@@ -20,9 +21,10 @@ use crate::api::wire::RoomBody;
 use crate::api::wire::{
     self, acting_buyer, parse_body, AdjustBody, CancelBody, CreateOrderBody, DeliverBody,
     DevPaymentBody, DevSessionBody, PayBody, RefundBody, ReserveBody, RestockBody, SetupBody,
-    ShipBody,
+    ShipBody, SplitBody,
 };
 use crate::api::{ApiError, HttpReply, Refusal, Route};
+use crate::domain::buckets;
 use crate::domain::live::FeedName;
 use crate::domain::order::{order_id_for_key, Intent};
 use crate::domain::risk::{self, Facts, Judged, RuleSet, Verdict};
@@ -214,7 +216,8 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
         | Route::Adjust(sku)
         | Route::Reserve(sku)
         | Route::Commit(sku, _)
-        | Route::Release(sku, _) => Written::Sku(sku.clone()),
+        | Route::Release(sku, _)
+        | Route::Split(sku) => Written::Sku(sku.clone()),
         _ => Written::Nothing,
     };
     let result = async {
@@ -227,6 +230,13 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
             }
             Route::SkuHolds(sku) => sku_call(env, sku, SkuOp::Holds).await,
             Route::Audit(sku) => sku_call(env, sku, SkuOp::Audit).await,
+            Route::Split(sku) => {
+                let body: SplitBody = read_body(incoming.req).await?;
+                let buckets = body.checked()?;
+                let answer = sku_call(env, sku.clone(), SkuOp::Split { buckets }).await;
+                routing::forget(&sku);
+                answer
+            }
             Route::Ledger(sku) => {
                 let (after, limit) = wire::parse_page(query)?;
                 sku_call(env, sku, SkuOp::Ledger { after, limit }).await
@@ -259,7 +269,16 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
                     screen_hold(env, &buyer, body.qty.get(), signals).await?;
                 }
                 let fingerprint = incoming.fingerprint(&(&body, &buyer));
-                let hold = new_hold_id()?;
+                // A split SKU's reservation goes straight to the buyer's bucket
+                // (if this isolate knows of the split), with a hold id that
+                // names it.
+                let now = worker::Date::now().as_millis();
+                let split = routing::buckets(&sku, now);
+                let bucket = (split > 0).then(|| buckets::bucket_for(&buyer, split));
+                let hold = match bucket {
+                    Some(b) => buckets::mark_hold(&new_hold_id()?, b),
+                    None => new_hold_id()?,
+                };
                 let mut refusal = limited.map(|scope| Refusal::RateLimited { scope });
                 // The live-hold cap (0: off) is the storefront's only.
                 let cap = if storefront { hold_gate::max(env) } else { 0 };
@@ -287,12 +306,12 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
                 let response = match (op, merge::window(env)) {
                     // Merged with the same SKU's other reservations arriving now.
                     (SkuOp::Step { request }, Some(window)) => {
-                        let reply = merge::step(env, &sku, request, window)
+                        let reply = merge::step(env, &sku, bucket, request, window)
                             .await
                             .ok_or(ApiError::Internal)?;
                         to_response(&wire::reply_to_http(&reply)).map_err(internal)?
                     }
-                    (op, _) => sku_call(env, sku.clone(), op).await?,
+                    (op, _) => sku_call_to(env, sku.clone(), bucket, op).await?,
                 };
                 if cap > 0 {
                     let answered = hold_gate::Answered {
@@ -674,14 +693,28 @@ async fn read_sku(req: &Request, env: &Env, sku: SkuId) -> Outcome<Response> {
         Lookup::Miss(ticket) => ticket,
     };
     let response = sku_call(env, sku.clone(), SkuOp::Get).await?;
-    read_cache::keep(&sku, ticket, response)
+    let answered = worker::Date::now().as_millis();
+    read_cache::keep(&sku, ticket, answered, response)
         .await
         .map_err(internal)
 }
 
 async fn sku_call(env: &Env, sku: SkuId, op: SkuOp) -> Outcome<Response> {
-    let client = SkuClient::new(env, &sku).map_err(internal)?;
-    client.call(&SkuCall { sku, op }).await.map_err(internal)
+    sku_call_to(env, sku, None, op).await
+}
+
+/// A call to a SKU's own object or (Some) one of its stock buckets; what
+/// the answer says of a split is kept for the next call.
+async fn sku_call_to(env: &Env, sku: SkuId, bucket: Option<u16>, op: SkuOp) -> Outcome<Response> {
+    let call = SkuCall {
+        sku,
+        bucket,
+        buyer: None,
+        op,
+    };
+    let response = SkuClient::send(env, &call).await.map_err(internal)?;
+    routing::learn(&call.sku, &response, worker::Date::now().as_millis());
+    Ok(response)
 }
 
 async fn order_call(env: &Env, order: OrderId, op: OrderOp) -> Outcome<Response> {

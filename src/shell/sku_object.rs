@@ -8,10 +8,13 @@
 //! event interleaves with a step, and its writes commit together before the
 //! reply is released.
 
+#[path = "sku_buckets.rs"]
+mod buckets;
+
 use super::events;
 use super::http::to_response;
 use super::sql_store::{SqlStore, StoreError};
-use super::stubs::{FeedClient, SkuCall, SkuOp};
+use super::stubs::{FeedClient, SkuCall, SkuClient, SkuOp};
 use super::txn::Atomic;
 use crate::api::wire::{hold_json, holds_json, ledger_json, reply_to_http, sku_json};
 use crate::api::{ApiError, HttpReply, Refusal};
@@ -46,6 +49,10 @@ pub struct SkuObject {
     /// Alarm runs that failed in a row, for the backoff.
     alarm_failures: Cell<u32>,
     pusher: Rc<Pusher>,
+    /// Which bucket of its SKU this object is (None: the SKU's own object).
+    me: RefCell<Option<u16>>,
+    /// As the parent of a split SKU: what the buckets last told.
+    split: RefCell<buckets::Buckets>,
 }
 
 /// Sends the SKU's latest state to its feeds at a bounded rate: a burst of
@@ -55,6 +62,13 @@ pub struct SkuObject {
 struct Pusher {
     feeds: RefCell<Option<Vec<FeedName>>>,
     latest: RefCell<Option<Event>>,
+    /// As a bucket: the parent to tell (SKU, this bucket's number), and
+    /// the latest numbers not yet told.
+    parent: RefCell<Option<(SkuId, u16)>>,
+    bucket_state: RefCell<Option<crate::domain::stock::SkuRecord>>,
+    /// As the parent of a split SKU: its own counts changed, so the sum
+    /// must be pushed.
+    split_changed: Cell<bool>,
     /// Alerts not yet told to the feeds.
     alerts: RefCell<Vec<Event>>,
     /// Whether each stock change is logged too (`LOG_STOCK_EVENTS=1`).
@@ -83,13 +97,16 @@ impl Pusher {
     }
 
     fn kick(self: &Rc<Self>, env: &Env) {
-        let no_feeds = self.feeds.borrow().as_ref().is_none_or(Vec::is_empty);
+        let no_feeds = self.feeds.borrow().as_ref().is_none_or(Vec::is_empty)
+            && self.parent.borrow().is_none();
         if no_feeds {
             self.latest.borrow_mut().take();
             self.alerts.borrow_mut().clear();
             return;
         }
-        let nothing = self.latest.borrow().is_none() && self.alerts.borrow().is_empty();
+        let nothing = self.latest.borrow().is_none()
+            && self.alerts.borrow().is_empty()
+            && self.bucket_state.borrow().is_none();
         if self.scheduled.get() || nothing {
             return;
         }
@@ -107,6 +124,14 @@ impl Pusher {
 
     async fn flush(self: Rc<Self>, env: &Env) {
         self.scheduled.set(false);
+        let parent = self.parent.borrow().clone();
+        let state = self.bucket_state.borrow_mut().take();
+        if let (Some((sku, bucket)), Some(record)) = (parent, state) {
+            let call = buckets::bucket_state_call(&sku, bucket, record);
+            if let Err(e) = SkuClient::send(env, &call).await {
+                console_error!("sku {sku}: bucket {bucket} could not tell its parent: {e}");
+            }
+        }
         let latest = self.latest.borrow_mut().take();
         let events: Vec<Event> = latest
             .into_iter()
@@ -150,26 +175,39 @@ impl DurableObject for SkuObject {
             pusher: Rc::new(Pusher {
                 feeds: RefCell::new(None),
                 latest: RefCell::new(None),
+                parent: RefCell::new(None),
+                bucket_state: RefCell::new(None),
+                split_changed: Cell::new(false),
                 alerts: RefCell::new(Vec::new()),
                 log_changes,
                 scheduled: Cell::new(false),
                 last_push_ms: Cell::new(0),
                 interval_ms: 1000 / per_second,
             }),
+            me: RefCell::new(None),
+            split: RefCell::new(buckets::Buckets::default()),
         }
     }
 
     async fn fetch(&self, mut req: Request) -> Result<Response> {
-        let reply = match req.json::<SkuCall>().await {
-            Ok(call) => self.handle(call),
+        let response = match req.json::<SkuCall>().await {
+            Ok(call) => {
+                if let Some(bucket) = call.bucket {
+                    *self.pusher.parent.borrow_mut() = Some((call.sku.clone(), bucket));
+                }
+                let sku = call.sku.clone();
+                let response = self.serve(call).await;
+                self.push_split_total(&sku).await;
+                response
+            }
             Err(e) => {
                 console_error!("sku object: unreadable call: {e}");
-                ApiError::Internal.to_reply()
+                to_response(&ApiError::Internal.to_reply())
             }
         };
         self.pusher.kick(&self.env);
         self.sync_alarm().await;
-        to_response(&reply)
+        response
     }
 
     async fn alarm(&self) -> Result<Response> {
@@ -193,6 +231,18 @@ impl DurableObject for SkuObject {
             )));
         }
         self.alarm_failures.set(0);
+        // Transfers a crash left in the outbox.
+        self.redeliver().await;
+        let sku = self
+            .stock
+            .borrow()
+            .as_ref()
+            .and_then(|s| s.record())
+            .map(|r| r.sku.clone());
+        if let Some(sku) = sku {
+            self.push_split_total(&sku).await;
+        }
+        self.pusher.kick(&self.env);
         self.sync_alarm().await;
         Response::ok("")
     }
@@ -258,7 +308,14 @@ fn run(
         }
     };
     if let Some(record) = stock.record().filter(|r| Some(r.version) != version) {
-        pusher.note(Event::stock(record));
+        if pusher.parent.borrow().is_some() {
+            // A bucket: its parent adds it up and pushes the SKU's numbers.
+            *pusher.bucket_state.borrow_mut() = Some(record.clone());
+        } else if record.buckets > 0 {
+            pusher.split_changed.set(true);
+        } else {
+            pusher.note(Event::stock(record));
+        }
     }
     Ok(replies)
 }
@@ -327,6 +384,11 @@ impl SkuObject {
                         (None, _) => ApiError::Stock(StockError::HoldNotFound).to_reply(),
                     }
                 }
+                // Served before a step (sku_buckets.rs), never here.
+                SkuOp::Split { .. }
+                | SkuOp::Lend { .. }
+                | SkuOp::Yield
+                | SkuOp::BucketState { .. } => ApiError::Internal.to_reply(),
                 SkuOp::Audit => match stock.record() {
                     Some(record) => {
                         // The ledger is read a page at a time, never whole.
@@ -435,8 +497,44 @@ impl SkuObject {
     /// Points the alarm at the earliest live hold's expiry. Called after each
     /// step; the JS call is issued before this yields, so calls from
     /// interleaved requests reach storage in step order.
+    /// As the parent of a split SKU whose numbers changed: the sum goes to
+    /// the feeds (asking the buckets first if it does not know them all,
+    /// as after a restart).
+    async fn push_split_total(&self, sku: &SkuId) {
+        if !self.pusher.split_changed.replace(false) {
+            return;
+        }
+        let split = self
+            .stock
+            .borrow()
+            .as_ref()
+            .and_then(|s| s.record())
+            .map_or(0, |r| r.buckets);
+        let known = self.split.borrow().states.len();
+        let total = if known < usize::from(split) {
+            self.total(sku, split).await
+        } else {
+            self.sum_known(sku)
+        };
+        // (Asking the buckets told this object their numbers again.)
+        self.pusher.split_changed.set(false);
+        if let Some(total) = total {
+            self.pusher.note(Event::stock(&total));
+        }
+    }
+
     async fn sync_alarm(&self) {
-        let next = self.stock.borrow().as_ref().and_then(Stock::next_expiry_ms);
+        let next = self.stock.borrow().as_ref().and_then(|stock| {
+            // A transfer waiting in the outbox is delivered by the alarm.
+            let outbox = stock
+                .record()
+                .and_then(|r| r.outbox.iter().map(|t| t.at_ms).min())
+                .map(|at| at + buckets::REDELIVER_AFTER_MS + 1_000);
+            match (stock.next_expiry_ms(), outbox) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            }
+        });
         if next == self.armed.get() {
             return;
         }

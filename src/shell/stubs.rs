@@ -21,6 +21,14 @@ use worker::{console_error, Env, Method, Request, RequestInit, Response, Result,
 #[derive(Debug, Serialize, Deserialize)]
 pub struct SkuCall {
     pub sku: SkuId,
+    /// Which of a split SKU's stock buckets the call is for (None: the
+    /// SKU's own object, the parent). See domain/buckets.rs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bucket: Option<u16>,
+    /// Whose bucket an order's call belongs to on a split SKU (its hold ids
+    /// name no bucket): the order's buyer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub buyer: Option<BuyerId>,
     pub op: SkuOp,
 }
 
@@ -74,6 +82,23 @@ pub enum SkuOp {
     },
     /// The reconcile check (see domain/audit.rs).
     Audit,
+    /// Serve the SKU with `buckets` stock buckets, or (0) merge them back.
+    Split {
+        buckets: u16,
+    },
+    /// To a parent: send `bucket` at least `short` units if there are any
+    /// (calling the other buckets' back first if need be).
+    Lend {
+        bucket: u16,
+        short: u64,
+    },
+    /// To a bucket: send every available unit back to the parent.
+    Yield,
+    /// To a parent: a bucket's latest numbers (for the sums it pushes).
+    BucketState {
+        bucket: u16,
+        record: crate::domain::stock::SkuRecord,
+    },
 }
 
 /// A typed client for a SKU object's stub.
@@ -84,6 +109,20 @@ impl SkuClient {
         Ok(SkuClient(
             env.durable_object("SKU")?.get_by_name(sku.as_str())?,
         ))
+    }
+
+    /// The object a call is for: the SKU's own, or one of its buckets.
+    pub fn for_call(env: &Env, call: &SkuCall) -> Result<SkuClient> {
+        let name = match call.bucket {
+            None => return SkuClient::new(env, &call.sku),
+            Some(b) => crate::domain::buckets::bucket_object_name(call.sku.as_str(), b),
+        };
+        Ok(SkuClient(env.durable_object("SKU")?.get_by_name(&name)?))
+    }
+
+    /// Sends `call` to the object it is for.
+    pub async fn send(env: &Env, call: &SkuCall) -> Result<Response> {
+        SkuClient::for_call(env, call)?.call(call).await
     }
 
     pub async fn call(&self, call: &SkuCall) -> Result<Response> {

@@ -8,6 +8,7 @@
 mod app;
 // The native tests' support (their seedable Rng, for the kill test).
 mod browser;
+mod buckets;
 #[path = "../common/mod.rs"]
 mod common;
 mod concurrency;
@@ -50,6 +51,8 @@ fn concurrent_tests() -> Vec<Test> {
         stock::release_returns_units_and_a_second_release_changes_nothing,
         stock::a_resolved_hold_refuses_the_other_resolution,
         stock::storefront_reads_are_cached_briefly_and_see_their_writes,
+        buckets::a_split_sku_sells_exactly_its_units_under_concurrent_load,
+        buckets::a_sku_without_a_limit_merges_back_whole,
         stock::holds_expire_by_alarm_with_no_traffic,
         stock::an_expired_hold_cannot_be_committed,
         stock::the_purchase_limit_counts_holds_and_purchases,
