@@ -16,15 +16,17 @@
 #   hop        the same Worker forwarding to an object that answers at once:
 #              the runtime's ceiling for one hop per request
 # and drives them with wrk, interleaved, ROUNDS times: one-unit reservations
-# of one hot SKU by a new viewer each at 32 and at 256 connections, GET of
-# that SKU, and (edgestock only) orders over 3 SKUs. After every reservation
+# of one hot SKU by a new viewer each at 32 and at 256 connections (and,
+# merged only, at 256 on the SKU split into 8 stock buckets), GET of that
+# SKU, and (edgestock only) orders over 3 SKUs. After every reservation
 # run the SKU's counters are checked: nothing oversold, on_hand = available
 # + reserved + sold, and every 201 a unit held. It prints one table with
 # medians and the ratios of edgestock and merged to js and to hop, and the
 # bundle.
 #
-# ROUNDS (3), DURATION (10s) and THREADS (2) tune it. Results go to
-# target/bench/ (results.txt, table.txt).
+# ROUNDS (3), DURATION (10s), THREADS (2) and SCENARIOS (all) tune it;
+# SKU_GROUP_COMMIT=0 turns group commit off in the edgestock servers.
+# Results go to target/bench/ (results.txt, table.txt).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -44,7 +46,7 @@ trap stop_all EXIT
 echo "bench: building" >&2
 bash scripts/build.sh >"$out/build.log" 2>&1
 per_slice=20000
-node bench/tokens.mjs $((per_slice * 3 * rounds)) "$out/tokens.lua"
+node bench/tokens.mjs $((per_slice * 4 * rounds)) "$out/tokens.lua"
 declare -A ports
 ports[edgestock]=$(serve_edgestock edgestock 0)
 ports[merged]=$(serve_edgestock merged 1 500)
@@ -85,7 +87,7 @@ results=$out/results.txt
 rm -f "$out"/*.wrk.err
 : >"$results"
 for round in $(seq "$rounds"); do
-  for scenario in reserve32 reserve256 get order3; do
+  for scenario in ${SCENARIOS:-reserve32 reserve256 split256 get order3}; do
     for target in edgestock merged js hop; do
       port=${ports[$target]}
       sku="hot-$round-$scenario-$RANDOM"
@@ -93,10 +95,20 @@ for round in $(seq "$rounds"); do
       case $scenario in
         reserve32|reserve256)
           conns=${scenario#reserve}
-          slice=$(( (round - 1) * 3 + (conns == 32 ? 0 : 1) ))
+          slice=$(( (round - 1) * 4 + (conns == 32 ? 0 : 1) ))
           [ "$target" = hop ] || put_sku "$port" "$sku"
           line=$(drive "$target" reserve "$conns" "$slice" "$sku")
           [ "$target" = hop ] || checked=$(check "$port" "$sku" "$line" "$conns")
+          ;;
+        split256)
+          # The same SKU split into 8 stock buckets first (merged only).
+          [ "$target" = merged ] || continue
+          put_sku "$port" "$sku"
+          curl -sf -X POST "http://127.0.0.1:$port/api/skus/$sku/split" \
+            -H "Authorization: Bearer bench-admin-token" -H "Content-Type: application/json" \
+            -d '{"buckets": 8}' >/dev/null
+          line=$(drive "$target" reserve 256 $(( (round - 1) * 4 + 3 )) "$sku")
+          checked=$(check "$port" "$sku" "$line" 256)
           ;;
         get)
           [ "$target" = hop ] || put_sku "$port" "$sku"
@@ -106,7 +118,7 @@ for round in $(seq "$rounds"); do
           [ "$target" = edgestock ] || [ "$target" = merged ] || continue
           skus="$sku-a,$sku-b,$sku-c"
           for s in ${skus//,/ }; do put_sku "$port" "$s"; done
-          line=$(drive "$target" order 32 $(( (round - 1) * 3 + 2 )) "$sku" "$skus")
+          line=$(drive "$target" order 32 $(( (round - 1) * 4 + 2 )) "$sku" "$skus")
           ;;
       esac
       echo "$scenario $target round=$round $line check=$checked" | tee -a "$results"
@@ -128,15 +140,17 @@ for line in open(path):
 med = lambda rows, k: statistics.median(float(r[k]) for r in rows)
 print()
 print(f"{'scenario':<12}{'target':<11}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}{'/js':>7}{'/hop':>7}")
-for scenario in ["reserve32", "reserve256", "get", "order3"]:
+for scenario in ["reserve32", "reserve256", "split256", "get", "order3"]:
     for target in ["edgestock", "merged", "js", "hop"]:
         rows = runs.get((scenario, target))
         if not rows:
             continue
         rps = med(rows, "rps")
         errors = sum(int(r["refused"]) + int(r["socket_errors"]) for r in rows)
-        ratio = lambda other: (f"{rps / med(runs[(scenario, other)], 'rps'):.2f}x"
-                               if target in ("edgestock", "merged") and (scenario, other) in runs else "")
+        # A split SKU is compared with the others' unsplit one.
+        base = "reserve256" if scenario == "split256" else scenario
+        ratio = lambda other: (f"{rps / med(runs[(base, other)], 'rps'):.2f}x"
+                               if target in ("edgestock", "merged") and (base, other) in runs else "")
         print(f"{scenario:<12}{target:<11}{rps:>9.0f}{med(rows, 'p50_ms'):>9.2f}{med(rows, 'p99_ms'):>9.2f}"
               f"{errors:>8}{ratio('js'):>7}{ratio('hop'):>7}")
 print(f"\nbundle: {wasm} {raw / 1024:.0f} KB raw, {gz / 1024:.0f} KB gzip; index.js {js / 1024:.0f} KB")

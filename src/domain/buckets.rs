@@ -33,7 +33,7 @@ use super::types::{BuyerId, ReservationId};
 use serde::{Deserialize, Serialize};
 
 /// The most buckets a SKU splits into.
-pub const BUCKETS_MAX: u16 = 64;
+pub const BUCKETS_MAX: u16 = 128;
 
 /// One object of a split SKU.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

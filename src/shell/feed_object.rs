@@ -58,8 +58,15 @@ impl DurableObject for FeedObject {
     async fn fetch(&self, mut req: Request) -> Result<Response> {
         if let Some(name) = req.headers().get("X-Feed")? {
             let protocol = req.headers().get("Sec-WebSocket-Protocol")?;
+            let shard = req.headers().get("X-Feed-Shard")?;
             return match FeedName::parse(&name) {
-                Ok(feed) => self.accept(feed, protocol).await,
+                Ok(feed) => {
+                    let mut response = self.accept(feed, protocol).await?;
+                    if let Some(shard) = shard {
+                        response.headers_mut().set("Edgestock-Feed-Shard", &shard)?;
+                    }
+                    Ok(response)
+                }
                 Err(_) => to_response(&ApiError::Internal.to_reply()),
             };
         }

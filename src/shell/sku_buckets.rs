@@ -74,7 +74,7 @@ impl SkuObject {
                 self.borrow(&call.sku, bucket, wanted - available).await;
             }
         }
-        to_response(&self.handle(call))
+        self.answer(call).await
     }
 
     async fn serve_parent(&self, call: SkuCall) -> Result<Response> {
@@ -96,7 +96,7 @@ impl SkuObject {
             let (bucket, call) = self.route(call, 0);
             return match bucket {
                 Some(bucket) => self.pass_on(call, bucket, 0).await,
-                None => to_response(&self.handle(call)),
+                None => self.answer(call).await,
             };
         }
         if let SkuOp::Get = call.op {
@@ -116,7 +116,7 @@ impl SkuObject {
         let (bucket, call) = self.route(call, split);
         match bucket {
             Some(bucket) => self.pass_on(call, bucket, split).await,
-            None => to_response(&self.handle(call)),
+            None => self.answer(call).await,
         }
     }
 
@@ -129,7 +129,7 @@ impl SkuObject {
         let status = response.status_code();
         if status == 404 {
             call.bucket = None;
-            return to_response(&self.handle(call));
+            return self.answer(call).await;
         }
         let headers = response.headers().clone();
         let body = response.bytes().await?;
@@ -300,17 +300,7 @@ impl SkuObject {
                 }
             }
         } else if current > 0 {
-            for bucket in 0..current {
-                let call = SkuCall {
-                    sku: sku.clone(),
-                    bucket: Some(bucket),
-                    buyer: None,
-                    op: SkuOp::Yield,
-                };
-                if let Err(e) = SkuClient::send(&self.env, &call).await {
-                    console_error!("sku {sku}: bucket {bucket} did not give back: {e}");
-                }
-            }
+            self.call_back(sku, (0..current).collect()).await;
             if record.settings.per_buyer_limit.is_none() {
                 if let Err(refusal) = self.apply_here(sku, Command::Split { buckets: 0 }) {
                     return to_response(&refusal);
@@ -337,21 +327,30 @@ impl SkuObject {
         };
         let split = record.buckets.max(bucket + 1);
         if record.available() < short {
-            for other in (0..split).filter(|&b| b != bucket) {
-                let call = SkuCall {
-                    sku: sku.clone(),
-                    bucket: Some(other),
-                    buyer: None,
-                    op: SkuOp::Yield,
-                };
-                if let Err(e) = SkuClient::send(&self.env, &call).await {
-                    console_error!("sku {sku}: bucket {other} did not give back: {e}");
-                }
-            }
+            self.call_back(sku, (0..split).filter(|&b| b != bucket).collect())
+                .await;
         }
         let pool = self.record_now(sku).map_or(0, |r| r.available());
         let grant = buckets::grant(pool, short, split);
         self.send_units(sku, Node::Bucket(bucket), grant).await
+    }
+
+    /// Asks `from` buckets, all at once, to send their available units home.
+    async fn call_back(&self, sku: &SkuId, from: Vec<u16>) {
+        let calls = from.iter().map(|&bucket| {
+            let call = SkuCall {
+                sku: sku.clone(),
+                bucket: Some(bucket),
+                buyer: None,
+                op: SkuOp::Yield,
+            };
+            async move { (bucket, SkuClient::send(&self.env, &call).await) }
+        });
+        for (bucket, answer) in futures_util::future::join_all(calls).await {
+            if let Err(e) = answer {
+                console_error!("sku {sku}: bucket {bucket} did not give back: {e}");
+            }
+        }
     }
 
     /// A bucket asks its parent for `short` units (and whatever refill the
@@ -500,14 +499,17 @@ impl SkuObject {
     /// The split SKU's numbers: the parent's own plus every bucket's, asked
     /// of the buckets now (and kept for the live badge).
     pub(super) async fn total(&self, sku: &SkuId, split: u16) -> Option<SkuRecord> {
-        for bucket in 0..split {
+        let reads = (0..split).map(|bucket| {
             let call = SkuCall {
                 sku: sku.clone(),
                 bucket: Some(bucket),
                 buyer: None,
                 op: SkuOp::Get,
             };
-            match SkuClient::send(&self.env, &call).await {
+            async move { (bucket, SkuClient::send(&self.env, &call).await) }
+        });
+        for (bucket, answer) in futures_util::future::join_all(reads).await {
+            match answer {
                 Ok(mut r) if r.status_code() == 200 => {
                     if let Ok(record) = r.json::<SkuRecord>().await {
                         self.bucket_told(bucket, record);

@@ -53,7 +53,31 @@ pub struct SkuObject {
     me: RefCell<Option<u16>>,
     /// As the parent of a split SKU: what the buckets last told.
     split: RefCell<buckets::Buckets>,
+    /// Group commit: single requests arriving together, run as one step.
+    gather: Rc<RefCell<Gather>>,
+    group_commit: bool,
 }
+
+/// Requests waiting for the next group step, and where each answer goes.
+#[derive(Default)]
+struct Gather {
+    requests: Vec<StockRequest>,
+    slots: Vec<Slot>,
+    /// When the waiting leader gathered its first request: new requests
+    /// join it.
+    scheduled_at: Option<u64>,
+}
+
+/// Where a gathered request's answer is left: the core's reply, or the
+/// failure of the step it was in.
+type Slot = Rc<RefCell<Option<std::result::Result<Reply, HttpReply>>>>;
+
+/// The most requests one group step takes (a bound on its work and on the
+/// wait of each request in it).
+const GROUP_MAX: usize = 64;
+/// A group whose leader has not run it this long after it began is run by
+/// whoever waits in it.
+const STALE_GROUP_MS: u64 = 1_000;
 
 /// Sends the SKU's latest state to its feeds at a bounded rate: a burst of
 /// a thousand changes a second becomes at most `1000 / interval_ms` pushes,
@@ -163,6 +187,9 @@ impl DurableObject for SkuObject {
         let log_changes = env
             .var("LOG_STOCK_EVENTS")
             .is_ok_and(|v| v.to_string() == "1");
+        let group_commit = env
+            .var("SKU_GROUP_COMMIT")
+            .map_or(true, |v| v.to_string() != "0");
         let (state, atomic) = Atomic::from_state(state);
         SkuObject {
             state,
@@ -186,6 +213,8 @@ impl DurableObject for SkuObject {
             }),
             me: RefCell::new(None),
             split: RefCell::new(buckets::Buckets::default()),
+            gather: Rc::new(RefCell::new(Gather::default())),
+            group_commit,
         }
     }
 
@@ -321,6 +350,115 @@ fn run(
 }
 
 impl SkuObject {
+    /// Answers a call this object serves itself. A single request goes
+    /// through group commit: requests that arrive while one is waiting to
+    /// run join it, and all run as one step, in one transaction, each with
+    /// its own answer (the core takes a sequence; see `Stock::step`).
+    /// Merged batches from the edge join too: one step for many isolates.
+    async fn answer(&self, call: SkuCall) -> Result<Response> {
+        match call.op {
+            SkuOp::Step { request } if self.group_commit => {
+                let mut replies = self.step_together(&call.sku, vec![request]).await;
+                to_response(&match replies.pop() {
+                    Some(Ok(reply)) => reply_to_http(&reply),
+                    Some(Err(failure)) => failure,
+                    None => ApiError::Internal.to_reply(),
+                })
+            }
+            SkuOp::Batch { requests } if self.group_commit => {
+                let replies = self.step_together(&call.sku, requests).await;
+                let replies: std::result::Result<Vec<Reply>, HttpReply> =
+                    replies.into_iter().collect();
+                to_response(&match replies {
+                    Ok(replies) => match json_value(&replies) {
+                        Ok(body) => HttpReply::json(200, body),
+                        Err(failure) => failure.reply(&call.sku),
+                    },
+                    Err(failure) => failure,
+                })
+            }
+            _ => to_response(&self.handle(call)),
+        }
+    }
+
+    async fn step_together(
+        &self,
+        sku: &SkuId,
+        requests: Vec<StockRequest>,
+    ) -> Vec<std::result::Result<Reply, HttpReply>> {
+        let slots: Vec<Slot> = requests
+            .iter()
+            .map(|_| Rc::new(RefCell::new(None)))
+            .collect();
+        let leader = {
+            let mut gather = self.gather.borrow_mut();
+            gather.requests.extend(requests);
+            gather.slots.extend(slots.iter().cloned());
+            let leader = gather.scheduled_at.is_none();
+            if leader {
+                gather.scheduled_at = Some(now_ms());
+            }
+            leader
+        };
+        if leader {
+            // One turn of the event loop: requests arriving now join.
+            Delay::from(Duration::ZERO).await;
+            self.run_gathered(sku);
+        }
+        loop {
+            if slots.iter().all(|slot| slot.borrow().is_some()) {
+                return slots
+                    .iter()
+                    .filter_map(|slot| slot.borrow_mut().take())
+                    .collect();
+            }
+            Delay::from(Duration::from_millis(1)).await;
+            // A leader that never came back (its request cancelled): the
+            // waiting run themselves.
+            let stale = self
+                .gather
+                .borrow()
+                .scheduled_at
+                .is_some_and(|at| now_ms().saturating_sub(at) > STALE_GROUP_MS);
+            if stale {
+                self.run_gathered(sku);
+            }
+        }
+    }
+
+    /// Runs what was gathered (at most [`GROUP_MAX`] at a time) as steps.
+    fn run_gathered(&self, sku: &SkuId) {
+        loop {
+            let (requests, slots) = {
+                let mut gather = self.gather.borrow_mut();
+                if gather.requests.is_empty() {
+                    gather.scheduled_at = None;
+                    return;
+                }
+                let n = gather.requests.len().min(GROUP_MAX);
+                let requests: Vec<StockRequest> = gather.requests.drain(..n).collect();
+                let slots: Vec<Slot> = gather.slots.drain(..n).collect();
+                (requests, slots)
+            };
+            let result = self.with_stock(Some(sku), |store, stock| {
+                run(store, stock, &requests, &self.pusher)
+            });
+            match result {
+                Ok(replies) => {
+                    for (slot, reply) in slots.iter().zip(replies) {
+                        *slot.borrow_mut() = Some(Ok(reply));
+                    }
+                }
+                Err(failure) => {
+                    let reply = failure.reply(sku);
+                    for slot in &slots {
+                        *slot.borrow_mut() = Some(Err(reply.clone()));
+                    }
+                }
+            }
+        }
+    }
+
     fn handle(&self, call: SkuCall) -> HttpReply {
         let sku = call.sku.clone();
         if let SkuOp::Replay { request, refusal } = &call.op {

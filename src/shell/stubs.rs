@@ -220,33 +220,114 @@ pub enum FeedCall {
 
 pub struct FeedClient;
 
+/// How many feed objects share one live room's viewers (`ROOM_FEED_SHARDS`,
+/// 1–16, default 4). One object fans a change out to its sockets one after
+/// another; shards fan out in parallel, each to its share of the room. A
+/// deployment constant: every publish goes to every shard, and a viewer
+/// joins one at random. Changing it, re-PUT the rooms (a new shard knows
+/// a room only from its setup).
+pub fn room_shards(env: &Env) -> u16 {
+    env.var("ROOM_FEED_SHARDS")
+        .ok()
+        .and_then(|v| v.to_string().parse::<u16>().ok())
+        .filter(|n| (1..=16).contains(n))
+        .unwrap_or(4)
+}
+
 impl FeedClient {
-    fn stub(env: &Env, feed: &FeedName) -> Result<worker::Stub> {
-        env.durable_object("FEED")?.get_by_name(&feed.to_string())
+    /// The objects holding `feed`'s viewers: one, or a room's shards
+    /// (shard 0 is named by the feed alone, as before shards existed).
+    fn names(env: &Env, feed: &FeedName) -> Vec<String> {
+        let name = feed.to_string();
+        match feed {
+            FeedName::Room(_) => (0..room_shards(env))
+                .map(|k| {
+                    if k == 0 {
+                        name.clone()
+                    } else {
+                        format!("{name}#{k}")
+                    }
+                })
+                .collect(),
+            _ => vec![name],
+        }
     }
 
-    pub async fn call(env: &Env, feed: &FeedName, call: &FeedCall) -> Result<Response> {
-        Self::stub(env, feed)?
+    fn stub_named(env: &Env, name: &str) -> Result<worker::Stub> {
+        env.durable_object("FEED")?.get_by_name(name)
+    }
+
+    async fn call_named(env: &Env, name: &str, call: &FeedCall) -> Result<Response> {
+        Self::stub_named(env, name)?
             .fetch_with_request(internal_request(call)?)
             .await
     }
 
+    /// A call to the feed: a room's setup goes to every shard (the first
+    /// one's answer is returned), a snapshot to the first.
+    pub async fn call(env: &Env, feed: &FeedName, call: &FeedCall) -> Result<Response> {
+        let names = Self::names(env, feed);
+        match call {
+            FeedCall::SetupRoom { .. } if names.len() > 1 => {
+                let answers = futures_util::future::join_all(
+                    names.iter().map(|name| Self::call_named(env, name, call)),
+                )
+                .await;
+                let mut first = None;
+                for (name, answer) in names.iter().zip(answers) {
+                    match answer {
+                        Ok(r) if first.is_none() => first = Some(r),
+                        Ok(r) if r.status_code() != 200 => {
+                            return Err(worker::Error::RustError(format!(
+                                "room setup at {name} answered {}",
+                                r.status_code()
+                            )))
+                        }
+                        Ok(_) => {}
+                        Err(e) => return Err(e),
+                    }
+                }
+                first.ok_or_else(|| worker::Error::RustError("no feed shard".into()))
+            }
+            _ => Self::call_named(env, &names[0], call).await,
+        }
+    }
+
     /// Best effort: a viewer missing one push gets the next, or resumes.
+    /// A room's shards get it at once, in parallel.
     pub async fn publish(env: &Env, feed: &FeedName, event: &Event) {
         let call = FeedCall::Publish {
             feed: feed.clone(),
             event: event.clone(),
         };
-        if let Err(e) = Self::call(env, feed, &call).await {
-            console_error!("publish to {feed}: {e}");
+        let names = Self::names(env, feed);
+        let sent = futures_util::future::join_all(
+            names.iter().map(|name| Self::call_named(env, name, &call)),
+        )
+        .await;
+        for (name, result) in names.iter().zip(sent) {
+            if let Err(e) = result {
+                console_error!("publish to {name}: {e}");
+            }
         }
     }
 
-    /// Hands a viewer's upgrade request to the feed's object.
+    /// Hands a viewer's upgrade request to the feed's object (for a room,
+    /// one of its shards at random, which the object names in the
+    /// `Edgestock-Feed-Shard` header of its answer).
     pub async fn connect(env: &Env, feed: &FeedName, req: Request) -> Result<Response> {
+        let names = Self::names(env, feed);
+        let mut pick = [0u8; 2];
+        let shard = match getrandom::fill(&mut pick) {
+            Ok(()) => usize::from(u16::from_le_bytes(pick)) % names.len(),
+            Err(_) => 0,
+        };
         let mut req = req;
         req.headers_mut()?.set("X-Feed", &feed.to_string())?;
-        Self::stub(env, feed)?.fetch_with_request(req).await
+        req.headers_mut()?.set("X-Feed-Shard", &shard.to_string())?;
+        Self::stub_named(env, &names[shard])?
+            .fetch_with_request(req)
+            .await
     }
 }
 

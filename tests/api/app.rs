@@ -119,6 +119,13 @@ impl App {
     /// tests' exact counts would catch a request applied twice.
     pub async fn send_keyed(&self, call: Call<'_>) -> Reply {
         assert!(call.headers.iter().any(|(n, _)| *n == "Idempotency-Key"));
+        self.send_retrying(call).await
+    }
+
+    /// Retries what the dev proxy drops, as [`send_keyed`](App::send_keyed)
+    /// does; for requests idempotent by their own content (a payment
+    /// callback, by its `payment_ref`).
+    pub async fn send_retrying(&self, call: Call<'_>) -> Reply {
         for _ in 0..5 {
             let again = Call {
                 method: call.method.clone(),

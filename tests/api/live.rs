@@ -215,6 +215,63 @@ pub async fn a_viewer_resumes_from_the_version_it_saw(app: App) {
     );
 }
 
+/// A room's viewers are spread over several feed objects (4 shards in
+/// wrangler.toml): each viewer's snapshot has the room, and every viewer,
+/// whatever its shard, gets each change.
+pub async fn a_room_is_spread_over_feed_shards_and_every_viewer_gets_each_change(app: App) {
+    let sku = unique("sharded");
+    app.given_sku(&sku, json!({"on_hand": 30})).await;
+    let room = unique("big-room");
+    let setup = app
+        .send(crate::app::Call {
+            method: reqwest::Method::PUT,
+            path: format!("/api/rooms/{room}"),
+            body: Some(
+                json!({"title": "Big", "items": [{"sku": sku, "title": "Tee"}]}).to_string(),
+            ),
+            headers: vec![app.bearer(), ("Content-Type", "application/json".into())],
+        })
+        .await;
+    assert_eq!(setup.status, 200, "{:?}", setup.body);
+    let url = format!(
+        "{}/api/rooms/{room}/live",
+        app.base.replace("http://", "ws://")
+    );
+    let mut viewers = Vec::new();
+    let mut shards = std::collections::BTreeSet::new();
+    for _ in 0..16 {
+        let (mut socket, response) = connect_async(url.as_str()).await.expect("a viewer");
+        let shard = response
+            .headers()
+            .get("Edgestock-Feed-Shard")
+            .and_then(|v| v.to_str().ok())
+            .expect("the shard the viewer joined")
+            .to_owned();
+        shards.insert(shard);
+        let snapshot = next(&mut socket, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(snapshot["room"]["title"], json!("Big"), "{snapshot}");
+        assert_eq!(snapshot["skus"][0]["available"], json!(30), "{snapshot}");
+        viewers.push(socket);
+    }
+    // 16 viewers on 4 shards at random: all on one has odds of 4^-15.
+    assert!(shards.len() >= 2, "viewers on shards {shards:?}");
+    for (n, units) in [(1u64, 3u64), (2, 4)] {
+        let held = app.reserve(&sku, units, &format!("{room}-buyer-{n}")).await;
+        assert_eq!(held.status, 201, "{:?}", held.body);
+        let left = 30 - [3u64, 4][..n as usize].iter().sum::<u64>();
+        for viewer in &mut viewers {
+            let mut seen = None;
+            while let Some(message) = next(viewer, Duration::from_secs(5)).await {
+                if message["type"] == json!("stock") && message["available"] == json!(left) {
+                    seen = Some(message);
+                    break;
+                }
+            }
+            assert!(seen.is_some(), "a viewer missed the change to {left}");
+        }
+    }
+}
+
 pub async fn a_room_feed_shows_its_products_in_order_and_its_orders(app: App) {
     let (a, b) = (unique("room-a"), unique("room-b"));
     app.given_sku(&a, json!({"on_hand": 5})).await;

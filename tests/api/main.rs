@@ -79,6 +79,7 @@ fn concurrent_tests() -> Vec<Test> {
         live::a_live_route_needs_a_websocket_upgrade,
         live::a_viewer_resumes_from_the_version_it_saw,
         live::a_room_feed_shows_its_products_in_order_and_its_orders,
+        live::a_room_is_spread_over_feed_shards_and_every_viewer_gets_each_change,
         live::pushes_during_a_room_setup_are_kept,
         live::an_order_feed_sees_reserved_paid_shipped,
         live::origins_are_checked,

@@ -188,12 +188,16 @@ pub async fn two_hundred_two_line_orders_race_over_fifty_units(app: App) {
         let app = app.clone();
         let id = id.clone();
         async move {
+            // Both are safe to send again (a keyed cancel, a payment by its
+            // payment_ref) when the dev proxy drops one under this load.
             if i % 3 == 0 {
-                app.order_action(&id, "cancel", json!({"reason": "changed mind"}))
-                    .await
+                let mut call = app.order_call(&id, "cancel", json!({"reason": "changed mind"}));
+                call.headers
+                    .push(("Idempotency-Key", format!("cancel-{id}")));
+                app.send_retrying(call).await
             } else {
-                app.order_action(&id, "pay", json!({"payment_ref": format!("p-{id}")}))
-                    .await
+                let body = json!({"payment_ref": format!("p-{id}")});
+                app.send_retrying(app.order_call(&id, "pay", body)).await
             }
         }
     }))
@@ -206,7 +210,12 @@ pub async fn two_hundred_two_line_orders_race_over_fifty_units(app: App) {
         .iter()
         .filter(|r| r.body["status"] == json!("cancelled"))
         .count() as u64;
-    assert_eq!(paid + cancelled, won.len() as u64);
+    let other: Vec<(u16, &Value)> = outcomes
+        .iter()
+        .filter(|r| !matches!(r.body["status"].as_str(), Some("paid" | "cancelled")))
+        .map(|r| (r.status, &r.body))
+        .collect();
+    assert_eq!(paid + cancelled, won.len() as u64, "{other:?}");
     for sku in [&a, &b] {
         let (on_hand, reserved, sold, available) = app.counts(sku).await;
         assert_eq!((on_hand, reserved, sold), (50, 0, paid));
@@ -224,11 +233,8 @@ pub async fn unpaid_orders_expire_by_alarm(app: App) {
     )
     .await;
     let id = app.given_order("slow", &[(&a, 2), (&b, 3)]).await;
-    assert_eq!(
-        app.counts(&b).await,
-        (5, 0, 3, 2),
-        "at_order sells when ordered"
-    );
+    // (The ledger below shows the sale at order time: on a loaded machine
+    // the 2 s hold may lapse before a read right after the order.)
     tokio::time::sleep(Duration::from_millis(4_000)).await;
     let order = app.get_order(&id).await.body;
     assert_eq!(order["status"], json!("expired"), "{order}");
@@ -241,6 +247,21 @@ pub async fn unpaid_orders_expire_by_alarm(app: App) {
     assert_eq!(last["actor"], json!("system"));
     assert_eq!(app.counts(&a).await, (5, 0, 0, 5));
     assert_eq!(app.counts(&b).await, (5, 0, 0, 5), "the sale was returned");
+    let movements: Vec<Value> = app
+        .ledger(&b)
+        .await
+        .iter()
+        .map(|e| json!([e["movement"], e["qty"]]))
+        .collect();
+    assert_eq!(
+        movements,
+        [
+            json!(["setup", 5]),
+            json!(["sell", 3]),
+            json!(["return", 3])
+        ],
+        "at_order sold when ordered, and the expiry returned the sale"
+    );
     app.order_action(&id, "pay", json!({"payment_ref": "late"}))
         .await
         .assert_problem(409, "illegal-transition");
@@ -334,9 +355,13 @@ pub async fn creating_and_paying_are_idempotent_under_concurrent_retries(app: Ap
     assert_eq!(ids.len(), 1);
     assert_eq!(app.counts(&a).await, (10, 3, 0, 7));
     let id = ids.into_iter().next().unwrap();
+    // (A payment callback is idempotent by its payment_ref: one the dev
+    // proxy drops under load is sent again, as a provider would.)
     let pays =
-        join_all((0..10).map(|_| app.order_action(&id, "pay", json!({"payment_ref": "wx-9"}))))
-            .await;
+        join_all((0..10).map(|_| {
+            app.send_retrying(app.order_call(&id, "pay", json!({"payment_ref": "wx-9"})))
+        }))
+        .await;
     assert!(
         pays.iter()
             .all(|r| r.status == 200 && r.body["status"] == json!("paid")),
