@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Fan-out on bare workerd: VIEWERS (2000) real WebSockets on one room's
 # feed, CHANGES (5) stock changes; prints when the last viewer has each.
-#   bash bench/fanout.sh            VIEWERS=5000 bash bench/fanout.sh
+# ROOM_FEED_SHARDS (4) feed objects share the room's viewers.
+#   bash bench/fanout.sh            VIEWERS=5000 ROOM_FEED_SHARDS=1 bash bench/fanout.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=$PWD/target/bench
