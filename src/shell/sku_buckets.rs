@@ -110,6 +110,11 @@ impl SkuObject {
                 .set("Edgestock-Buckets", &split.to_string())?;
             return Ok(response);
         }
+        if let SkuOp::Step { request } = &call.op {
+            if let Command::Setup(_) = request.command {
+                return self.setup_split(call, split).await;
+            }
+        }
         if let SkuOp::Batch { requests } = &call.op {
             return self.pass_batch(&call, requests, split).await;
         }
@@ -316,6 +321,85 @@ impl SkuObject {
         to_response(&match total {
             Some(total) => HttpReply::json(200, split_json(&total, current.max(wanted))),
             None => ApiError::Internal.to_reply(),
+        })
+    }
+
+    /// A setup of a split SKU: its `on_hand` is the SKU's, not the
+    /// parent's. The buckets' available units come home first (so only
+    /// their holds and sales stay there); the parent then takes what the
+    /// buckets do not hold, and the settings go to every bucket with a
+    /// transfer of no units.
+    async fn setup_split(&self, mut call: SkuCall, split: u16) -> Result<Response> {
+        let sku = call.sku.clone();
+        self.call_back(&sku, (0..split).collect()).await;
+        let Some(total) = self.total(&sku, split).await else {
+            return to_response(&ApiError::Internal.to_reply());
+        };
+        let Some(parent) = self.record_now(&sku) else {
+            return to_response(&ApiError::Stock(StockError::SkuNotFound).to_reply());
+        };
+        let in_buckets = total.on_hand.saturating_sub(parent.on_hand);
+        if let SkuOp::Step { request } = &mut call.op {
+            if let Command::Setup(spec) = &mut request.command {
+                let requested = spec.on_hand.get();
+                let Some(own) = requested
+                    .checked_sub(in_buckets)
+                    .and_then(|n| Units::parse(n).ok())
+                else {
+                    let refusal = StockError::OnHandBelowCommitted {
+                        requested,
+                        reserved: total.reserved,
+                        sold: total.sold,
+                    };
+                    return to_response(&ApiError::Stock(refusal).to_reply());
+                };
+                spec.on_hand = own;
+            }
+        }
+        let reply = self.handle(call);
+        if reply.status >= 300 {
+            return to_response(&reply);
+        }
+        let settings = self.record_now(&sku).map(|r| r.settings);
+        let told = (0..split).map(|bucket| {
+            let sku = sku.clone();
+            async move {
+                let Ok(random) = random_bytes() else {
+                    return;
+                };
+                let transfer = TransferId::from_bytes(random);
+                let (Ok(key), Ok(none)) =
+                    (IdempotencyKey::parse(transfer.as_str()), Units::parse(0))
+                else {
+                    return;
+                };
+                let call = SkuCall {
+                    sku: sku.clone(),
+                    bucket: Some(bucket),
+                    buyer: None,
+                    op: SkuOp::Apply {
+                        request: StockRequest {
+                            key: Some(key),
+                            fingerprint: String::new(),
+                            actor: Actor::Admin,
+                            command: Command::Receive {
+                                transfer,
+                                qty: none,
+                                settings,
+                            },
+                        },
+                    },
+                };
+                if let Err(e) = SkuClient::send(&self.env, &call).await {
+                    console_error!("sku {sku}: bucket {bucket} missed the new settings: {e}");
+                }
+            }
+        });
+        futures_util::future::join_all(told).await;
+        let total = self.total(&sku, split).await;
+        to_response(&match total {
+            Some(total) => HttpReply::json(reply.status, split_json(&total, split)),
+            None => reply,
         })
     }
 

@@ -121,6 +121,25 @@ pub async fn a_split_sku_sells_exactly_its_units_under_concurrent_load(app: App)
     let last = ledger.last().expect("the parent's ledger");
     assert_eq!(last["available"], json!(6), "{last}");
     assert_eq!(app.audit(&sku).await["ok"], json!(true));
+
+    // A setup of a split SKU sets the SKU's on_hand, not one object's, and
+    // its settings reach every bucket: the limit rises to 3.
+    let reset = app
+        .put_sku(&sku, json!({"on_hand": 130, "per_buyer_limit": 3}))
+        .await;
+    assert_eq!(reset.status, 200, "{:?}", reset.body);
+    assert_eq!(reset.body["on_hand"], json!(130), "{}", reset.body);
+    assert_eq!(reset.body["buckets"], json!(4));
+    assert_eq!(app.counts(&sku).await, (130, 110, 10, 10));
+    assert_eq!(app.reserve(&sku, 1, &greedy).await.status, 201);
+    app.reserve(&sku, 1, &greedy)
+        .await
+        .assert_problem(409, "buyer-limit-exceeded");
+    // Below what is held and sold: refused, nothing changed.
+    app.put_sku(&sku, json!({"on_hand": 100}))
+        .await
+        .assert_problem(409, "on-hand-below-committed");
+    assert_eq!(app.counts(&sku).await, (130, 111, 10, 9));
 }
 
 pub async fn a_sku_without_a_limit_merges_back_whole(app: App) {
