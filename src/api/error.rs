@@ -377,10 +377,18 @@ fn stock_parts(e: &StockError) -> (u16, &'static str, &'static str, String, Map<
         StockError::SplitChange { buckets, requested } => (
             409,
             "split-change",
-            "Split differently only after merging back",
+            "A split SKU stays split",
             format!(
-                "this SKU is served by {buckets} stock buckets; {requested} needs a merge back (0) first, and at most {} buckets",
+                "this SKU is served by {buckets} stock buckets and stays so ({requested} asked; at most {}); 0 brings every unsold unit home",
                 crate::domain::buckets::BUCKETS_MAX
+            ),
+        ),
+        StockError::SplitAfterSales { reserved, sold } => (
+            409,
+            "split-refused",
+            "Split a limited SKU before it sells",
+            format!(
+                "this SKU has a per-buyer limit and {reserved} units held, {sold} sold: buyers' tallies cannot follow them into buckets, so split before the sale starts"
             ),
         ),
     };

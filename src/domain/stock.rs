@@ -465,6 +465,12 @@ pub enum StockError {
         buckets: u16,
         requested: u16,
     },
+    /// A SKU with a per-buyer limit splits only before anything is held or
+    /// sold (its buyers' tallies cannot follow them into buckets).
+    SplitAfterSales {
+        reserved: u64,
+        sold: u64,
+    },
 }
 
 pub type Reply = Result<Outcome, StockError>;
@@ -800,12 +806,22 @@ impl Stock {
             Command::Setup(_) => unreachable!("handled above"),
             Command::Split { buckets } => {
                 let (current, requested) = (record.buckets, *buckets);
-                if requested > BUCKETS_MAX
-                    || (current != 0 && requested != 0 && requested != current)
-                {
+                // A split SKU stays split (merging back only brings units
+                // home): its buyers' tallies, holds and stored answers live
+                // in their buckets.
+                if requested > BUCKETS_MAX || (current != 0 && requested != current) {
                     return Err(StockError::SplitChange {
                         buckets: current,
                         requested,
+                    });
+                }
+                // A per-buyer limit is exact only if no buyer has units yet:
+                // the tallies so far are this object's, not the buckets'.
+                let taken = record.reserved + record.sold;
+                if current == 0 && record.settings.per_buyer_limit.is_some() && taken > 0 {
+                    return Err(StockError::SplitAfterSales {
+                        reserved: record.reserved,
+                        sold: record.sold,
                     });
                 }
                 if current == requested {

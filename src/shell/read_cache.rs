@@ -49,6 +49,9 @@ thread_local! {
     /// Writes through this isolate so far: orders a read against the writes
     /// (the clock cannot: it stands still within an I/O turn).
     static WRITES: Cell<u64> = const { Cell::new(0) };
+    /// Bumped when entries (write markers too) are dropped to make room: a
+    /// read that set out before keeps nothing.
+    static GENERATION: Cell<u64> = const { Cell::new(0) };
 }
 
 /// The cache window for this deployment; 0 when it is off.
@@ -81,6 +84,7 @@ pub enum Lookup {
 #[derive(Clone, Copy)]
 pub struct Ticket {
     after_writes: u64,
+    generation: u64,
 }
 
 pub fn lookup(sku: &SkuId, now: u64, window: u64) -> Result<Lookup> {
@@ -106,6 +110,7 @@ pub fn lookup(sku: &SkuId, now: u64, window: u64) -> Result<Lookup> {
     let Some((body, age)) = served else {
         return Ok(Lookup::Miss(Ticket {
             after_writes: WRITES.with(Cell::get),
+            generation: GENERATION.with(Cell::get),
         }));
     };
     let mut response = Response::ok(body)?;
@@ -128,14 +133,19 @@ pub async fn keep(
     mut response: Response,
 ) -> Result<Response> {
     if response.status_code() != 200 {
-        CACHE.with(|cache| cache.borrow_mut().remove(sku));
+        // Not kept; a write marker stays.
+        CACHE.with(|cache| {
+            if let Some(entry) = cache.borrow_mut().get_mut(sku) {
+                entry.body = None;
+            }
+        });
         return Ok(response);
     }
     let body = response.text().await?;
     CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
         let written = cache.get(sku).map_or(0, |e| e.written);
-        if written > ticket.after_writes {
+        if written > ticket.after_writes || ticket.generation != GENERATION.with(Cell::get) {
             return;
         }
         make_room(&mut cache, sku);
@@ -166,6 +176,8 @@ fn make_room(cache: &mut HashMap<SkuId, Entry>, sku: &SkuId) {
     times.sort_unstable();
     let cut = times[times.len() / 2];
     cache.retain(|_, e| e.fetched_ms > cut);
+    // Write markers may have gone: reads already on their way keep nothing.
+    GENERATION.with(|g| g.set(g.get() + 1));
 }
 
 /// Drops what this isolate knows of `sku`: it was just written through here.

@@ -21,6 +21,7 @@ use super::{now_ms, Failure, SkuObject};
 use crate::api::wire::sku_json;
 use crate::api::{ApiError, HttpReply};
 use crate::domain::buckets::{self, Node};
+use crate::domain::event::Event;
 use crate::domain::stock::{
     Actor, Command, Outcome, Reply, Request as StockRequest, SkuRecord, StockError,
 };
@@ -39,6 +40,9 @@ pub(super) const REDELIVER_AFTER_MS: u64 = 2_000;
 #[derive(Default)]
 pub(super) struct Buckets {
     pub(super) states: HashMap<u16, SkuRecord>,
+    /// A setup is counting the SKU's units: no lending meanwhile, so no
+    /// unit moves between the counts it adds up.
+    pub(super) counting: bool,
 }
 
 impl SkuObject {
@@ -73,6 +77,14 @@ impl SkuObject {
             if available < wanted {
                 self.borrow(&call.sku, bucket, wanted - available).await;
             }
+            if self.record_now(&call.sku).is_none() {
+                // Never given a unit, and none to borrow: the SKU is short.
+                let short = StockError::InsufficientStock {
+                    requested: wanted,
+                    available: 0,
+                };
+                return to_response(&ApiError::Stock(short).to_reply());
+            }
         }
         self.answer(call).await
     }
@@ -92,12 +104,7 @@ impl SkuObject {
         }
         let split = self.record_now(&call.sku).map_or(0, |r| r.buckets);
         if split == 0 {
-            // A hold made in a bucket before a merge back is still there.
-            let (bucket, call) = self.route(call, 0);
-            return match bucket {
-                Some(bucket) => self.pass_on(call, bucket, 0).await,
-                None => self.answer(call).await,
-            };
+            return self.answer(call).await;
         }
         if let SkuOp::Get = call.op {
             let total = self.total(&call.sku, split).await;
@@ -114,6 +121,21 @@ impl SkuObject {
             if let Command::Setup(_) = request.command {
                 return self.setup_split(call, split).await;
             }
+        }
+        if let SkuOp::Subscribe { .. } = call.op {
+            // A new feed's first state is the SKU's sums, as every push is.
+            let sku = call.sku.clone();
+            let reply = self.handle(call);
+            if reply.status != 200 {
+                return to_response(&reply);
+            }
+            return to_response(&match self.total(&sku, split).await {
+                Some(total) => HttpReply::json(
+                    200,
+                    serde_json::to_value(Event::stock(&total)).unwrap_or_default(),
+                ),
+                None => reply,
+            });
         }
         if let SkuOp::Batch { requests } = &call.op {
             return self.pass_batch(&call, requests, split).await;
@@ -160,12 +182,13 @@ impl SkuObject {
             (Some(buyer), 1..) => Some(buckets::bucket_for(buyer, split)),
             _ => None,
         };
-        let named_in = if split > 0 {
-            split
-        } else {
-            buckets::BUCKETS_MAX
-        };
+        let named_in = split;
         let bucket = match &mut call.op {
+            SkuOp::Step { request } | SkuOp::Apply { request } | SkuOp::Replay { request, .. }
+                if self.answered_here(request) =>
+            {
+                None
+            }
             SkuOp::Step { request } | SkuOp::Apply { request } | SkuOp::Replay { request, .. } => {
                 match &mut request.command {
                     Command::Reserve { hold, buyer, .. } if split > 0 => {
@@ -186,6 +209,18 @@ impl SkuObject {
             _ => None,
         };
         (bucket, call)
+    }
+
+    /// Whether this object already answered `request`'s key (before the
+    /// split): a retry is answered from here, not run again in a bucket.
+    fn answered_here(&self, request: &StockRequest) -> bool {
+        let Some(key) = request.replay_key() else {
+            return false;
+        };
+        self.with_stock(None, |store, stock| {
+            Ok(stock.replay(&key).is_some() || store.load_replay(&key)?.is_some())
+        })
+        .unwrap_or(false)
     }
 
     /// The bucket that may hold `hold` (the hint, or the one its id names
@@ -286,9 +321,9 @@ impl SkuObject {
 
     /// Splits the SKU `buckets` ways (each bucket gets its share now, the
     /// parent keeps one to lend from), or (0) merges the buckets back:
-    /// every bucket's available comes home. Routing stays split while the
-    /// SKU has a per-buyer limit (the buckets keep their buyers' tallies and
-    /// borrow what they need); without one it ends.
+    /// every bucket's available comes home. A split SKU stays split: its
+    /// buckets keep their buyers' tallies, holds and stored answers, and
+    /// borrow what they need.
     async fn split(&self, sku: &SkuId, wanted: u16) -> Result<Response> {
         let Some(record) = self.record_now(sku) else {
             return to_response(&ApiError::Stock(StockError::SkuNotFound).to_reply());
@@ -305,12 +340,9 @@ impl SkuObject {
                 }
             }
         } else if current > 0 {
+            // Merging back: every unsold unit comes home; the buckets keep
+            // their holds, sales and buyers, and borrow when asked again.
             self.call_back(sku, (0..current).collect()).await;
-            if record.settings.per_buyer_limit.is_none() {
-                if let Err(refusal) = self.apply_here(sku, Command::Split { buckets: 0 }) {
-                    return to_response(&refusal);
-                }
-            }
         }
         let split = self.record_now(sku).map_or(0, |r| r.buckets);
         let total = if split == 0 {
@@ -319,7 +351,7 @@ impl SkuObject {
             self.total(sku, split).await
         };
         to_response(&match total {
-            Some(total) => HttpReply::json(200, split_json(&total, current.max(wanted))),
+            Some(total) => HttpReply::json(200, split_json(&total, split)),
             None => ApiError::Internal.to_reply(),
         })
     }
@@ -331,14 +363,27 @@ impl SkuObject {
     /// transfer of no units.
     async fn setup_split(&self, mut call: SkuCall, split: u16) -> Result<Response> {
         let sku = call.sku.clone();
+        self.split.borrow_mut().counting = true;
         self.call_back(&sku, (0..split).collect()).await;
-        let Some(total) = self.total(&sku, split).await else {
+        let total = self.total(&sku, split).await;
+        self.split.borrow_mut().counting = false;
+        let Some(total) = total else {
             return to_response(&ApiError::Internal.to_reply());
         };
         let Some(parent) = self.record_now(&sku) else {
             return to_response(&ApiError::Stock(StockError::SkuNotFound).to_reply());
         };
-        let in_buckets = total.on_hand.saturating_sub(parent.on_hand);
+        // Units on their way are the SKU's too: in an outbox, in nobody's
+        // counts yet.
+        let in_flight: u64 = parent.in_flight()
+            + self
+                .split
+                .borrow()
+                .states
+                .values()
+                .map(SkuRecord::in_flight)
+                .sum::<u64>();
+        let in_buckets = (total.on_hand + in_flight).saturating_sub(parent.on_hand);
         if let SkuOp::Step { request } = &mut call.op {
             if let Command::Setup(spec) = &mut request.command {
                 let requested = spec.on_hand.get();
@@ -409,6 +454,10 @@ impl SkuObject {
         let Some(record) = self.record_now(sku) else {
             return 0;
         };
+        if self.split.borrow().counting {
+            // A setup is counting the units; the bucket asks again later.
+            return 0;
+        }
         let split = record.buckets.max(bucket + 1);
         if record.available() < short {
             self.call_back(sku, (0..split).filter(|&b| b != bucket).collect())

@@ -662,12 +662,21 @@ impl SkuObject {
     }
 
     async fn sync_alarm(&self) {
+        let now = now_ms();
+        let armed = self.armed.get();
         let next = self.stock.borrow().as_ref().and_then(|stock| {
-            // A transfer waiting in the outbox is delivered by the alarm.
+            // A transfer waiting in the outbox is delivered by the alarm;
+            // one that keeps failing is retried every 5 s, not in a loop
+            // (and an alarm already coming is kept, not pushed back).
             let outbox = stock
                 .record()
                 .and_then(|r| r.outbox.iter().map(|t| t.at_ms).min())
-                .map(|at| at + buckets::REDELIVER_AFTER_MS + 1_000);
+                .map(|at| at + buckets::REDELIVER_AFTER_MS + 1_000)
+                .map(|due| match armed {
+                    _ if due > now => due,
+                    Some(armed) if armed > now => armed,
+                    _ => now + 5_000,
+                });
             match (stock.next_expiry_ms(), outbox) {
                 (Some(a), Some(b)) => Some(a.min(b)),
                 (a, b) => a.or(b),

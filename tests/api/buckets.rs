@@ -142,7 +142,7 @@ pub async fn a_split_sku_sells_exactly_its_units_under_concurrent_load(app: App)
     assert_eq!(app.counts(&sku).await, (130, 111, 10, 9));
 }
 
-pub async fn a_sku_without_a_limit_merges_back_whole(app: App) {
+pub async fn a_split_sku_stays_split_and_merging_back_brings_units_home(app: App) {
     let sku = unique("unsplit");
     app.given_sku(&sku, json!({"on_hand": 40, "max_per_hold": 20}))
         .await;
@@ -157,16 +157,34 @@ pub async fn a_sku_without_a_limit_merges_back_whole(app: App) {
     assert_eq!(app.counts(&sku).await, (40, 24, 0, 16));
     let merged = app.admin_post(&sku, "split", json!({"buckets": 0})).await;
     assert_eq!(merged.status, 200, "{:?}", merged.body);
+    assert_eq!(merged.body["buckets"], json!(3), "{}", merged.body);
     assert_eq!(merged.body["available"], json!(16), "{}", merged.body);
-    // Holds made in the buckets are still theirs to commit.
+    // The buckets keep their holds and sales, and the sums count them.
     assert_eq!(app.commit(&sku, &held[0]).await.status, 200);
-    // New reservations are the SKU's own object's again, and it can split
-    // anew with another count.
+    assert_eq!(app.counts(&sku).await, (40, 22, 2, 16));
+    // Units sold after the merge come from home, through the buckets.
     assert_eq!(app.reserve(&sku, 16, "after").await.status, 201);
     app.reserve(&sku, 1, "after-2")
         .await
         .assert_problem(409, "insufficient-stock");
-    let again = app.admin_post(&sku, "split", json!({"buckets": 5})).await;
-    assert_eq!(again.status, 200, "{:?}", again.body);
+    // It stays split: another count is refused, nothing changes.
+    app.admin_post(&sku, "split", json!({"buckets": 5}))
+        .await
+        .assert_problem(409, "split-change");
     assert_eq!(app.counts(&sku).await, (40, 38, 2, 0));
+}
+
+pub async fn a_limited_sku_splits_only_before_it_sells(app: App) {
+    let sku = unique("late-split");
+    app.given_sku(&sku, json!({"on_hand": 10, "per_buyer_limit": 1}))
+        .await;
+    assert_eq!(app.reserve(&sku, 1, "early").await.status, 201);
+    app.admin_post(&sku, "split", json!({"buckets": 4}))
+        .await
+        .assert_problem(409, "split-refused");
+    assert_eq!(app.get_sku_now(&sku).await.body.get("buckets"), None);
+    // The early buyer's limit holds: the SKU was not split under them.
+    app.reserve(&sku, 1, "early")
+        .await
+        .assert_problem(409, "buyer-limit-exceeded");
 }
