@@ -34,8 +34,9 @@ const MAX_ENTRIES: usize = 4_096;
 const STALE_GRACE_MS: u64 = 1_000;
 
 struct Entry {
-    /// None once the SKU was written through here: a tombstone, so a read
-    /// that set out before the write cannot keep the old state.
+    /// None while a first read is on its way, or once the SKU was written
+    /// through here (`written` then says when, so a read that set out
+    /// before the write cannot keep the old state).
     body: Option<String>,
     /// This isolate's write count when it last wrote the SKU.
     written: u64,
@@ -90,6 +91,18 @@ pub struct Ticket {
 pub fn lookup(sku: &SkuId, now: u64, window: u64) -> Result<Lookup> {
     let served = CACHE.with(|cache| {
         let mut cache = cache.borrow_mut();
+        if !cache.contains_key(sku) {
+            // A read on its way is an entry too, so a write can mark it.
+            make_room(&mut cache, sku);
+            let placeholder = Entry {
+                body: None,
+                written: 0,
+                fetched_ms: now,
+                refreshing_since: Some(now),
+            };
+            cache.insert(sku.clone(), placeholder);
+            return None;
+        }
         let entry = cache.get_mut(sku)?;
         let body = entry.body.as_ref()?;
         let age = now.saturating_sub(entry.fetched_ms);
@@ -181,20 +194,14 @@ fn make_room(cache: &mut HashMap<SkuId, Entry>, sku: &SkuId) {
 }
 
 /// Drops what this isolate knows of `sku`: it was just written through here.
-pub fn forget(sku: &SkuId, now: u64) {
-    let written = next_write();
+/// Nothing is stored for a SKU this isolate has not read (every read
+/// leaves an entry first): a reservation costs one map lookup here.
+pub fn forget(sku: &SkuId) {
     CACHE.with(|cache| {
-        let mut cache = cache.borrow_mut();
-        make_room(&mut cache, sku);
-        cache.insert(
-            sku.clone(),
-            Entry {
-                body: None,
-                written,
-                fetched_ms: now,
-                refreshing_since: None,
-            },
-        );
+        if let Some(entry) = cache.borrow_mut().get_mut(sku) {
+            entry.body = None;
+            entry.written = next_write();
+        }
     });
 }
 

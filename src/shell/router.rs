@@ -217,8 +217,8 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
         | Route::Reserve(sku)
         | Route::Commit(sku, _)
         | Route::Release(sku, _)
-        | Route::Split(sku) => Written::Sku(sku.clone()),
-        _ => Written::Nothing,
+        | Route::Split(sku) => Some(sku.clone()),
+        _ => None,
     };
     let result = async {
         match route {
@@ -355,9 +355,8 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
                     signals: signals(incoming.req, &caller),
                 };
                 let answer = order_call(env, order, op).await;
-                let now = worker::Date::now().as_millis();
                 for (sku, _) in &lines {
-                    read_cache::forget(sku, now);
+                    read_cache::forget(sku);
                 }
                 answer
             }
@@ -419,17 +418,10 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
         }
     }
     .await;
-    match written {
-        Written::Sku(sku) => read_cache::forget(&sku, worker::Date::now().as_millis()),
-        Written::Nothing => {}
+    if let Some(sku) = written {
+        read_cache::forget(&sku);
     }
     result
-}
-
-/// Which SKUs a call may have changed, for the read cache.
-enum Written {
-    Nothing,
-    Sku(SkuId),
 }
 
 /// What the risk rules may look at besides the request: the session's

@@ -55,7 +55,6 @@ impl SkuObject {
     }
 
     async fn serve_bucket(&self, bucket: u16, call: SkuCall) -> Result<Response> {
-        *self.me.borrow_mut() = Some(bucket);
         match &call.op {
             SkuOp::Yield => {
                 let sent = self.send_units(&call.sku, Node::Parent, u64::MAX).await;
@@ -73,11 +72,13 @@ impl SkuObject {
         }
         let wanted = units_wanted(&call.op);
         if wanted > 0 {
-            let available = self.record_now(&call.sku).map_or(0, |r| r.available());
+            let available = self
+                .with_record(&call.sku, SkuRecord::available)
+                .unwrap_or(0);
             if available < wanted {
                 self.borrow(&call.sku, bucket, wanted - available).await;
             }
-            if self.record_now(&call.sku).is_none() {
+            if self.with_record(&call.sku, |_| ()).is_none() {
                 // Never given a unit, and none to borrow: the SKU is short.
                 let short = StockError::InsufficientStock {
                     requested: wanted,
@@ -102,7 +103,8 @@ impl SkuObject {
             }
             _ => {}
         }
-        let split = self.record_now(&call.sku).map_or(0, |r| r.buckets);
+        // Read in place: this runs on every call to every SKU.
+        let split = self.with_record(&call.sku, |r| r.buckets).unwrap_or(0);
         if split == 0 {
             return self.answer(call).await;
         }
@@ -275,24 +277,16 @@ impl SkuObject {
             let (places, batch): (Vec<usize>, Vec<StockRequest>) = group.into_iter().unzip();
             let answers = match bucket {
                 None => {
-                    let local = SkuCall {
-                        sku: call.sku.clone(),
-                        bucket: None,
-                        buyer: None,
-                        op: SkuOp::Batch { requests: batch },
-                    };
+                    let local =
+                        SkuCall::new(call.sku.clone(), None, SkuOp::Batch { requests: batch });
                     let reply = self.handle(local);
                     (reply.status == 200)
                         .then(|| serde_json::from_value::<Vec<Reply>>(reply.body).ok())
                         .flatten()
                 }
                 Some(b) => {
-                    let remote = SkuCall {
-                        sku: call.sku.clone(),
-                        bucket: Some(b),
-                        buyer: None,
-                        op: SkuOp::Batch { requests: batch },
-                    };
+                    let remote =
+                        SkuCall::new(call.sku.clone(), Some(b), SkuOp::Batch { requests: batch });
                     match SkuClient::send(&self.env, &remote).await {
                         Ok(mut r) if r.status_code() == 200 => r.json::<Vec<Reply>>().await.ok(),
                         _ => None,
@@ -344,7 +338,7 @@ impl SkuObject {
             // their holds, sales and buyers, and borrow when asked again.
             self.call_back(sku, (0..current).collect()).await;
         }
-        let split = self.record_now(sku).map_or(0, |r| r.buckets);
+        let split = self.with_record(sku, |r| r.buckets).unwrap_or(0);
         let total = if split == 0 {
             self.record_now(sku)
         } else {
@@ -418,11 +412,10 @@ impl SkuObject {
                 else {
                     return;
                 };
-                let call = SkuCall {
-                    sku: sku.clone(),
-                    bucket: Some(bucket),
-                    buyer: None,
-                    op: SkuOp::Apply {
+                let call = SkuCall::new(
+                    sku.clone(),
+                    Some(bucket),
+                    SkuOp::Apply {
                         request: StockRequest {
                             key: Some(key),
                             fingerprint: String::new(),
@@ -434,7 +427,7 @@ impl SkuObject {
                             },
                         },
                     },
-                };
+                );
                 if let Err(e) = SkuClient::send(&self.env, &call).await {
                     console_error!("sku {sku}: bucket {bucket} missed the new settings: {e}");
                 }
@@ -463,38 +456,38 @@ impl SkuObject {
             self.call_back(sku, (0..split).filter(|&b| b != bucket).collect())
                 .await;
         }
-        let pool = self.record_now(sku).map_or(0, |r| r.available());
+        let pool = self.with_record(sku, SkuRecord::available).unwrap_or(0);
         let grant = buckets::grant(pool, short, split);
         self.send_units(sku, Node::Bucket(bucket), grant).await
     }
 
     /// Asks `from` buckets, all at once, to send their available units home.
     async fn call_back(&self, sku: &SkuId, from: Vec<u16>) {
-        let calls = from.iter().map(|&bucket| {
-            let call = SkuCall {
-                sku: sku.clone(),
-                bucket: Some(bucket),
-                buyer: None,
-                op: SkuOp::Yield,
-            };
-            async move { (bucket, SkuClient::send(&self.env, &call).await) }
-        });
-        for (bucket, answer) in futures_util::future::join_all(calls).await {
+        for (bucket, answer) in self.ask_buckets(sku, from, || SkuOp::Yield).await {
             if let Err(e) = answer {
                 console_error!("sku {sku}: bucket {bucket} did not give back: {e}");
             }
         }
     }
 
+    /// Sends `op` to each of `buckets` at once; their answers, in order.
+    async fn ask_buckets(
+        &self,
+        sku: &SkuId,
+        buckets: Vec<u16>,
+        op: impl Fn() -> SkuOp,
+    ) -> Vec<(u16, Result<Response>)> {
+        let calls = buckets.into_iter().map(|bucket| {
+            let call = SkuCall::new(sku.clone(), Some(bucket), op());
+            async move { (bucket, SkuClient::send(&self.env, &call).await) }
+        });
+        futures_util::future::join_all(calls).await
+    }
+
     /// A bucket asks its parent for `short` units (and whatever refill the
     /// parent adds); they arrive as a transfer before the answer.
     async fn borrow(&self, sku: &SkuId, bucket: u16, short: u64) {
-        let call = SkuCall {
-            sku: sku.clone(),
-            bucket: None,
-            buyer: None,
-            op: SkuOp::Lend { bucket, short },
-        };
+        let call = SkuCall::new(sku.clone(), None, SkuOp::Lend { bucket, short });
         if let Err(e) = SkuClient::send(&self.env, &call).await {
             console_error!("sku {sku}: bucket {bucket} could not borrow: {e}");
         }
@@ -528,8 +521,10 @@ impl SkuObject {
             _ => return 0,
         };
         if sent > 0 {
+            // The alarm is pointed at the outbox before the units leave, so
+            // a crash while delivering still gets them delivered.
+            self.sync_alarm().await;
             self.deliver(sku, to, &transfer, sent).await;
-            self.arm_for_outbox().await;
         }
         sent
     }
@@ -613,35 +608,13 @@ impl SkuObject {
         }
     }
 
-    /// Keeps an alarm set while anything waits in the outbox.
-    async fn arm_for_outbox(&self) {
-        let waiting = self
-            .stock
-            .borrow()
-            .as_ref()
-            .and_then(|s| s.record())
-            .is_some_and(|r| !r.outbox.is_empty());
-        if waiting {
-            let at = now_ms() + REDELIVER_AFTER_MS + 1_000;
-            if self.armed.get().is_none_or(|armed| armed > at) {
-                self.rearm(at).await;
-            }
-        }
-    }
-
     /// The split SKU's numbers: the parent's own plus every bucket's, asked
     /// of the buckets now (and kept for the live badge).
     pub(super) async fn total(&self, sku: &SkuId, split: u16) -> Option<SkuRecord> {
-        let reads = (0..split).map(|bucket| {
-            let call = SkuCall {
-                sku: sku.clone(),
-                bucket: Some(bucket),
-                buyer: None,
-                op: SkuOp::Get,
-            };
-            async move { (bucket, SkuClient::send(&self.env, &call).await) }
-        });
-        for (bucket, answer) in futures_util::future::join_all(reads).await {
+        for (bucket, answer) in self
+            .ask_buckets(sku, (0..split).collect(), || SkuOp::Get)
+            .await
+        {
             match answer {
                 Ok(mut r) if r.status_code() == 200 => {
                     if let Ok(record) = r.json::<SkuRecord>().await {
@@ -689,7 +662,12 @@ impl SkuObject {
 
     /// The loaded record (loading it if need be), None if never set up.
     fn record_now(&self, sku: &SkuId) -> Option<SkuRecord> {
-        self.with_stock(Some(sku), |_, stock| Ok(stock.record().cloned()))
+        self.with_record(sku, SkuRecord::clone)
+    }
+
+    /// `read` over the loaded record, in place (no copy).
+    fn with_record<T>(&self, sku: &SkuId, read: impl FnOnce(&SkuRecord) -> T) -> Option<T> {
+        self.with_stock(Some(sku), |_, stock| Ok(stock.record().map(read)))
             .ok()
             .flatten()
     }
@@ -750,10 +728,5 @@ fn random_bytes() -> std::result::Result<[u8; 16], getrandom::Error> {
 
 /// A bucket's numbers, told to its parent for the live badge.
 pub(super) fn bucket_state_call(sku: &SkuId, bucket: u16, record: SkuRecord) -> SkuCall {
-    SkuCall {
-        sku: sku.clone(),
-        bucket: None,
-        buyer: None,
-        op: SkuOp::BucketState { bucket, record },
-    }
+    SkuCall::new(sku.clone(), None, SkuOp::BucketState { bucket, record })
 }

@@ -49,8 +49,6 @@ pub struct SkuObject {
     /// Alarm runs that failed in a row, for the backoff.
     alarm_failures: Cell<u32>,
     pusher: Rc<Pusher>,
-    /// Which bucket of its SKU this object is (None: the SKU's own object).
-    me: RefCell<Option<u16>>,
     /// As the parent of a split SKU: what the buckets last told.
     split: RefCell<buckets::Buckets>,
     /// Group commit: single requests arriving together, run as one step.
@@ -211,7 +209,6 @@ impl DurableObject for SkuObject {
                 last_push_ms: Cell::new(0),
                 interval_ms: 1000 / per_second,
             }),
-            me: RefCell::new(None),
             split: RefCell::new(buckets::Buckets::default()),
             gather: Rc::new(RefCell::new(Gather::default())),
             group_commit,

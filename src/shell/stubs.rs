@@ -101,6 +101,19 @@ pub enum SkuOp {
     },
 }
 
+impl SkuCall {
+    /// A call to a SKU's own object (`bucket` None) or one of its buckets,
+    /// on no buyer's behalf.
+    pub fn new(sku: SkuId, bucket: Option<u16>, op: SkuOp) -> SkuCall {
+        SkuCall {
+            sku,
+            bucket,
+            buyer: None,
+            op,
+        }
+    }
+}
+
 /// A typed client for a SKU object's stub.
 pub struct SkuClient(Stub);
 
