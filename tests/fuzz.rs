@@ -11,7 +11,7 @@
 //! makes a run fail unless it tried that many.
 
 use edgestock::api::routes::Route;
-use edgestock::api::session::{sign_payment, sign_session, verify_payment, verify_session, Claims};
+use edgestock::api::session::{sign_body, sign_session, verify_payment, verify_session, Claims};
 use edgestock::api::wire::{self, parse_body};
 use edgestock::domain::live::{FeedName, FeedState, ViewerMessage};
 use edgestock::domain::risk::RuleSet;
@@ -402,7 +402,7 @@ fn every_parser_and_the_core_survive_any_input() {
         verify_session(&token, &[secret], 1_500).is_ok(),
         "the sample verifies"
     );
-    let header = sign_payment(1_500, b"{}", secret);
+    let header = sign_body(1_500, b"{}", secret);
     assert!(verify_payment(&header, b"{}", &[secret], 1_500).is_ok());
     fuzz(
         "sessions and signatures",

@@ -508,6 +508,7 @@ fn simulate(seed: u64, steps: usize, faults: Option<(u64, bool)>) -> HashMap<Str
             assert_eq!(stock.record(), store.record.as_ref());
         }
     }
+    check_notices(&store, &format!("seed {seed}"));
     let expired = store
         .ledger
         .iter()
@@ -515,6 +516,44 @@ fn simulate(seed: u64, steps: usize, faults: Option<(u64, bool)>) -> HashMap<Str
         .count();
     *seen.entry("expire".into()).or_insert(0) += expired as u64;
     seen
+}
+
+/// The outbox tells exactly the crossings the ledger shows: each notice
+/// names a change whose available crossed as its type says, and every
+/// sell-out and return to stock after the first setup has its notice.
+fn check_notices(store: &MemoryStore, at: &str) {
+    use edgestock::domain::notice::{crossing, NoticeKind};
+    let mut ids = std::collections::HashSet::new();
+    for n in &store.notices {
+        assert!(ids.insert(n.id.clone()), "{at}: notice {} twice", n.id);
+        let version = n.data["version"].as_u64().unwrap();
+        let i = store
+            .ledger
+            .iter()
+            .position(|e| e.version == version)
+            .unwrap_or_else(|| panic!("{at}: notice of version {version} has no change"));
+        assert!(i > 0, "{at}: the first setup makes no notice");
+        let before = store.ledger[i - 1].available;
+        let after = store.ledger[i].available;
+        let threshold = n.data["low_stock_threshold"].as_u64().unwrap();
+        assert_eq!(
+            crossing(before, after, threshold),
+            Some(n.kind),
+            "{at}: {n:?}"
+        );
+    }
+    for pair in store.ledger.windows(2) {
+        let kind = match (pair[0].available, pair[1].available) {
+            (a, 0) if a > 0 => NoticeKind::SoldOut,
+            (0, b) if b > 0 => NoticeKind::BackInStock,
+            _ => continue,
+        };
+        let told = store
+            .notices
+            .iter()
+            .any(|n| n.kind == kind && n.data["version"] == pair[1].version);
+        assert!(told, "{at}: version {} made no {kind:?}", pair[1].version);
+    }
 }
 
 #[test]

@@ -94,6 +94,10 @@ pub enum ApiError {
     Stock(StockError),
     Order(OrderError),
     OrderNotFound,
+    /// No webhook endpoint with this id.
+    WebhookNotFound,
+    /// The endpoint has no delivery of this event.
+    DeliveryNotFound,
     /// Some lines of a new order could not be had; nothing is held.
     /// `failed_lines` names each and why.
     LinesRefused {
@@ -218,6 +222,20 @@ impl ApiError {
                 "order-not-found",
                 "Order not found",
                 "no order with this id".into(),
+                none,
+            ),
+            ApiError::WebhookNotFound => (
+                404,
+                "webhook-not-found",
+                "Webhook endpoint not found",
+                "no webhook endpoint with this id".into(),
+                none,
+            ),
+            ApiError::DeliveryNotFound => (
+                404,
+                "delivery-not-found",
+                "Delivery not found",
+                "this endpoint has no delivery of that event".into(),
                 none,
             ),
             ApiError::LinesRefused { failed_lines } => {

@@ -4,6 +4,7 @@
 
 use super::ApiError;
 use crate::domain::live::{FeedName, RoomId};
+use crate::domain::notice::EndpointId;
 use crate::domain::stock::StockError;
 use crate::domain::types::{BuyerId, OrderId, ReservationId, SkuId};
 
@@ -42,6 +43,15 @@ pub enum Route {
     PutRiskRules,
     /// Orders waiting for a merchant's review, oldest first (admin).
     Reviews,
+    /// The merchant's webhook endpoints (admin).
+    ListWebhooks,
+    CreateWebhook,
+    GetWebhook(EndpointId),
+    DeleteWebhook(EndpointId),
+    /// An endpoint's delivery log, newest first.
+    WebhookDeliveries(EndpointId),
+    /// Deliver one event to the endpoint again.
+    ResendDelivery(EndpointId, String),
 }
 
 /// Which credential a route takes. Checked at the router, before any
@@ -114,6 +124,10 @@ enum Shape {
     DevPayment,
     RiskRules,
     Reviews,
+    Webhooks,
+    Webhook,
+    Deliveries,
+    Resend,
 }
 
 fn not_found_hold() -> ApiError {
@@ -156,6 +170,10 @@ impl Route {
             ["dev", "payments"] => (Shape::DevPayment, &["POST"]),
             ["risk", "rules"] => (Shape::RiskRules, &["GET", "PUT"]),
             ["risk", "reviews"] => (Shape::Reviews, &["GET"]),
+            ["webhooks"] => (Shape::Webhooks, &["GET", "POST"]),
+            ["webhooks", _] => (Shape::Webhook, &["GET", "DELETE"]),
+            ["webhooks", _, "deliveries"] => (Shape::Deliveries, &["GET"]),
+            ["webhooks", _, "deliveries", _, "resend"] => (Shape::Resend, &["POST"]),
             _ => return Err(ApiError::RouteNotFound),
         };
         if !allowed.contains(&method) {
@@ -166,6 +184,7 @@ impl Route {
         let hold = || ReservationId::parse(segments[3]).map_err(|_| not_found_hold());
         let order = || OrderId::parse(segments[1]).map_err(|_| ApiError::OrderNotFound);
         let room = || RoomId::parse(segments[1]).map_err(invalid);
+        let endpoint = || EndpointId::parse(segments[1]).map_err(|_| ApiError::WebhookNotFound);
         Ok(match (shape, method) {
             (Shape::Health, _) => Route::Health,
             (Shape::Sku, "GET") => Route::GetSku(sku()?),
@@ -196,6 +215,19 @@ impl Route {
             (Shape::RiskRules, "GET") => Route::GetRiskRules,
             (Shape::RiskRules, _) => Route::PutRiskRules,
             (Shape::Reviews, _) => Route::Reviews,
+            (Shape::Webhooks, "GET") => Route::ListWebhooks,
+            (Shape::Webhooks, _) => Route::CreateWebhook,
+            (Shape::Webhook, "GET") => Route::GetWebhook(endpoint()?),
+            (Shape::Webhook, _) => Route::DeleteWebhook(endpoint()?),
+            (Shape::Deliveries, _) => Route::WebhookDeliveries(endpoint()?),
+            (Shape::Resend, _) => {
+                let event = segments[3];
+                let hex = event.strip_prefix("evt_").unwrap_or("");
+                if hex.len() != 32 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(ApiError::DeliveryNotFound);
+                }
+                Route::ResendDelivery(endpoint()?, event.to_owned())
+            }
         })
     }
 
@@ -228,6 +260,12 @@ impl Route {
             | Route::GetRiskRules
             | Route::PutRiskRules
             | Route::Reviews
+            | Route::ListWebhooks
+            | Route::CreateWebhook
+            | Route::GetWebhook(_)
+            | Route::DeleteWebhook(_)
+            | Route::WebhookDeliveries(_)
+            | Route::ResendDelivery(..)
             | Route::OrderAction(
                 _,
                 OrderAction::Ship
@@ -298,6 +336,30 @@ mod tests {
             ("GET", format!("/api/skus/{}", "x".repeat(65)), Err(400)),
             ("GET", "/api/skus/".into(), Err(400)),
             ("GET", "/api/skus/a/b/c".into(), Err(404)),
+            ("POST", "/api/webhooks".into(), Ok("CreateWebhook")),
+            ("GET", "/api/webhooks".into(), Ok("ListWebhooks")),
+            ("PUT", "/api/webhooks".into(), Err(405)),
+            (
+                "DELETE",
+                "/api/webhooks/we_0123456789abcdef0123456789abcdef".into(),
+                Ok("DeleteWebhook"),
+            ),
+            ("GET", "/api/webhooks/we_nope".into(), Err(404)),
+            (
+                "GET",
+                "/api/webhooks/we_0123456789abcdef0123456789abcdef/deliveries".into(),
+                Ok("WebhookDeliveries"),
+            ),
+            (
+                "POST",
+                "/api/webhooks/we_0123456789abcdef0123456789abcdef/deliveries/evt_0123456789abcdef0123456789abcdef/resend".into(),
+                Ok("ResendDelivery"),
+            ),
+            (
+                "POST",
+                "/api/webhooks/we_0123456789abcdef0123456789abcdef/deliveries/evt_x/resend".into(),
+                Err(404),
+            ),
             ("GET", "/api/nothing".into(), Err(404)),
             ("GET", "/elsewhere".into(), Err(404)),
             ("PATCH", "/api/skus/bad id".into(), Err(405)),
@@ -352,7 +414,9 @@ mod tests {
                 .replace("{hold}", &format!("h_{}", "a".repeat(32)))
                 .replace("{order}", &format!("o_{}", "b".repeat(32)))
                 .replace("{buyer}", "fan")
-                .replace("{room}", "live-1");
+                .replace("{room}", "live-1")
+                .replace("{webhook}", &format!("we_{}", "c".repeat(32)))
+                .replace("{event}", &format!("evt_{}", "d".repeat(32)));
             for (method, operation) in item.as_object().unwrap() {
                 if method == "parameters" {
                     continue;
@@ -385,10 +449,10 @@ mod tests {
                 operations += 1;
             }
         }
-        // Every route the server has is in the document: 22 variants, with
+        // Every route the server has is in the document: 28 variants, with
         // OrderAction's seven actions and Live's three feeds each a path of
         // their own (dev mode's two routes are not documented).
-        assert_eq!(operations, 31);
+        assert_eq!(operations, 37);
     }
 
     #[test]

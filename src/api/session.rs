@@ -270,8 +270,9 @@ pub fn verify_payment(
     Ok(t)
 }
 
-/// The whole `Edgestock-Signature` value a provider would send.
-pub fn sign_payment(t: u64, body: &[u8], secret: &[u8]) -> String {
+/// The whole `Edgestock-Signature` value over `body` at `t`: what a payment
+/// provider sends us, and what our webhooks send a merchant.
+pub fn sign_body(t: u64, body: &[u8], secret: &[u8]) -> String {
     let tag = keyed(secret, &[t.to_string().as_bytes(), b".", body])
         .finalize()
         .into_bytes();
@@ -587,7 +588,7 @@ mod tests {
         verify_payment(header, BODY, &[PAY_SECRET], NOW)
     }
 
-    /// The hex tag of a header made by `sign_payment`.
+    /// The hex tag of a header made by `sign_body`.
     fn tag(header: &str) -> &str {
         header.split_once(",v1=").unwrap().1
     }
@@ -597,7 +598,7 @@ mod tests {
         // Made with Python's hmac and hashlib, not with this module.
         const HEADER: &str =
             "t=1700000000,v1=30ae9b272b9a998f031a8bf423d79b95bb9150646608652ec3a495f953126443";
-        assert_eq!(sign_payment(NOW, BODY, PAY_SECRET), HEADER);
+        assert_eq!(sign_body(NOW, BODY, PAY_SECRET), HEADER);
         assert_eq!(pay(HEADER), Ok(NOW));
         assert_eq!(
             pay(&HEADER
@@ -611,11 +612,11 @@ mod tests {
     #[test]
     fn payment_tolerance_is_five_minutes_either_way() {
         for t in [NOW - PAYMENT_TOLERANCE_S, NOW + PAYMENT_TOLERANCE_S] {
-            assert_eq!(pay(&sign_payment(t, BODY, PAY_SECRET)), Ok(t));
+            assert_eq!(pay(&sign_body(t, BODY, PAY_SECRET)), Ok(t));
         }
         for t in [NOW - PAYMENT_TOLERANCE_S - 1, NOW + PAYMENT_TOLERANCE_S + 1] {
             assert_eq!(
-                pay(&sign_payment(t, BODY, PAY_SECRET)),
+                pay(&sign_body(t, BODY, PAY_SECRET)),
                 Err(SignatureError::Stale)
             );
         }
@@ -623,7 +624,7 @@ mod tests {
 
     #[test]
     fn payment_body_and_secret_must_match() {
-        let header = sign_payment(NOW, BODY, PAY_SECRET);
+        let header = sign_body(NOW, BODY, PAY_SECRET);
         assert_eq!(
             verify_payment(
                 &header,
@@ -633,7 +634,7 @@ mod tests {
             ),
             Err(SignatureError::Mismatch)
         );
-        let other = sign_payment(NOW, BODY, b"whsec_other");
+        let other = sign_body(NOW, BODY, b"whsec_other");
         assert_eq!(pay(&other), Err(SignatureError::Mismatch));
         assert_eq!(
             verify_payment(&other, BODY, &[PAY_SECRET, b"whsec_other"], NOW),
@@ -651,7 +652,7 @@ mod tests {
 
     #[test]
     fn payment_header_grammar() {
-        let good = sign_payment(NOW, BODY, PAY_SECRET);
+        let good = sign_body(NOW, BODY, PAY_SECRET);
         let v1 = tag(&good);
         assert_eq!(pay(""), Err(SignatureError::Missing));
         assert_eq!(pay("  "), Err(SignatureError::Missing));
@@ -679,8 +680,8 @@ mod tests {
 
     #[test]
     fn any_v1_may_match() {
-        let v1 = tag(&sign_payment(NOW, BODY, PAY_SECRET)).to_owned();
-        let stale = tag(&sign_payment(NOW, BODY, b"whsec_old")).to_owned();
+        let v1 = tag(&sign_body(NOW, BODY, PAY_SECRET)).to_owned();
+        let stale = tag(&sign_body(NOW, BODY, b"whsec_old")).to_owned();
         assert_eq!(pay(&format!("t={NOW},v1={stale},v1={v1}")), Ok(NOW));
         assert_eq!(pay(&format!("t={NOW},v1={v1},v1={stale}")), Ok(NOW));
         assert_eq!(

@@ -115,6 +115,23 @@ pub fn acting_buyer(
     }
 }
 
+/// `POST /api/webhooks`: where to send which notices.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookBody {
+    pub url: String,
+    pub events: Vec<String>,
+}
+
+impl WebhookBody {
+    pub fn checked(self) -> Result<(String, Vec<crate::domain::notice::NoticeKind>), ApiError> {
+        use crate::domain::notice::{check_url, parse_events};
+        check_url(&self.url).map_err(|e| ApiError::InvalidBody(e.0))?;
+        let events = parse_events(&self.events).map_err(|e| ApiError::InvalidBody(e.0))?;
+        Ok((self.url, events))
+    }
+}
+
 /// `POST /api/skus/{sku}/split`: how many stock buckets (0: merge back).
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -273,6 +290,30 @@ pub fn reply_to_http(reply: &Reply) -> HttpReply {
 
 /// `?after=<seq>&limit=<n>` for the ledger: after defaults to 0, limit to 100
 /// (at most 1000).
+/// `?limit=&state=` of an endpoint's delivery log.
+pub fn parse_deliveries_query(
+    query: &str,
+) -> Result<(usize, Option<crate::domain::notice::DeliveryState>), ApiError> {
+    use crate::domain::notice::DeliveryState;
+    let (_, limit) = parse_page(query)?;
+    let mut state = None;
+    for pair in query.split('&') {
+        if let Some(value) = pair.strip_prefix("state=") {
+            state = Some(match value {
+                "pending" => DeliveryState::Pending,
+                "delivered" => DeliveryState::Delivered,
+                "dead" => DeliveryState::Dead,
+                _ => {
+                    return Err(ApiError::InvalidRequest(format!(
+                        "state is pending, delivered or dead, not '{value}'"
+                    )))
+                }
+            });
+        }
+    }
+    Ok((limit, state))
+}
+
 pub fn parse_page(query: &str) -> Result<(u64, usize), ApiError> {
     let mut after = 0u64;
     let mut limit = 100usize;

@@ -7,6 +7,7 @@ pub mod event;
 pub mod hold_cap;
 pub mod ledger;
 pub mod live;
+pub mod notice;
 pub mod order;
 pub mod risk;
 pub mod stock;

@@ -15,6 +15,7 @@
 
 use super::buckets::{Node, BUCKETS_MAX};
 use super::ledger::{LedgerEntry, Movement};
+use super::notice::{crossing, Notice};
 use super::types::{
     AdjustReason, BuyerId, Delta, HoldSeconds, IdempotencyKey, Note, OrderId, Quantity, ReplayKey,
     ReservationId, SkuId, TransferId, Units,
@@ -128,6 +129,15 @@ pub struct SkuRecord {
     /// off this object's counts, on nobody else's until received.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub outbox: Vec<Transfer>,
+    /// A stock bucket of a split SKU (set by its first units from the
+    /// parent): its own crossings are not the SKU's, so it makes no
+    /// merchant notices.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub bucket: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn is_zero(n: &u16) -> bool {
@@ -161,6 +171,7 @@ impl SkuRecord {
             updated_at_ms: now,
             buckets: 0,
             outbox: Vec::new(),
+            bucket: false,
         }
     }
 
@@ -513,6 +524,8 @@ pub struct Changes {
     pub bought: BTreeSet<BuyerId>,
     pub ledger: Vec<LedgerEntry>,
     pub replays: Vec<ReplayKey>,
+    /// Merchant notices the step made, written with it (an outbox).
+    pub notices: Vec<Notice>,
 }
 
 impl Changes {
@@ -1065,6 +1078,7 @@ impl Stock {
             r.on_hand = on_hand;
             if let Some(settings) = settings {
                 r.settings = *settings;
+                r.bucket = true;
             }
             Some(())
         });
@@ -1304,6 +1318,7 @@ impl Stock {
         // Only the counts can fail; they are put back if they do (no copy
         // of the whole record on every change).
         let counts = (record.on_hand, record.reserved, record.sold);
+        let (before, first) = (record.available(), record.version == 0);
         if edit(record).is_none() {
             (record.on_hand, record.reserved, record.sold) = counts;
             self.broken.push(format!(
@@ -1321,6 +1336,14 @@ impl Stock {
             .ledger
             .push(entry.finish(self.next_seq, now, &snapshot));
         self.next_seq += 1;
+        // A split SKU's crossings are its sums', not one object's.
+        let whole = snapshot.buckets == 0 && !snapshot.bucket;
+        let threshold = snapshot.settings.low_stock_threshold.get();
+        if let Some(kind) = crossing(before, snapshot.available(), threshold) {
+            if whole && !first {
+                self.changes.notices.push(Notice::stock(kind, &snapshot));
+            }
+        }
         snapshot
     }
 

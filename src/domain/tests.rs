@@ -1081,3 +1081,40 @@ fn a_hold_taken_and_committed_in_one_batch_loads_its_buyers_tally() {
     let batch = stock.needs(&[req(reserve(1, "ann", 2)), req(commit(1))]);
     assert_eq!(batch.buyers, vec![buyer("ann")]);
 }
+
+#[test]
+fn crossings_make_merchant_notices_in_the_step_that_crossed() {
+    use super::notice::NoticeKind::*;
+    let mut stock = Stock::load(sku(), None, vec![], 1);
+    let mut step = |at: u64, command: Command| {
+        for b in stock.needs(&[req(command.clone())]).buyers {
+            stock.provide_bought(b, 0);
+        }
+        stock.step(T0 + at, &[req(command)]);
+        let kinds: Vec<_> = stock
+            .take_changes()
+            .notices
+            .iter()
+            .map(|n| n.kind)
+            .collect();
+        kinds
+    };
+    assert_eq!(
+        step(0, setup_limited(5, 5, 60)),
+        vec![],
+        "creating is not a notice"
+    );
+    assert_eq!(
+        step(1, reserve(1, "ann", 2)),
+        vec![],
+        "5 → 3 is above the threshold 2"
+    );
+    assert_eq!(step(2, reserve(2, "bob", 1)), vec![LowStock]);
+    assert_eq!(step(3, reserve(3, "cat", 1)), vec![], "already low");
+    assert_eq!(step(4, reserve(4, "dan", 1)), vec![SoldOut]);
+    assert_eq!(step(5, release(4)), vec![BackInStock]);
+    assert_eq!(step(6, restock(10)), vec![]);
+    assert_eq!(step(7, adjust(-11)), vec![SoldOut]);
+    // The holds lapse at the start of a later step: that brings it back.
+    assert_eq!(step(70_000, restock(1)), vec![BackInStock]);
+}

@@ -9,6 +9,8 @@ mod buyer_object;
 mod events;
 mod feed_object;
 mod hold_gate;
+mod hook_object;
+mod hooks;
 mod http;
 mod limits;
 mod merge;

@@ -6,6 +6,7 @@
 //! finished by the alarm (every SKU call is idempotent, see domain/order.rs).
 
 use super::events;
+use super::hooks;
 use super::http::to_response;
 use super::risk_object::{self, RiskClient, SubjectName};
 use super::stubs::{
@@ -16,6 +17,7 @@ use crate::api::wire::{failed_lines_json, order_json, order_summary_json};
 use crate::api::{ApiError, HttpReply};
 use crate::domain::event::{AlertKind, Event};
 use crate::domain::live::FeedName;
+use crate::domain::notice::Notice;
 use crate::domain::order::{
     line_hold_id, Begin, Intent, Interruption, KeyedAsk, Order, OrderStatus, SkuStep,
 };
@@ -125,7 +127,14 @@ impl DurableObject for OrderObject {
         };
         // Announcements a reply left owed, if the object went away first.
         if let Some(from) = order.announce_from {
-            announce(&self.env, &order, from).await;
+            if !announce(&self.env, &order, from).await {
+                // Still owed: the alarm comes back for it.
+                self.arm(&order).await;
+                return Err(worker::Error::RustError(format!(
+                    "order {}: announcement not done",
+                    order.id
+                )));
+            }
             order.announce_from = None;
             self.save(&order)
                 .map_err(|e| worker::Error::RustError(format!("order alarm: save: {e:?}")))?;
@@ -548,7 +557,10 @@ impl OrderObject {
             self.atomic.clone(),
         );
         let task = async move {
-            announce(&env, &order, from).await;
+            if !announce(&env, &order, from).await {
+                // Still owed: the alarm (armed while it is) does it again.
+                return;
+            }
             let mut cache = cache.borrow_mut();
             if let Some(Some(current)) = cache.as_mut() {
                 if current.announce_from == Some(from) {
@@ -766,7 +778,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 /// queue, and the buyer's index. At least once: the order carries
 /// `announce_from` until this is done, and the alarm does it again if the
 /// object went away first.
-async fn announce(env: &Env, order: &Order, seen: usize) {
+async fn announce(env: &Env, order: &Order, seen: usize) -> bool {
     for entry in &order.timeline[seen.min(order.timeline.len())..] {
         let event = Event::order_status(order, entry);
         events::emit(&event);
@@ -807,6 +819,18 @@ async fn announce(env: &Env, order: &Order, seen: usize) {
             BuyerClient::upsert(env, &order.buyer, &order.id, order_summary_json(order)).await
         {
             console_error!("order object {}: buyer index: {e}", order.id);
+        }
+    }
+    // The merchant's webhooks: the one part that must arrive, so the
+    // announcement stays owed (and the alarm tries again) until handed off.
+    let notices: Vec<Notice> = (seen..order.timeline.len())
+        .filter_map(|i| Notice::order_status(order, i))
+        .collect();
+    match hooks::hand_off(env, &notices).await {
+        Ok(()) => true,
+        Err(e) => {
+            console_error!("order object {}: webhooks not handed off: {e}", order.id);
+            false
         }
     }
 }

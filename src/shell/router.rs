@@ -5,6 +5,7 @@
 
 use super::auth::{self, Caller};
 use super::hold_gate;
+use super::hooks::{self, HookCall};
 use super::http::to_response;
 use super::limits;
 use super::merge;
@@ -21,11 +22,12 @@ use crate::api::wire::RoomBody;
 use crate::api::wire::{
     self, acting_buyer, parse_body, AdjustBody, CancelBody, CreateOrderBody, DeliverBody,
     DevPaymentBody, DevSessionBody, PayBody, RefundBody, ReserveBody, RestockBody, SetupBody,
-    ShipBody, SplitBody,
+    ShipBody, SplitBody, WebhookBody,
 };
 use crate::api::{ApiError, HttpReply, Refusal, Route};
 use crate::domain::buckets;
 use crate::domain::live::FeedName;
+use crate::domain::notice::{DeliveryState, EndpointId};
 use crate::domain::order::{order_id_for_key, Intent};
 use crate::domain::risk::{self, Facts, Judged, RuleSet, Verdict};
 use crate::domain::stock::{Actor, Command, Request as StockRequest};
@@ -390,6 +392,25 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
                 let (_, limit) = wire::parse_page(query)?;
                 desk(env, &RiskCall::Reviews { limit }).await
             }
+            Route::ListWebhooks => hook_reply(env, hooks::REGISTRY, &HookCall::List).await,
+            Route::CreateWebhook => {
+                let body: WebhookBody = read_body(incoming.req).await?;
+                let (url, events) = body.checked()?;
+                let call = HookCall::Create { url, events };
+                // Objects in this isolate see the new endpoint at once.
+                hooks::forget_endpoints();
+                hook_reply(env, hooks::REGISTRY, &call).await
+            }
+            Route::GetWebhook(id) => hook_reply(env, hooks::REGISTRY, &HookCall::Get { id }).await,
+            Route::DeleteWebhook(id) => {
+                hooks::forget_endpoints();
+                hook_reply(env, hooks::REGISTRY, &HookCall::Delete { id }).await
+            }
+            Route::WebhookDeliveries(id) => {
+                let (limit, state) = wire::parse_deliveries_query(query)?;
+                webhook_deliveries(env, id, limit, state).await
+            }
+            Route::ResendDelivery(id, event) => resend(env, id, event).await,
             Route::DevSession => dev_session(incoming.req, env).await,
             Route::DevPayment => dev_payment(incoming.req, env).await,
             Route::PutRoom(room) => {
@@ -462,6 +483,61 @@ async fn screen_hold(env: &Env, buyer: &BuyerId, units: u64, signals: Signals) -
     Ok(())
 }
 
+async fn hook_reply(env: &Env, name: &str, call: &HookCall) -> Outcome<Response> {
+    hooks::call(env, name, call).await.map_err(internal)
+}
+
+/// An endpoint's deliveries, newest first, gathered from its queues.
+async fn webhook_deliveries(
+    env: &Env,
+    id: EndpointId,
+    limit: usize,
+    state: Option<DeliveryState>,
+) -> Outcome<Response> {
+    let get = HookCall::Get { id: id.clone() };
+    let found = hook_reply(env, hooks::REGISTRY, &get).await?;
+    if found.status_code() != 200 {
+        return Ok(found);
+    }
+    let call = HookCall::Deliveries { limit, state };
+    let names: Vec<String> = (0..hooks::shards(env))
+        .map(|k| hooks::queue_name(&id, k))
+        .collect();
+    let answers =
+        futures_util::future::join_all(names.iter().map(|name| hooks::call(env, name, &call)))
+            .await;
+    let mut all: Vec<serde_json::Value> = Vec::new();
+    for answer in answers {
+        let mut answer = answer.map_err(internal)?;
+        let body: serde_json::Value = answer.json().await.map_err(internal)?;
+        all.extend(body["deliveries"].as_array().cloned().unwrap_or_default());
+    }
+    let at = |d: &serde_json::Value| d["queued_at"].as_u64().unwrap_or(0);
+    all.sort_by_key(|d| std::cmp::Reverse(at(d)));
+    all.truncate(limit);
+    reply(HttpReply::json(
+        200,
+        serde_json::json!({ "endpoint": id, "deliveries": all }),
+    ))
+}
+
+/// Queues one event again at whichever of the endpoint's queues has it.
+async fn resend(env: &Env, id: EndpointId, event: String) -> Outcome<Response> {
+    let get = HookCall::Get { id: id.clone() };
+    let found = hook_reply(env, hooks::REGISTRY, &get).await?;
+    if found.status_code() != 200 {
+        return Ok(found);
+    }
+    let call = HookCall::Resend { event };
+    for k in 0..hooks::shards(env) {
+        let answer = hook_reply(env, &hooks::queue_name(&id, k), &call).await?;
+        if answer.status_code() != 404 {
+            return Ok(answer);
+        }
+    }
+    Err(ApiError::DeliveryNotFound)
+}
+
 async fn desk(env: &Env, call: &RiskCall) -> Outcome<Response> {
     RiskClient::desk(env, call).await.map_err(internal)
 }
@@ -515,7 +591,7 @@ async fn dev_payment(req: &mut Request, env: &Env) -> Outcome<Response> {
     let secret = auth::payment_secret(env).ok_or(ApiError::Internal)?;
     let callback = json!({ "payment_ref": body.payment_ref, "amount": body.amount }).to_string();
     let signature =
-        crate::api::session::sign_payment(auth::now_s(), callback.as_bytes(), secret.as_bytes());
+        crate::api::session::sign_body(auth::now_s(), callback.as_bytes(), secret.as_bytes());
     let op = pay(env, &body.order, None, &signature, callback.as_bytes())?;
     order_call(env, body.order, op).await
 }

@@ -12,6 +12,7 @@
 mod buckets;
 
 use super::events;
+use super::hooks;
 use super::http::to_response;
 use super::sql_store::{SqlStore, StoreError};
 use super::stubs::{FeedClient, SkuCall, SkuClient, SkuOp};
@@ -48,6 +49,8 @@ pub struct SkuObject {
     armed: Cell<Option<u64>>,
     /// Alarm runs that failed in a row, for the backoff.
     alarm_failures: Cell<u32>,
+    /// Hand-offs of merchant notices that failed in a row, for theirs.
+    notice_failures: Cell<u32>,
     pusher: Rc<Pusher>,
     /// As the parent of a split SKU: what the buckets last told.
     split: RefCell<buckets::Buckets>,
@@ -76,6 +79,8 @@ const GROUP_MAX: usize = 64;
 /// A group whose leader has not run it this long after it began is run by
 /// whoever waits in it.
 const STALE_GROUP_MS: u64 = 1_000;
+/// Notices handed to the webhook queues per alarm run.
+const NOTICES_PER_HAND_OFF: usize = 100;
 
 /// Sends the SKU's latest state to its feeds at a bounded rate: a burst of
 /// a thousand changes a second becomes at most `1000 / interval_ms` pushes,
@@ -197,6 +202,7 @@ impl DurableObject for SkuObject {
             stock: RefCell::new(None),
             armed: Cell::new(None),
             alarm_failures: Cell::new(0),
+            notice_failures: Cell::new(0),
             pusher: Rc::new(Pusher {
                 feeds: RefCell::new(None),
                 latest: RefCell::new(None),
@@ -257,6 +263,8 @@ impl DurableObject for SkuObject {
             )));
         }
         self.alarm_failures.set(0);
+        // Merchant notices, to the endpoints' delivery queues.
+        self.hand_off_notices().await;
         // Transfers a crash left in the outbox.
         self.redeliver().await;
         let sku = self
@@ -658,9 +666,66 @@ impl SkuObject {
         }
     }
 
+    /// Hands the oldest notices in the outbox to the webhook queues, and
+    /// drops them once every endpoint that wants them has them.
+    async fn hand_off_notices(&self) {
+        let batch = {
+            let mut store = self.store.borrow_mut();
+            let Some(store) = store.as_mut() else { return };
+            match store.notices_waiting() {
+                Ok(true) => store.notices(NOTICES_PER_HAND_OFF),
+                Ok(false) => return,
+                Err(e) => Err(e),
+            }
+        };
+        let batch = match batch {
+            Ok(batch) => batch,
+            Err(e) => {
+                console_error!("sku object: reading the notices failed: {}", e.0);
+                self.notice_failures.set(self.notice_failures.get() + 1);
+                return;
+            }
+        };
+        let Some(last) = batch.last().map(|(seq, _)| *seq) else {
+            return;
+        };
+        let notices: Vec<_> = batch.into_iter().map(|(_, n)| n).collect();
+        let handed = match hooks::hand_off(&self.env, &notices).await {
+            Ok(()) => self
+                .store
+                .borrow_mut()
+                .as_mut()
+                .map_or(Ok(()), |store| store.drop_notices(last))
+                .map_err(|e| e.0),
+            Err(e) => Err(e.to_string()),
+        };
+        match handed {
+            Ok(()) => self.notice_failures.set(0),
+            Err(e) => {
+                console_error!("sku object: notices not handed off (retrying): {e}");
+                self.notice_failures
+                    .set(self.notice_failures.get().saturating_add(1));
+            }
+        }
+    }
+
     async fn sync_alarm(&self) {
         let now = now_ms();
         let armed = self.armed.get();
+        // Notices in the outbox go now, or at a backoff after failures.
+        let waiting = self
+            .store
+            .borrow_mut()
+            .as_mut()
+            .is_some_and(|s| s.notices_waiting().unwrap_or(true));
+        // (An alarm already coming is kept: re-arming on every request
+        // would push a retry out for as long as traffic lasts.)
+        let notices = waiting.then(|| match (self.notice_failures.get(), armed) {
+            (0, Some(a)) if a > now && a <= now + 100 => a,
+            (0, _) => now,
+            (_, Some(a)) if a > now => a,
+            (n, _) => now + 1_000u64.saturating_mul(1 << n.min(8)).min(300_000),
+        });
         let next = self.stock.borrow().as_ref().and_then(|stock| {
             // A transfer waiting in the outbox is delivered by the alarm;
             // one that keeps failing is retried every 5 s, not in a loop
@@ -674,11 +739,9 @@ impl SkuObject {
                     Some(armed) if armed > now => armed,
                     _ => now + 5_000,
                 });
-            match (stock.next_expiry_ms(), outbox) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            }
+            [stock.next_expiry_ms(), outbox].into_iter().flatten().min()
         });
+        let next = [next, notices].into_iter().flatten().min();
         if next == self.armed.get() {
             return;
         }

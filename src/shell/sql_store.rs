@@ -4,6 +4,7 @@
 use super::txn::{Atomic, Statement, Tables};
 use crate::domain::ledger::LedgerEntry;
 use crate::domain::live::FeedName;
+use crate::domain::notice::Notice;
 use crate::domain::stock::{
     Changes, Hold, HoldStatus, Replay, SkuRecord, Stock, REPLAY_RETENTION_MS,
 };
@@ -22,6 +23,7 @@ CREATE TABLE IF NOT EXISTS ledger (seq INTEGER PRIMARY KEY, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS replays (key TEXT PRIMARY KEY, at_ms INTEGER NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS replays_by_age ON replays (at_ms);
 CREATE TABLE IF NOT EXISTS feeds (name TEXT PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS notices (seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);
 ";
 
 #[derive(Debug)]
@@ -59,6 +61,9 @@ pub struct SqlStore {
     tables: Tables,
     /// Replays written since the count was last trimmed.
     replays_written: u32,
+    /// Whether merchant notices wait in the outbox (known after the
+    /// first look; set by each save that writes one).
+    notices_waiting: Option<bool>,
 }
 
 /// A SKU keeps at most this many idempotency answers (besides dropping
@@ -84,12 +89,63 @@ fn int(n: u64) -> SqlStorageValue {
 
 impl SqlStore {
     pub fn open(sql: SqlStorage, atomic: Atomic) -> Result<SqlStore, StoreError> {
+        let tables = Tables::detect(&sql, "sku", SCHEMA)?;
+        if tables.made() {
+            // An object made by an older version gets the newer tables (a
+            // no-op once they exist).
+            sql.exec(SCHEMA, None)?;
+        }
         Ok(SqlStore {
-            tables: Tables::detect(&sql, "sku", SCHEMA)?,
+            tables,
             sql,
             atomic,
             replays_written: 0,
+            notices_waiting: None,
         })
+    }
+
+    /// Whether merchant notices wait in the outbox.
+    pub fn notices_waiting(&mut self) -> Result<bool, StoreError> {
+        if let Some(waiting) = self.notices_waiting {
+            return Ok(waiting);
+        }
+        let waiting = self.tables.made()
+            && self.count(
+                "SELECT count(*) AS n FROM (SELECT 1 FROM notices LIMIT 1)",
+                vec![],
+            )? > 0;
+        self.notices_waiting = Some(waiting);
+        Ok(waiting)
+    }
+
+    /// The oldest notices in the outbox, with their sequence numbers.
+    pub fn notices(&self, limit: usize) -> Result<Vec<(u64, Notice)>, StoreError> {
+        #[derive(Deserialize)]
+        struct Row {
+            seq: i64,
+            body: String,
+        }
+        if !self.tables.made() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<Row> = self
+            .sql
+            .exec(
+                "SELECT seq, body FROM notices ORDER BY seq LIMIT ?",
+                vec![int(limit as u64)],
+            )?
+            .to_array()?;
+        rows.iter()
+            .map(|r| Ok((r.seq.max(0) as u64, serde_json::from_str(&r.body)?)))
+            .collect()
+    }
+
+    /// Drops the outbox's notices up to `seq` (every endpoint has them).
+    pub fn drop_notices(&mut self, seq: u64) -> Result<(), StoreError> {
+        self.sql
+            .exec("DELETE FROM notices WHERE seq <= ?", vec![int(seq)])?;
+        self.notices_waiting = None;
+        Ok(())
     }
 
     fn bodies<T: DeserializeOwned>(
@@ -266,6 +322,13 @@ impl Store for SqlStore {
                 vec![int(entry.seq), text(&serde_json::to_string(entry)?)],
             ));
         }
+        // The outbox: a notice is stored with the change that made it.
+        for notice in &changes.notices {
+            writes.push((
+                "INSERT INTO notices (body) VALUES (?)",
+                vec![text(&serde_json::to_string(notice)?)],
+            ));
+        }
         // Answers older than the retention go as new ones arrive: an index
         // range delete, usually of nothing.
         if let Some(newest) = changes
@@ -321,6 +384,9 @@ impl Store for SqlStore {
         }
         // All of the step, or none of it.
         self.tables.write(&self.atomic, writes)?;
+        if !changes.notices.is_empty() {
+            self.notices_waiting = Some(true);
+        }
         self.replays_written = if trim {
             0
         } else {

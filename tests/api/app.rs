@@ -1,6 +1,6 @@
 //! A typed client for the API under test, and small assertion helpers.
 
-use edgestock::api::session::{sign_payment, sign_session, Claims};
+use edgestock::api::session::{sign_body, sign_session, Claims};
 use edgestock::domain::types::BuyerId;
 use reqwest::{Client, Method};
 use serde_json::{json, Value};
@@ -209,7 +209,7 @@ impl App {
     /// `Edgestock-Signature` for `body`, signed now.
     pub fn payment_signature(&self, body: &str) -> (&'static str, String) {
         let now = now_ms() / 1000;
-        let value = sign_payment(now, body.as_bytes(), self.payment_secret.as_bytes());
+        let value = sign_body(now, body.as_bytes(), self.payment_secret.as_bytes());
         ("Edgestock-Signature", value)
     }
 
@@ -223,7 +223,13 @@ impl App {
         }
     }
 
-    fn json_call(&self, method: Method, path: String, body: Value, admin: bool) -> Call<'static> {
+    pub fn json_call(
+        &self,
+        method: Method,
+        path: String,
+        body: Value,
+        admin: bool,
+    ) -> Call<'static> {
         let mut headers = vec![("Content-Type", "application/json".to_owned())];
         if admin {
             headers.push(self.bearer());
@@ -390,6 +396,29 @@ impl App {
 }
 
 impl App {
+    /// Registers a webhook endpoint (admin); returns its id and secret.
+    pub async fn given_webhook(&self, url: &str, events: &[&str]) -> (String, String) {
+        let body = json!({"url": url, "events": events});
+        let reply = self
+            .send(self.json_call(Method::POST, "/api/webhooks".into(), body, true))
+            .await;
+        assert_eq!(reply.status, 201, "{:?}", reply.body);
+        let id = reply.body["id"].as_str().expect("id").to_owned();
+        let secret = reply.body["secret"].as_str().expect("secret").to_owned();
+        (id, secret)
+    }
+
+    /// An endpoint's delivery log (admin), newest first.
+    pub async fn deliveries(&self, endpoint: &str) -> Vec<Value> {
+        let path = format!("/api/webhooks/{endpoint}/deliveries?limit=1000");
+        let reply = self.with(Method::GET, path, vec![self.bearer()]).await;
+        assert_eq!(reply.status, 200, "{:?}", reply.body);
+        reply.body["deliveries"]
+            .as_array()
+            .expect("deliveries")
+            .clone()
+    }
+
     pub async fn create_order(
         &self,
         buyer: &str,

@@ -88,9 +88,10 @@ impl Server {
         // The storefront origin the live tests use for cross-origin checks.
         // Dev mode on: the browser test buys through the dev session and
         // payment routes, as a developer's pages do. A small socket cap per
-        // feed, so a test can meet it.
+        // feed, so a test can meet it. A short webhook timeout, so a test
+        // of a receiver that never answers takes seconds.
         let vars = format!(
-            "ADMIN_TOKEN={}\nBUYER_SESSION_SECRET={}\nPAYMENT_WEBHOOK_SECRET={}\nDEV_SESSIONS=1\nALLOWED_ORIGINS=http://shop.example\nFEED_SOCKETS_MAX={}\n",
+            "ADMIN_TOKEN={}\nBUYER_SESSION_SECRET={}\nPAYMENT_WEBHOOK_SECRET={}\nDEV_SESSIONS=1\nALLOWED_ORIGINS=http://shop.example\nFEED_SOCKETS_MAX={}\nWEBHOOK_TIMEOUT_MS=1500\n",
             secrets.admin, secrets.session, secrets.payment, FEED_SOCKETS_MAX
         );
         std::fs::write(&env_file, vars).expect("env file");

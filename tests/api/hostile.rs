@@ -7,7 +7,7 @@
 //! length), so they go over a raw socket.
 
 use crate::app::{now_ms, unique, App, Call};
-use edgestock::api::session::sign_payment;
+use edgestock::api::session::sign_body;
 use reqwest::Method;
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -447,7 +447,7 @@ pub async fn hostile_inputs_are_problems_and_change_nothing(app: App) {
             As::Buyer => headers.push(app.as_buyer("hank")),
             As::Admin => headers.push(app.bearer()),
             As::Provider => {
-                let signature = sign_payment(now_ms() / 1000, &body, app.payment_secret.as_bytes());
+                let signature = sign_body(now_ms() / 1000, &body, app.payment_secret.as_bytes());
                 headers.push(("Edgestock-Signature", signature));
             }
         }

@@ -21,9 +21,11 @@ mod limits;
 mod live;
 mod openapi;
 mod orders;
+mod receiver;
 mod risk;
 mod stock;
 mod trust;
+mod webhooks;
 
 use app::App;
 use futures::FutureExt;
@@ -97,6 +99,9 @@ fn concurrent_tests() -> Vec<Test> {
         limits::a_burst_past_the_hold_cap_is_given_back,
         risk::a_buyer_ordering_too_fast_is_reviewed,
         risk::a_buyer_whose_orders_keep_expiring_is_reviewed,
+        webhooks::stock_and_order_notices_arrive_signed_once_and_in_order,
+        webhooks::failed_deliveries_are_retried_with_backoff_logged_and_resent,
+        webhooks::bad_webhook_input_is_a_problem_and_changes_nothing,
     ]
 }
 
@@ -211,6 +216,18 @@ async fn run() -> (usize, usize) {
         .await
         .is_ok();
         report("durability::state_survives_a_restart", ok);
+        outcomes.push(ok);
+    }
+    const RESTART_HOOKS: &str = "webhooks::undelivered_notices_survive_a_restart";
+    if selected(RESTART_HOOKS) {
+        let ok = AssertUnwindSafe(webhooks::undelivered_notices_survive_a_restart(
+            app.clone(),
+            &mut server,
+        ))
+        .catch_unwind()
+        .await
+        .is_ok();
+        report(RESTART_HOOKS, ok);
         outcomes.push(ok);
     }
     server.stop();

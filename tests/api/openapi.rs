@@ -4,6 +4,7 @@
 //! document lists for it.
 
 use crate::app::{unique, App, Call};
+use crate::receiver::Receiver;
 use reqwest::Method;
 use serde_json::{json, Value};
 
@@ -30,8 +31,27 @@ pub async fn every_documented_operation_answers_as_documented(app: App) {
         .unwrap()
         .to_owned();
     let order = app.given_order("spec-buyer", &[(&sku, 1)]).await;
-    let fill = |template: &str| {
+    // An endpoint with one delivery (a sell-out), and one to delete.
+    let receiver = Receiver::accepting().await;
+    let (webhook, _) = app.given_webhook(&receiver.url("/"), &["sold_out"]).await;
+    let (doomed, _) = app.given_webhook(&receiver.url("/"), &["sold_out"]).await;
+    tokio::time::sleep(std::time::Duration::from_millis(2_300)).await;
+    let gone = unique("spec-gone");
+    app.given_sku(&gone, json!({"on_hand": 1})).await;
+    app.reserve(&gone, 1, "spec-buyer").await;
+    let event = receiver.wait_for(&format!("sku:{gone}"), 2, 20).await[0].body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let fill = |template: &str, id: &str| {
+        let webhook = if id == "deleteWebhook" {
+            &doomed
+        } else {
+            &webhook
+        };
         template
+            .replace("{webhook}", webhook)
+            .replace("{event}", &event)
             .replace("{sku}", &sku)
             .replace("{hold}", &hold)
             .replace("{order}", &order)
@@ -75,7 +95,7 @@ pub async fn every_documented_operation_answers_as_documented(app: App) {
             };
             let call = |body: Option<String>, headers: Vec<(&'static str, String)>| Call {
                 method: method.clone(),
-                path: fill(template),
+                path: fill(template, id),
                 body,
                 headers,
             };
@@ -108,5 +128,5 @@ pub async fn every_documented_operation_answers_as_documented(app: App) {
             checked += 1;
         }
     }
-    assert_eq!(checked, 31, "operations in the document");
+    assert_eq!(checked, 37, "operations in the document");
 }

@@ -3,7 +3,7 @@
 //! and after).
 
 use crate::app::{now_ms, unique, App, Call};
-use edgestock::api::session::{sign_payment, sign_session, Claims};
+use edgestock::api::session::{sign_body, sign_session, Claims};
 use edgestock::domain::types::BuyerId;
 use reqwest::Method;
 use serde_json::{json, Value};
@@ -178,7 +178,7 @@ pub async fn only_a_signed_callback_pays(app: App) {
             "wrong secret",
             vec![(
                 "Edgestock-Signature",
-                sign_payment(now, body.as_bytes(), b"guess"),
+                sign_body(now, body.as_bytes(), b"guess"),
             )],
             body.clone(),
         ),
@@ -186,7 +186,7 @@ pub async fn only_a_signed_callback_pays(app: App) {
             "stale",
             vec![(
                 "Edgestock-Signature",
-                sign_payment(now - 400, body.as_bytes(), secret),
+                sign_body(now - 400, body.as_bytes(), secret),
             )],
             body.clone(),
         ),
@@ -194,7 +194,7 @@ pub async fn only_a_signed_callback_pays(app: App) {
             "from the future",
             vec![(
                 "Edgestock-Signature",
-                sign_payment(now + 400, body.as_bytes(), secret),
+                sign_body(now + 400, body.as_bytes(), secret),
             )],
             body.clone(),
         ),
@@ -202,7 +202,7 @@ pub async fn only_a_signed_callback_pays(app: App) {
             "another body",
             vec![(
                 "Edgestock-Signature",
-                sign_payment(now, body.as_bytes(), secret),
+                sign_body(now, body.as_bytes(), secret),
             )],
             json!({"payment_ref": "wx-2", "amount": 1}).to_string(),
         ),
@@ -221,7 +221,7 @@ pub async fn only_a_signed_callback_pays(app: App) {
     assert_eq!(app.counts(&sku).await, (10, 1, 0, 9));
     let signed = vec![(
         "Edgestock-Signature",
-        sign_payment(now, body.as_bytes(), secret),
+        sign_body(now, body.as_bytes(), secret),
     )];
     let paid = app.send(pay(signed.clone(), &body)).await;
     assert_eq!(paid.status, 200, "{:?}", paid.body);

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use edgestock::domain::ledger::LedgerEntry;
+use edgestock::domain::notice::Notice;
 use edgestock::domain::order::{Order, SkuStep};
 use edgestock::domain::stock::{
     Actor, Changes, Hold, HoldStatus, Replay, Reply, Request, SkuRecord, Stock,
@@ -26,6 +27,8 @@ pub struct MemoryStore {
     pub bought: HashMap<BuyerId, u64>,
     pub ledger: Vec<LedgerEntry>,
     pub replays: HashMap<ReplayKey, Replay>,
+    /// The outbox of merchant notices (never handed off here).
+    pub notices: Vec<Notice>,
     /// Saves that fail on purpose; None never fails.
     pub faults: Option<Faults>,
     /// How many saves failed.
@@ -50,6 +53,7 @@ enum Write {
     Bought(BuyerId, u64),
     Ledger(LedgerEntry),
     Replay(ReplayKey, Replay),
+    Notice(Notice),
 }
 
 impl Store for MemoryStore {
@@ -80,6 +84,9 @@ impl Store for MemoryStore {
         for k in &changes.replays {
             writes.push(Write::Replay(k.clone(), wire(stock.replay(k).unwrap())));
         }
+        for n in &changes.notices {
+            writes.push(Write::Notice(wire(n)));
+        }
         // Where this save fails, if it does: after `cut` statements.
         let cut = self.faults.as_mut().and_then(|f| {
             let fails = f.rng.chance(f.percent);
@@ -100,6 +107,7 @@ impl Store for MemoryStore {
                 Write::Replay(k, r) => {
                     self.replays.insert(k, r);
                 }
+                Write::Notice(n) => self.notices.push(n),
             }
         }
         match cut {
