@@ -24,8 +24,8 @@ serve_edgestock() {
   cp "$ratelimit" "$dir/ratelimit.worker.js"
   sed -e "s|@STATE@|$dir/state|" -e "s|@PORT@|$port|" -e "s|@BUILD@|build|" \
       -e "s|@RATELIMIT@|ratelimit.worker.js|" \
-      -e 's|@RISK_BINDING@|(name = "RISK", durableObjectNamespace = "RiskObject"),|' \
-      -e 's|@RISK_NAMESPACE@|(className = "RiskObject", uniqueKey = "edgestock-risk", enableSql = true),|' \
+      -e 's|@RISK_BINDING@|(name = "RISK", durableObjectNamespace = "RiskObject"), (name = "HOOK", durableObjectNamespace = "HookObject"),|' \
+      -e 's|@RISK_NAMESPACE@|(className = "RiskObject", uniqueKey = "edgestock-risk", enableSql = true), (className = "HookObject", uniqueKey = "edgestock-hook", enableSql = true),|' \
       -e "s|@HOLD_CAP@|${HOLD_CAP:-20}|" -e "s|@MERGE@|$merge|" -e "s|@CACHE@|$cache|" -e "s|@GROUP@|${SKU_GROUP_COMMIT:-1}|" \
       -e "s|@SHARDS@|${ROOM_FEED_SHARDS:-4}|" bench/workerd.capnp.in >"$dir/config.capnp"
   "$workerd" serve --experimental "$dir/config.capnp" >"$dir/workerd.log" 2>&1 &

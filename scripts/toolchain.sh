@@ -38,4 +38,9 @@ for name in ADMIN_TOKEN BUYER_SESSION_SECRET PAYMENT_WEBHOOK_SECRET; do
     echo "toolchain: added a fresh $name to .dev.vars (see .dev.vars.example)"
   fi
 done
+# The ledger's checkpoint key: an Ed25519 seed, 32 random bytes in hex.
+if ! grep -q "^LEDGER_SIGNING_KEY=" .dev.vars; then
+  printf 'LEDGER_SIGNING_KEY=%s\n' "$(od -An -tx1 -N32 /dev/urandom | tr -d ' \n')" >> .dev.vars
+  echo "toolchain: added a fresh LEDGER_SIGNING_KEY to .dev.vars (see .dev.vars.example)"
+fi
 grep -q '^DEV_SESSIONS=' .dev.vars || echo 'DEV_SESSIONS=1' >> .dev.vars

@@ -13,6 +13,7 @@
 use edgestock::api::routes::Route;
 use edgestock::api::session::{sign_body, sign_session, verify_payment, verify_session, Claims};
 use edgestock::api::wire::{self, parse_body};
+use edgestock::domain::ledger::Tail;
 use edgestock::domain::live::{FeedName, FeedState, ViewerMessage};
 use edgestock::domain::risk::RuleSet;
 use edgestock::domain::stock::{
@@ -442,7 +443,7 @@ fn every_parser_and_the_core_survive_any_input() {
 
     let feed = FeedName::parse("sku:tee-1").unwrap();
     let mut state = FeedState::default();
-    let mut record_state = Stock::load(SkuId::parse("tee-1").unwrap(), None, vec![], 1);
+    let mut record_state = Stock::load(SkuId::parse("tee-1").unwrap(), None, vec![], Tail::EMPTY);
     record_state.step(1, &[setup_request(5)]);
     state.publish(edgestock::domain::event::Event::stock(
         record_state.record().unwrap(),
@@ -466,7 +467,7 @@ fn every_parser_and_the_core_survive_any_input() {
         budget / 2,
         prop::collection::vec(op, 1..60),
         |ops| {
-            let mut stock = Stock::load(SkuId::parse("fuzz").unwrap(), None, vec![], 1);
+            let mut stock = Stock::load(SkuId::parse("fuzz").unwrap(), None, vec![], Tail::EMPTY);
             let mut now = 1_000_000u64;
             for chunk in ops.chunks(4) {
                 let requests: Vec<Request> = chunk.iter().map(|o| request(*o)).collect();

@@ -509,6 +509,10 @@ fn simulate(seed: u64, steps: usize, faults: Option<(u64, bool)>) -> HashMap<Str
         }
     }
     check_notices(&store, &format!("seed {seed}"));
+    // The stored ledger is one unbroken hash chain, through every reload.
+    let chain = edgestock::domain::ledger::verify_chain(&sku, store.ledger.clone(), None);
+    assert!(chain.ok, "seed {seed}: {:?}", chain.first_bad);
+    assert_eq!(chain.checked, store.ledger.len() as u64);
     let expired = store
         .ledger
         .iter()

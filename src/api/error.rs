@@ -94,6 +94,8 @@ pub enum ApiError {
     Stock(StockError),
     Order(OrderError),
     OrderNotFound,
+    /// No LEDGER_SIGNING_KEY secret (64 hex digits) is set.
+    LedgerKeyMissing,
     /// No webhook endpoint with this id.
     WebhookNotFound,
     /// The endpoint has no delivery of this event.
@@ -222,6 +224,13 @@ impl ApiError {
                 "order-not-found",
                 "Order not found",
                 "no order with this id".into(),
+                none,
+            ),
+            ApiError::LedgerKeyMissing => (
+                503,
+                "ledger-key-missing",
+                "No ledger signing key",
+                "the LEDGER_SIGNING_KEY secret (64 hex digits, an Ed25519 seed) is not set on this deployment".into(),
                 none,
             ),
             ApiError::WebhookNotFound => (

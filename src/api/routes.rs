@@ -20,6 +20,12 @@ pub enum Route {
     Restock(SkuId),
     Adjust(SkuId),
     Ledger(SkuId),
+    /// The ledger's hash chain recomputed, and its newest checkpoint.
+    VerifyLedger(SkuId),
+    /// A page of the ledger with a signed checkpoint of its head.
+    ExportLedger(SkuId),
+    /// The public key that signs ledger checkpoints (anyone).
+    LedgerKey,
     /// The reconcile check: counters recomputed from ledger and holds.
     Audit(SkuId),
     /// Split a hot SKU into stock buckets, or merge them back (admin).
@@ -109,6 +115,8 @@ enum Shape {
     Restock,
     Adjust,
     Ledger,
+    VerifyLedger,
+    ExportLedger,
     Audit,
     Split,
     SkuHolds,
@@ -130,12 +138,21 @@ enum Shape {
     Resend,
 }
 
+/// Where the ledger's public key is published.
+pub const LEDGER_KEY_PATH: &str = "/.well-known/edgestock-ledger-key";
+
 fn not_found_hold() -> ApiError {
     ApiError::Stock(StockError::HoldNotFound)
 }
 
 impl Route {
     pub fn parse(method: &str, path: &str) -> Result<Route, ApiError> {
+        if path == LEDGER_KEY_PATH {
+            return match method {
+                "GET" => Ok(Route::LedgerKey),
+                _ => Err(ApiError::MethodNotAllowed { allowed: &["GET"] }),
+            };
+        }
         let segments: Vec<&str> = path
             .strip_prefix("/api/")
             .ok_or(ApiError::RouteNotFound)?
@@ -152,6 +169,8 @@ impl Route {
             ["skus", _, "restock"] => (Shape::Restock, &["POST"]),
             ["skus", _, "adjustments"] => (Shape::Adjust, &["POST"]),
             ["skus", _, "ledger"] => (Shape::Ledger, &["GET"]),
+            ["skus", _, "ledger", "verify"] => (Shape::VerifyLedger, &["GET"]),
+            ["skus", _, "ledger", "export"] => (Shape::ExportLedger, &["GET"]),
             ["skus", _, "audit"] => (Shape::Audit, &["GET"]),
             ["skus", _, "split"] => (Shape::Split, &["POST"]),
             ["skus", _, "holds"] => (Shape::SkuHolds, &["GET"]),
@@ -196,6 +215,8 @@ impl Route {
             (Shape::Restock, _) => Route::Restock(sku()?),
             (Shape::Adjust, _) => Route::Adjust(sku()?),
             (Shape::Ledger, _) => Route::Ledger(sku()?),
+            (Shape::VerifyLedger, _) => Route::VerifyLedger(sku()?),
+            (Shape::ExportLedger, _) => Route::ExportLedger(sku()?),
             (Shape::Audit, _) => Route::Audit(sku()?),
             (Shape::Split, _) => Route::Split(sku()?),
             (Shape::SkuHolds, _) => Route::SkuHolds(sku()?),
@@ -235,7 +256,9 @@ impl Route {
     /// is checked by the object that knows the owner.
     pub fn access(&self) -> Access {
         match self {
-            Route::Health | Route::GetSku(_) | Route::GetRoom(_) => Access::Public,
+            Route::Health | Route::GetSku(_) | Route::GetRoom(_) | Route::LedgerKey => {
+                Access::Public
+            }
             Route::Live(FeedName::Room(_) | FeedName::Sku(_)) => Access::Public,
             // The order feed's session comes in a subprotocol (browsers
             // cannot set headers on an upgrade); the router checks it.
@@ -252,6 +275,8 @@ impl Route {
             | Route::Restock(_)
             | Route::Adjust(_)
             | Route::Ledger(_)
+            | Route::VerifyLedger(_)
+            | Route::ExportLedger(_)
             | Route::Audit(_)
             | Route::Split(_)
             | Route::SkuHolds(_)
@@ -449,10 +474,10 @@ mod tests {
                 operations += 1;
             }
         }
-        // Every route the server has is in the document: 28 variants, with
+        // Every route the server has is in the document: 31 variants, with
         // OrderAction's seven actions and Live's three feeds each a path of
         // their own (dev mode's two routes are not documented).
-        assert_eq!(operations, 37);
+        assert_eq!(operations, 40);
     }
 
     #[test]

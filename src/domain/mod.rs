@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod buckets;
+pub mod checkpoint;
 pub mod event;
 pub mod hold_cap;
 pub mod ledger;

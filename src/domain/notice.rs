@@ -7,7 +7,7 @@
 
 use super::order::Order;
 use super::stock::SkuRecord;
-use super::types::{Invalid, SkuId};
+use super::types::{hex, Invalid, SkuId};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -72,12 +72,7 @@ impl Notice {
             .chain_update(cause.to_be_bytes())
             .chain_update(kind.as_str().as_bytes())
             .finalize();
-        let mut id = String::with_capacity(36);
-        id.push_str("evt_");
-        for b in &digest[..16] {
-            id.push_str(&format!("{b:02x}"));
-        }
-        id
+        format!("evt_{}", hex(&digest[..16]))
     }
 
     /// A stock notice: the SKU's numbers after the change that crossed.
@@ -171,11 +166,7 @@ impl EndpointId {
     }
 
     pub fn from_random(bytes: [u8; 16]) -> Self {
-        let mut id = String::from("we_");
-        for b in bytes {
-            id.push_str(&format!("{b:02x}"));
-        }
-        Self(id)
+        Self(format!("we_{}", hex(&bytes)))
     }
 
     pub fn as_str(&self) -> &str {

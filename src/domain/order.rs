@@ -235,6 +235,11 @@ pub struct Order {
     /// after the reply, cleared when done.
     #[serde(default)]
     pub announce_from: Option<usize>,
+    /// The first timeline entry whose merchant notice (webhooks) is not
+    /// yet handed off: kept apart from `announce_from` so a webhook outage
+    /// redoes only the hand-off, never the feeds' events.
+    #[serde(default)]
+    pub notify_from: Option<usize>,
 }
 
 /// A keyed request waiting for its transition to settle.
@@ -361,6 +366,7 @@ impl Order {
             attempts: 0,
             answer_to: None,
             announce_from: None,
+            notify_from: None,
         }
     }
 

@@ -14,7 +14,7 @@
 //! holds; every live hold is in the expiry index and no other hold is.
 
 use super::buckets::{Node, BUCKETS_MAX};
-use super::ledger::{LedgerEntry, Movement};
+use super::ledger::{LedgerEntry, Movement, Tail};
 use super::notice::{crossing, Notice};
 use super::types::{
     AdjustReason, BuyerId, Delta, HoldSeconds, IdempotencyKey, Note, OrderId, Quantity, ReplayKey,
@@ -556,7 +556,8 @@ pub struct Stock {
     held_by_buyer: HashMap<BuyerId, u64>,
     bought: HashMap<BuyerId, u64>,
     replays: HashMap<ReplayKey, Replay>,
-    next_seq: u64,
+    /// Where the next ledger entry goes and the hash it chains to.
+    tail: Tail,
     /// The sum of live holds, kept as they come and go, so the invariants
     /// are checked after every step in O(1).
     live_units: u64,
@@ -572,13 +573,9 @@ pub struct Stock {
 
 impl Stock {
     /// Rebuilds a SKU from what the shell persisted: its record (None if it
-    /// was never set up), its live holds and the next ledger sequence number.
-    pub fn load(
-        sku: SkuId,
-        record: Option<SkuRecord>,
-        live_holds: Vec<Hold>,
-        next_seq: u64,
-    ) -> Stock {
+    /// was never set up), its live holds and the ledger's tail (where the
+    /// next entry goes).
+    pub fn load(sku: SkuId, record: Option<SkuRecord>, live_holds: Vec<Hold>, tail: Tail) -> Stock {
         let clock_ms = record.as_ref().map_or(0, |r| r.updated_at_ms);
         let mut stock = Stock {
             sku,
@@ -588,7 +585,7 @@ impl Stock {
             held_by_buyer: HashMap::new(),
             bought: HashMap::new(),
             replays: HashMap::new(),
-            next_seq,
+            tail,
             live_units: 0,
             broken: Vec::new(),
             clock_ms,
@@ -603,6 +600,12 @@ impl Stock {
         // What storage says is checked before anything is decided from it.
         stock.broken = stock.count_violations();
         stock
+    }
+
+    /// Where the ledger ends: the next entry's seq and the hash it will
+    /// chain to (the head's).
+    pub fn tail(&self) -> Tail {
+        self.tail
     }
 
     /// Why this SKU refuses changes; empty when its counts add up.
@@ -1332,10 +1335,9 @@ impl Stock {
         record.updated_at_ms = now;
         let snapshot = record.clone();
         self.changes.record = true;
-        self.changes
-            .ledger
-            .push(entry.finish(self.next_seq, now, &snapshot));
-        self.next_seq += 1;
+        let entry = entry.finish(self.tail.next_seq, now, &snapshot, &self.tail.last_hash);
+        self.tail = Tail::after(Some(&entry));
+        self.changes.ledger.push(entry);
         // A split SKU's crossings are its sums', not one object's.
         let whole = snapshot.buckets == 0 && !snapshot.bucket;
         let threshold = snapshot.settings.low_stock_threshold.get();

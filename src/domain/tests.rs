@@ -1,7 +1,7 @@
 //! Table tests of the stock rules: each row is a script of requests against
 //! one SKU and what the last one must answer, plus the counts afterwards.
 
-use super::ledger::Movement;
+use super::ledger::{Movement, Tail};
 use super::stock::{
     Actor, Command, DeductionMode, HoldStatus, LimitChange, Outcome, Reply, Request, SetupSpec,
     Stock, StockError,
@@ -146,7 +146,7 @@ type Case = (&'static str, Script, Want, (u64, u64, u64, u64));
 /// Runs every step in memory, keeping all holds (no eviction: this tests the
 /// rules, the simulation tests persistence). Returns the last reply.
 fn run(script: Script) -> (Stock, Reply) {
-    let mut stock = Stock::load(sku(), None, vec![], 1);
+    let mut stock = Stock::load(sku(), None, vec![], Tail::EMPTY);
     let mut last = Err(StockError::SkuNotFound);
     for (seconds, request) in script {
         for b in stock.needs(std::slice::from_ref(&request)).buyers {
@@ -581,7 +581,7 @@ fn a_repeated_commit_reports_already() {
 
 #[test]
 fn the_ledger_records_every_movement_with_its_resulting_state() {
-    let mut stock = Stock::load(sku(), None, vec![], 1);
+    let mut stock = Stock::load(sku(), None, vec![], Tail::EMPTY);
     let script = [
         (0, setup_limited(10, 10, 5)),
         (0, reserve(1, "a", 2)),
@@ -686,7 +686,7 @@ fn setup_keeps_settings_not_given() {
 
 #[test]
 fn a_batch_applies_each_request_on_its_own() {
-    let mut stock = Stock::load(sku(), None, vec![], 1);
+    let mut stock = Stock::load(sku(), None, vec![], Tail::EMPTY);
     stock.step(T0, &[req(setup(3))]);
     let batch: Vec<Request> = (1..=5).map(|n| req(reserve(n, "a", 1))).collect();
     let replies = stock.step(T0, &batch);
@@ -701,7 +701,7 @@ fn a_batch_applies_each_request_on_its_own() {
 
 #[test]
 fn order_lines_carry_their_order_into_holds_and_the_ledger() {
-    let mut stock = Stock::load(sku(), None, vec![], 1);
+    let mut stock = Stock::load(sku(), None, vec![], Tail::EMPTY);
     stock.step(T0, &[req(setup(5))]);
     let request = Request {
         actor: Actor::Order(order_id()),
@@ -867,7 +867,7 @@ fn one_hold_takes_at_most_max_per_hold() {
 /// another's, and no client key reaches an order's saga keys.
 #[test]
 fn idempotency_keys_are_scoped_to_their_sender() {
-    let mut stock = Stock::load(sku(), None, vec![], 1);
+    let mut stock = Stock::load(sku(), None, vec![], Tail::EMPTY);
     let key = |k: &str| Some(IdempotencyKey::parse(k).unwrap());
     let mut step = |request: Request| {
         for b in stock.needs(std::slice::from_ref(&request)).buyers {
@@ -936,7 +936,15 @@ fn loaded_with(reserved: u64, sold: u64, on_hand: u64, live: &[(u8, u64)]) -> St
     record.reserved = reserved;
     record.sold = sold;
     record.on_hand = on_hand;
-    Stock::load(sku(), Some(record), holds, 10)
+    Stock::load(
+        sku(),
+        Some(record),
+        holds,
+        Tail {
+            next_seq: 10,
+            last_hash: [7; 32],
+        },
+    )
 }
 
 #[test]
@@ -1023,7 +1031,7 @@ fn an_orders_own_line_asked_again_is_done_not_refused() {
 #[test]
 fn the_audit_agrees_with_a_sound_sku_and_names_each_drift() {
     use super::audit::audit;
-    let mut stock = Stock::load(sku(), None, vec![], 1);
+    let mut stock = Stock::load(sku(), None, vec![], Tail::EMPTY);
     let mut ledger = Vec::new();
     let mut holds = std::collections::BTreeMap::new();
     let script = [
@@ -1085,7 +1093,7 @@ fn a_hold_taken_and_committed_in_one_batch_loads_its_buyers_tally() {
 #[test]
 fn crossings_make_merchant_notices_in_the_step_that_crossed() {
     use super::notice::NoticeKind::*;
-    let mut stock = Stock::load(sku(), None, vec![], 1);
+    let mut stock = Stock::load(sku(), None, vec![], Tail::EMPTY);
     let mut step = |at: u64, command: Command| {
         for b in stock.needs(&[req(command.clone())]).buyers {
             stock.provide_bought(b, 0);
@@ -1117,4 +1125,77 @@ fn crossings_make_merchant_notices_in_the_step_that_crossed() {
     assert_eq!(step(7, adjust(-11)), vec![SoldOut]);
     // The holds lapse at the start of a later step: that brings it back.
     assert_eq!(step(70_000, restock(1)), vec![BackInStock]);
+}
+
+#[test]
+fn the_ledger_is_a_hash_chain_that_names_the_first_changed_entry() {
+    use super::ledger::{verify_chain, GENESIS};
+    let mut stock = Stock::load(sku(), None, vec![], Tail::EMPTY);
+    let mut entries = Vec::new();
+    for (at, command) in [
+        (0, setup(10)),
+        (1, reserve(1, "ann", 2)),
+        (2, commit(1)),
+        (3, restock(5)),
+        (4, adjust(-1)),
+    ] {
+        for b in stock.needs(&[req(command.clone())]).buyers {
+            stock.provide_bought(b, 0);
+        }
+        stock.step(T0 + at, &[req(command)]);
+        entries.extend(stock.take_changes().ledger);
+    }
+    assert_eq!(entries.len(), 5);
+    assert_eq!(entries[0].prev_hash, "0".repeat(64));
+    assert_eq!(entries[1].prev_hash, entries[0].hash);
+    let good = verify_chain(&sku(), entries.clone(), None);
+    assert!(good.ok, "{good:?}");
+    assert_eq!((good.checked, good.head_seq), (5, 5));
+    assert_eq!(good.head_hash, entries[4].hash);
+    // Another SKU's name does not verify: the id is in every hash.
+    let other = SkuId::parse("cap").unwrap();
+    assert_eq!(
+        verify_chain(&other, entries.clone(), None)
+            .first_bad
+            .unwrap()
+            .seq,
+        1
+    );
+
+    // One number changed in entry 3: named.
+    let mut changed = entries.clone();
+    changed[2].qty += 1;
+    let report = verify_chain(&sku(), changed.clone(), None);
+    assert!(!report.ok);
+    assert_eq!(report.first_bad.as_ref().unwrap().seq, 3);
+    assert!(report.first_bad.unwrap().reason.contains("changed"));
+    assert_eq!(report.checked, 2);
+    // Its hash recomputed to match: the next entry no longer chains.
+    let prev = super::ledger::from_hex(&changed[2].prev_hash).unwrap();
+    changed[2].hash = super::ledger::to_hex(&changed[2].digest(&sku(), &prev));
+    assert_eq!(
+        verify_chain(&sku(), changed, None).first_bad.unwrap().seq,
+        4
+    );
+    // An entry dropped: the gap is named.
+    let mut dropped = entries.clone();
+    dropped.remove(1);
+    assert_eq!(
+        verify_chain(&sku(), dropped, None).first_bad.unwrap().seq,
+        3
+    );
+    // From a later entry (older ones dropped by retention) it checks on,
+    // and against an anchor (a checkpoint's hash) it must chain to it.
+    assert!(verify_chain(&sku(), entries[2..].to_vec(), None).ok);
+    let anchor = super::ledger::from_hex(&entries[1].hash);
+    assert!(verify_chain(&sku(), entries[2..].to_vec(), anchor).ok);
+    assert!(!verify_chain(&sku(), entries[2..].to_vec(), Some(GENESIS)).ok);
+    // An entry from before the chain existed has no hashes.
+    let mut legacy = entries;
+    legacy[0].prev_hash.clear();
+    assert!(verify_chain(&sku(), legacy, None)
+        .first_bad
+        .unwrap()
+        .reason
+        .contains("before the chain"));
 }

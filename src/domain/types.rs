@@ -167,6 +167,22 @@ impl ReservationId {
     }
 }
 
+/// Bytes as lowercase hex digits.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Hex digits (either case) as bytes; None if any pair is not hex.
+pub fn unhex(raw: &str) -> Option<Vec<u8>> {
+    if !raw.len().is_multiple_of(2) {
+        return None;
+    }
+    raw.as_bytes()
+        .chunks_exact(2)
+        .map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+        .collect()
+}
+
 /// `prefix` and 32 lowercase hex digits: the shape of hold and order ids.
 fn is_hex_id(raw: &str, prefix: &str) -> bool {
     raw.strip_prefix(prefix).is_some_and(|hex| {
@@ -178,12 +194,7 @@ fn is_hex_id(raw: &str, prefix: &str) -> bool {
 }
 
 fn hex_id(prefix: &str, bytes: [u8; 16]) -> String {
-    let mut id = String::with_capacity(prefix.len() + 32);
-    id.push_str(prefix);
-    for b in bytes {
-        id.push_str(&format!("{b:02x}"));
-    }
-    id
+    format!("{prefix}{}", hex(&bytes))
 }
 
 impl TransferId {

@@ -98,7 +98,7 @@ fn delivery_json(seq: i64, d: &Delivery) -> Value {
 fn random_hex(bytes: usize) -> std::result::Result<String, ApiError> {
     let mut raw = vec![0u8; bytes];
     getrandom::fill(&mut raw).map_err(|_| ApiError::Internal)?;
-    Ok(raw.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(crate::domain::types::hex(&raw))
 }
 
 #[durable_object]

@@ -125,17 +125,19 @@ impl DurableObject for OrderObject {
         else {
             return Response::ok("");
         };
-        // Announcements a reply left owed, if the object went away first.
+        // Announcements and notices a reply left owed, if the object went
+        // away first (or the webhooks could not take them).
+        let owed = (order.announce_from, order.notify_from);
         if let Some(from) = order.announce_from {
-            if !announce(&self.env, &order, from).await {
-                // Still owed: the alarm comes back for it.
-                self.arm(&order).await;
-                return Err(worker::Error::RustError(format!(
-                    "order {}: announcement not done",
-                    order.id
-                )));
-            }
+            announce(&self.env, &order, from).await;
             order.announce_from = None;
+        }
+        if let Some(from) = order.notify_from {
+            if notify(&self.env, &order, from).await {
+                order.notify_from = None;
+            }
+        }
+        if owed != (order.announce_from, order.notify_from) {
             self.save(&order)
                 .map_err(|e| worker::Error::RustError(format!("order alarm: save: {e:?}")))?;
         }
@@ -539,6 +541,7 @@ impl OrderObject {
     fn owe_announcement(order: &mut Order, seen: usize) {
         if order.timeline.len() > seen {
             order.announce_from = Some(order.announce_from.map_or(seen, |from| from.min(seen)));
+            order.notify_from = Some(order.notify_from.map_or(seen, |from| from.min(seen)));
         }
     }
 
@@ -547,9 +550,10 @@ impl OrderObject {
     /// cleared when it is done; the alarm (armed within a minute while
     /// anything is owed) does it otherwise.
     fn after_reply(&self, order: &Order) {
-        let Some(from) = order.announce_from else {
+        let owed = (order.announce_from, order.notify_from);
+        if owed == (None, None) {
             return;
-        };
+        }
         let (env, order, cache, atomic) = (
             self.env.clone(),
             order.clone(),
@@ -557,14 +561,25 @@ impl OrderObject {
             self.atomic.clone(),
         );
         let task = async move {
-            if !announce(&env, &order, from).await {
-                // Still owed: the alarm (armed while it is) does it again.
-                return;
+            if let Some(from) = owed.0 {
+                announce(&env, &order, from).await;
             }
+            // Not handed off: still owed, and the alarm (armed while it is)
+            // tries again.
+            let notified = match owed.1 {
+                Some(from) => notify(&env, &order, from).await,
+                None => true,
+            };
             let mut cache = cache.borrow_mut();
             if let Some(Some(current)) = cache.as_mut() {
-                if current.announce_from == Some(from) {
+                let before = (current.announce_from, current.notify_from);
+                if current.announce_from == owed.0 {
                     current.announce_from = None;
+                }
+                if notified && current.notify_from == owed.1 {
+                    current.notify_from = None;
+                }
+                if before != (current.announce_from, current.notify_from) {
                     let saved = serde_json::to_string(&*current)
                         .map_err(|e| worker::Error::RustError(e.to_string()))
                         .and_then(|body| {
@@ -575,7 +590,7 @@ impl OrderObject {
                         });
                     if let Err(e) = saved {
                         // Still owed: the alarm announces again.
-                        current.announce_from = Some(from);
+                        (current.announce_from, current.notify_from) = before;
                         console_error!("order object {}: announced, not saved: {e}", order.id);
                     }
                 }
@@ -653,7 +668,10 @@ impl OrderObject {
             _ if order.pending.is_some() => Some(now_ms() + RESUME_AFTER_MS),
             _ => None,
         };
-        let owed = order.announce_from.map(|_| now_ms() + ANNOUNCE_WITHIN_MS);
+        let owed = order
+            .announce_from
+            .or(order.notify_from)
+            .map(|_| now_ms() + ANNOUNCE_WITHIN_MS);
         match next.into_iter().chain(owed).min() {
             Some(at) => self.set_alarm(at).await,
             None => {
@@ -778,7 +796,7 @@ fn internal(e: impl std::fmt::Display) -> ApiError {
 /// queue, and the buyer's index. At least once: the order carries
 /// `announce_from` until this is done, and the alarm does it again if the
 /// object went away first.
-async fn announce(env: &Env, order: &Order, seen: usize) -> bool {
+async fn announce(env: &Env, order: &Order, seen: usize) {
     for entry in &order.timeline[seen.min(order.timeline.len())..] {
         let event = Event::order_status(order, entry);
         events::emit(&event);
@@ -821,9 +839,13 @@ async fn announce(env: &Env, order: &Order, seen: usize) -> bool {
             console_error!("order object {}: buyer index: {e}", order.id);
         }
     }
-    // The merchant's webhooks: the one part that must arrive, so the
-    // announcement stays owed (and the alarm tries again) until handed off.
-    let notices: Vec<Notice> = (seen..order.timeline.len())
+}
+
+/// Hands the order's merchant notices from timeline entry `from` on to the
+/// webhook queues: the one part of what follows a change that must arrive,
+/// so it stays owed (`notify_from`) until this answers true.
+async fn notify(env: &Env, order: &Order, from: usize) -> bool {
+    let notices: Vec<Notice> = (from..order.timeline.len())
         .filter_map(|i| Notice::order_status(order, i))
         .collect();
     match hooks::hand_off(env, &notices).await {

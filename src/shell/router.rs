@@ -243,6 +243,27 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
                 let (after, limit) = wire::parse_page(query)?;
                 sku_call(env, sku, SkuOp::Ledger { after, limit }).await
             }
+            Route::VerifyLedger(sku) => sku_call(env, sku, SkuOp::VerifyLedger).await,
+            Route::ExportLedger(sku) => {
+                let (after, limit) = wire::parse_page(query)?;
+                sku_call(env, sku, SkuOp::ExportLedger { after, limit }).await
+            }
+            Route::LedgerKey => {
+                let secret = env.secret("LEDGER_SIGNING_KEY").map(|s| s.to_string());
+                let key = secret
+                    .ok()
+                    .and_then(|s| crate::domain::checkpoint::signing_key(&s))
+                    .ok_or(ApiError::LedgerKeyMissing)?;
+                let public = key.verifying_key();
+                reply(HttpReply::json(
+                    200,
+                    json!({
+                        "alg": "Ed25519",
+                        "public_key": crate::domain::checkpoint::hex(public.as_bytes()),
+                        "key_id": crate::domain::checkpoint::key_id(&public),
+                    }),
+                ))
+            }
             Route::PutSku(sku) => {
                 admin_step(&mut incoming, env, sku, SetupBody::into_command).await
             }

@@ -10,6 +10,8 @@
 
 #[path = "sku_buckets.rs"]
 mod buckets;
+#[path = "sku_ledger.rs"]
+mod ledger;
 
 use super::events;
 use super::hooks;
@@ -21,7 +23,6 @@ use crate::api::wire::{hold_json, holds_json, ledger_json, reply_to_http, sku_js
 use crate::api::{ApiError, HttpReply, Refusal};
 use crate::domain::audit::audit;
 use crate::domain::event::Event;
-use crate::domain::ledger::LedgerEntry;
 use crate::domain::live::FeedName;
 use crate::domain::stock::Stock;
 use crate::domain::stock::{Hold, Reply};
@@ -51,6 +52,11 @@ pub struct SkuObject {
     alarm_failures: Cell<u32>,
     /// Hand-offs of merchant notices that failed in a row, for theirs.
     notice_failures: Cell<u32>,
+    /// Whether a ledger signing key is set (checkpoints are made).
+    signs: bool,
+    /// The newest checkpoint's (seq, at_ms), or the SKU's creation for
+    /// none, once read; None: not read yet.
+    checkpointed: Cell<Option<(u64, u64)>>,
     pusher: Rc<Pusher>,
     /// As the parent of a split SKU: what the buckets last told.
     split: RefCell<buckets::Buckets>,
@@ -193,6 +199,7 @@ impl DurableObject for SkuObject {
         let group_commit = env
             .var("SKU_GROUP_COMMIT")
             .map_or(true, |v| v.to_string() != "0");
+        let signs = ledger::signing_key(&env).is_some();
         let (state, atomic) = Atomic::from_state(state);
         SkuObject {
             state,
@@ -203,6 +210,8 @@ impl DurableObject for SkuObject {
             armed: Cell::new(None),
             alarm_failures: Cell::new(0),
             notice_failures: Cell::new(0),
+            signs,
+            checkpointed: Cell::new(None),
             pusher: Rc::new(Pusher {
                 feeds: RefCell::new(None),
                 latest: RefCell::new(None),
@@ -265,6 +274,27 @@ impl DurableObject for SkuObject {
         self.alarm_failures.set(0);
         // Merchant notices, to the endpoints' delivery queues.
         self.hand_off_notices().await;
+        // A signed checkpoint of the ledger's head, if one is due.
+        if self.signs {
+            let made = self.with_stock(None, |store, stock| {
+                let Some(record) = stock.record() else {
+                    return Ok(());
+                };
+                let tail = stock.tail();
+                ledger::checkpoint_head(
+                    store,
+                    record,
+                    tail,
+                    &self.env,
+                    ledger::CHECKPOINT_EVERY_MS,
+                )?;
+                Ok(())
+            });
+            if let Err(Failure::Store(e)) = made {
+                console_error!("sku object: checkpoint: {}", e.0);
+            }
+            self.checkpointed.set(None);
+        }
         // Transfers a crash left in the outbox.
         self.redeliver().await;
         let sku = self
@@ -534,25 +564,9 @@ impl SkuObject {
                 | SkuOp::BucketState { .. } => ApiError::Internal.to_reply(),
                 SkuOp::Audit => match stock.record() {
                     Some(record) => {
-                        // The ledger is read a page at a time, never whole.
-                        let mut failed = None;
-                        let (mut after, mut page) = (0, Vec::<LedgerEntry>::new().into_iter());
-                        let entries = std::iter::from_fn(|| loop {
-                            if let Some(entry) = page.next() {
-                                after = entry.seq;
-                                return Some(entry);
-                            }
-                            match store.ledger(after, 1_000) {
-                                Ok(next) if !next.is_empty() => page = next.into_iter(),
-                                Ok(_) => return None,
-                                Err(e) => {
-                                    failed = Some(e);
-                                    return None;
-                                }
-                            }
-                        });
-                        let report = audit(record, entries, store.holds()?);
-                        if let Some(e) = failed {
+                        let failed = RefCell::new(None);
+                        let report = audit(record, store.walk_ledger(0, &failed), store.holds()?);
+                        if let Some(e) = failed.into_inner() {
                             return Err(e.into());
                         }
                         let mut body = json_value(&report)?;
@@ -560,6 +574,19 @@ impl SkuObject {
                         body["ok"] = serde_json::json!(report.drift.is_empty());
                         body["quarantined"] = serde_json::json!(stock.quarantine());
                         HttpReply::json(200, body)
+                    }
+                    None => ApiError::Stock(StockError::SkuNotFound).to_reply(),
+                },
+                SkuOp::VerifyLedger => match stock.record() {
+                    Some(record) => ledger::verify(store, record, &self.env)?,
+                    None => ApiError::Stock(StockError::SkuNotFound).to_reply(),
+                },
+                SkuOp::ExportLedger { after, limit } => match stock.record() {
+                    Some(record) => {
+                        let tail = stock.tail();
+                        let reply = ledger::export(store, record, tail, after, limit, &self.env)?;
+                        self.checkpointed.set(None);
+                        reply
                     }
                     None => ApiError::Stock(StockError::SkuNotFound).to_reply(),
                 },
@@ -709,6 +736,37 @@ impl SkuObject {
         }
     }
 
+    /// When the ledger's head is due a signed checkpoint: a minute after
+    /// the last one (or the SKU's creation), if entries came since.
+    fn checkpoint_due(&self, now: u64, armed: Option<u64>) -> Option<u64> {
+        if !self.signs {
+            return None;
+        }
+        let stock = self.stock.borrow();
+        let stock = stock.as_ref()?;
+        let head = stock.tail().next_seq.saturating_sub(1);
+        let (seq, at) = match self.checkpointed.get() {
+            Some(known) => known,
+            None => {
+                let store = self.store.borrow();
+                let last = store.as_ref()?.last_checkpoint().ok()?;
+                let known =
+                    last.map_or((0, stock.record()?.created_at_ms), |cp| (cp.seq, cp.at_ms));
+                self.checkpointed.set(Some(known));
+                known
+            }
+        };
+        if head <= seq {
+            return None;
+        }
+        let due = at + ledger::CHECKPOINT_EVERY_MS;
+        Some(match armed {
+            _ if due > now => due,
+            Some(a) if a > now => a,
+            _ => now,
+        })
+    }
+
     async fn sync_alarm(&self) {
         let now = now_ms();
         let armed = self.armed.get();
@@ -741,7 +799,8 @@ impl SkuObject {
                 });
             [stock.next_expiry_ms(), outbox].into_iter().flatten().min()
         });
-        let next = [next, notices].into_iter().flatten().min();
+        let checkpoint = self.checkpoint_due(now, armed);
+        let next = [next, notices, checkpoint].into_iter().flatten().min();
         if next == self.armed.get() {
             return;
         }

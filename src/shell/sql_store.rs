@@ -2,7 +2,8 @@
 //! core's types as JSON, with the columns that queries need beside them.
 
 use super::txn::{Atomic, Statement, Tables};
-use crate::domain::ledger::LedgerEntry;
+use crate::domain::checkpoint::Checkpoint;
+use crate::domain::ledger::{LedgerEntry, Tail};
 use crate::domain::live::FeedName;
 use crate::domain::notice::Notice;
 use crate::domain::stock::{
@@ -24,6 +25,7 @@ CREATE TABLE IF NOT EXISTS replays (key TEXT PRIMARY KEY, at_ms INTEGER NOT NULL
 CREATE INDEX IF NOT EXISTS replays_by_age ON replays (at_ms);
 CREATE TABLE IF NOT EXISTS feeds (name TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS notices (seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoints (seq INTEGER PRIMARY KEY, body TEXT NOT NULL);
 ";
 
 #[derive(Debug)]
@@ -169,7 +171,7 @@ impl SqlStore {
     /// nothing.
     pub fn load(&self, sku: Option<&SkuId>) -> Result<Option<Stock>, StoreError> {
         if !self.tables.made() {
-            return Ok(sku.map(|sku| Stock::load(sku.clone(), None, Vec::new(), 1)));
+            return Ok(sku.map(|sku| Stock::load(sku.clone(), None, Vec::new(), Tail::EMPTY)));
         }
         let record: Option<SkuRecord> = self
             .bodies("SELECT body FROM sku WHERE id = 1", vec![])?
@@ -182,8 +184,16 @@ impl SqlStore {
             "SELECT body FROM holds WHERE status = ?",
             vec![text(HoldStatus::Held.as_str())],
         )?;
-        let next_seq = self.count("SELECT COALESCE(MAX(seq), 0) + 1 AS n FROM ledger", vec![])?;
-        Ok(Some(Stock::load(sku, record, live, next_seq)))
+        let last: Option<LedgerEntry> = self
+            .bodies("SELECT body FROM ledger ORDER BY seq DESC LIMIT 1", vec![])?
+            .into_iter()
+            .next();
+        Ok(Some(Stock::load(
+            sku,
+            record,
+            live,
+            Tail::after(last.as_ref()),
+        )))
     }
 
     /// The feeds (rooms, the SKU's own) this SKU pushes its changes to.
@@ -233,6 +243,56 @@ impl SqlStore {
                 text(HoldStatus::Committed.as_str()),
             ],
         )
+    }
+
+    /// The newest signed checkpoint of the ledger, if any.
+    pub fn last_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        if !self.tables.made() {
+            return Ok(None);
+        }
+        Ok(self
+            .bodies(
+                "SELECT body FROM checkpoints ORDER BY seq DESC LIMIT 1",
+                vec![],
+            )?
+            .into_iter()
+            .next())
+    }
+
+    pub fn save_checkpoint(&mut self, checkpoint: &Checkpoint) -> Result<(), StoreError> {
+        let row = (
+            "INSERT OR REPLACE INTO checkpoints (seq, body) VALUES (?, ?)",
+            vec![
+                int(checkpoint.seq),
+                text(&serde_json::to_string(checkpoint)?),
+            ],
+        );
+        Ok(self.tables.write(&self.atomic, vec![row])?)
+    }
+
+    /// Every stored entry in order, read a page at a time (never the whole
+    /// ledger at once); a read that fails ends the walk and is left in
+    /// `failed`.
+    pub fn walk_ledger<'a>(
+        &'a self,
+        mut after: u64,
+        failed: &'a std::cell::RefCell<Option<StoreError>>,
+    ) -> impl Iterator<Item = LedgerEntry> + 'a {
+        let mut page = Vec::<LedgerEntry>::new().into_iter();
+        std::iter::from_fn(move || loop {
+            if let Some(entry) = page.next() {
+                after = entry.seq;
+                return Some(entry);
+            }
+            match self.ledger(after, 1_000) {
+                Ok(next) if !next.is_empty() => page = next.into_iter(),
+                Ok(_) => return None,
+                Err(e) => {
+                    *failed.borrow_mut() = Some(e);
+                    return None;
+                }
+            }
+        })
     }
 
     pub fn ledger(&self, after: u64, limit: usize) -> Result<Vec<LedgerEntry>, StoreError> {

@@ -82,6 +82,14 @@ pub enum SkuOp {
     },
     /// The reconcile check (see domain/audit.rs).
     Audit,
+    /// The ledger's hash chain recomputed (see domain/ledger.rs).
+    VerifyLedger,
+    /// Entries after `after` (at most `limit`) with a signed checkpoint of
+    /// the head, for offline verification.
+    ExportLedger {
+        after: u64,
+        limit: usize,
+    },
     /// Serve the SKU with `buckets` stock buckets, or (0) merge them back.
     Split {
         buckets: u16,

@@ -6,7 +6,11 @@
 use crate::app::{now_ms, unique, App};
 use crate::harness::Server;
 use crate::live::{connect, next, Socket};
-use serde_json::json;
+use edgestock::domain::checkpoint::{public_key, verify_export, Checkpoint, ExportReport};
+use edgestock::domain::ledger::LedgerEntry;
+use edgestock::domain::types::SkuId;
+use reqwest::Method;
+use serde_json::{json, Value};
 use std::time::Duration;
 
 /// Rewrites, in the stopped server's files, the stored record of `sku`:
@@ -47,6 +51,80 @@ print(done)
     );
 }
 
+/// Rewrites, in the stopped server's files, ledger entry `seq` of `sku`:
+/// its `qty` plus one, hashes left as they were (what someone with
+/// database access would do to hide a unit).
+fn tamper_ledger(server: &Server, sku: &str, seq: u64) {
+    let script = r#"
+import glob, json, sqlite3, sys
+state, sku, seq = sys.argv[1], sys.argv[2], int(sys.argv[3])
+done = 0
+for path in glob.glob(state + "/**/*.sqlite", recursive=True):
+    db = sqlite3.connect(path)
+    try:
+        rows = db.execute("SELECT body FROM sku WHERE id = 1").fetchall()
+    except sqlite3.Error:
+        continue
+    if not rows or json.loads(rows[0][0])["sku"] != sku:
+        continue
+    (body,) = db.execute("SELECT body FROM ledger WHERE seq = ?", (seq,)).fetchone()
+    entry = json.loads(body)
+    entry["qty"] += 1
+    db.execute("UPDATE ledger SET body = ? WHERE seq = ?", (json.dumps(entry), seq))
+    db.commit()
+    done += 1
+print(done)
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&server.state_dir)
+        .arg(sku)
+        .arg(seq.to_string())
+        .output()
+        .expect("python3");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1",
+        "the ledger row was found and changed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The ledger's export checked as a merchant would, offline: the chain,
+/// and the checkpoint against the published public key.
+async fn verify_offline(app: &App, sku: &str) -> ExportReport {
+    let key = app
+        .bare(Method::GET, "/.well-known/edgestock-ledger-key".into())
+        .await;
+    assert_eq!(key.status, 200, "{:?}", key.body);
+    assert_eq!(key.body["alg"], json!("Ed25519"));
+    let public = public_key(key.body["public_key"].as_str().unwrap()).expect("a public key");
+    let export = app
+        .with(
+            Method::GET,
+            format!("/api/skus/{sku}/ledger/export?limit=1000"),
+            vec![app.bearer()],
+        )
+        .await;
+    assert_eq!(export.status, 200, "{:?}", export.body);
+    let entries: Vec<LedgerEntry> = serde_json::from_value(export.body["entries"].clone()).unwrap();
+    let checkpoint: Checkpoint = serde_json::from_value(export.body["checkpoint"].clone()).unwrap();
+    assert_eq!(checkpoint.key_id, key.body["key_id"].as_str().unwrap());
+    verify_export(&SkuId::parse(sku).unwrap(), &entries, &checkpoint, &public)
+}
+
+async fn verify_online(app: &App, sku: &str) -> Value {
+    let reply = app
+        .with(
+            Method::GET,
+            format!("/api/skus/{sku}/ledger/verify"),
+            vec![app.bearer()],
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+    reply.body
+}
+
 /// A viewer on a SKU's feed, past its snapshot.
 async fn viewer_of(app: &App, sku: &str) -> Socket {
     let mut viewer = connect(app, &format!("/api/skus/{sku}/live"), None)
@@ -79,6 +157,28 @@ pub async fn state_survives_a_restart(app: App, server: &mut Server) {
     let ledger_before = app.ledger(&kept).await;
     // A SKU with a live hold of 3, and a viewer on its feed (so the SKU
     // pushes to the feed).
+    // A ledger to rewrite: five entries, exported (and so checkpointed)
+    // and verified before the stop.
+    let chained = unique("chained");
+    app.given_sku(&chained, json!({"on_hand": 10})).await;
+    let held = app.reserve(&chained, 2, &app.viewer).await.body["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.commit(&chained, &held).await;
+    app.admin_post(&chained, "restock", json!({"qty": 5})).await;
+    app.admin_post(
+        &chained,
+        "adjustments",
+        json!({"delta": -1, "reason": "damaged"}),
+    )
+    .await;
+    let before = verify_online(&app, &chained).await;
+    assert_eq!(before["ok"], json!(true), "{before}");
+    assert_eq!(before["checked"], json!(5));
+    let offline = verify_offline(&app, &chained).await;
+    assert!(offline.chain.ok && offline.checkpoint_ok, "{offline:?}");
+    assert_eq!(offline.chain.head_seq, 5);
     let broken = unique("broken");
     app.given_sku(&broken, json!({"on_hand": 10})).await;
     assert_eq!(app.reserve(&broken, 3, &app.viewer).await.status, 201);
@@ -87,6 +187,7 @@ pub async fn state_survives_a_restart(app: App, server: &mut Server) {
 
     server.stop();
     tamper(server, &broken, 0);
+    tamper_ledger(server, &chained, 3);
     // The short hold's time passes while nothing is running.
     let down_until = short_expiry + 500;
     if now_ms() < down_until {
@@ -124,6 +225,22 @@ pub async fn state_survives_a_restart(app: App, server: &mut Server) {
         .assert_problem(409, "buyer-limit-exceeded");
     assert_eq!(app.commit(&kept, &live_id).await.status, 200);
     assert_eq!(app.counts(&kept).await, (20, 0, 7, 13));
+
+    // The rewritten ledger entry is named, online and offline, and the
+    // checkpoint made before the stop no longer matches the chain.
+    let after = verify_online(&app, &chained).await;
+    assert_eq!(after["ok"], json!(false), "{after}");
+    assert_eq!(after["first_bad"]["seq"], json!(3), "{after}");
+    assert_eq!(after["checked"], json!(2));
+    assert_eq!(after["checkpoint"]["seq"], json!(5));
+    assert_eq!(after["checkpoint"]["on_chain"], json!(false));
+    assert_eq!(after["checkpoint"]["signature_ok"], json!(true));
+    let offline = verify_offline(&app, &chained).await;
+    assert!(!offline.chain.ok, "{offline:?}");
+    assert_eq!(offline.chain.first_bad.as_ref().unwrap().seq, 3);
+    assert!(!offline.checkpoint_ok, "{offline:?}");
+    // An untouched SKU still verifies.
+    assert_eq!(verify_online(&app, &kept).await["ok"], json!(true));
 
     // The tampered SKU: reserved says 0 while a hold of 3 is live. It
     // refuses every change (a release would have taken reserved below

@@ -74,6 +74,8 @@ pub struct Secrets {
     pub admin: String,
     pub session: String,
     pub payment: String,
+    /// LEDGER_SIGNING_KEY: an Ed25519 seed, 64 hex digits.
+    pub ledger: String,
 }
 
 impl Server {
@@ -91,8 +93,8 @@ impl Server {
         // feed, so a test can meet it. A short webhook timeout, so a test
         // of a receiver that never answers takes seconds.
         let vars = format!(
-            "ADMIN_TOKEN={}\nBUYER_SESSION_SECRET={}\nPAYMENT_WEBHOOK_SECRET={}\nDEV_SESSIONS=1\nALLOWED_ORIGINS=http://shop.example\nFEED_SOCKETS_MAX={}\nWEBHOOK_TIMEOUT_MS=1500\n",
-            secrets.admin, secrets.session, secrets.payment, FEED_SOCKETS_MAX
+            "ADMIN_TOKEN={}\nBUYER_SESSION_SECRET={}\nPAYMENT_WEBHOOK_SECRET={}\nDEV_SESSIONS=1\nALLOWED_ORIGINS=http://shop.example\nFEED_SOCKETS_MAX={}\nWEBHOOK_TIMEOUT_MS=1500\nLEDGER_SIGNING_KEY={}\n",
+            secrets.admin, secrets.session, secrets.payment, FEED_SOCKETS_MAX, secrets.ledger
         );
         std::fs::write(&env_file, vars).expect("env file");
         Server {
@@ -211,17 +213,18 @@ impl Workerd {
             .replace("@RATELIMIT@", "ratelimit.worker.js")
             .replace(
                 "@RISK_BINDING@",
-                r#"(name = "RISK", durableObjectNamespace = "RiskObject"),"#,
+                r#"(name = "RISK", durableObjectNamespace = "RiskObject"), (name = "HOOK", durableObjectNamespace = "HookObject"),"#,
             )
             .replace(
                 "@RISK_NAMESPACE@",
-                r#"(className = "RiskObject", uniqueKey = "edgestock-risk", enableSql = true),"#,
+                r#"(className = "RiskObject", uniqueKey = "edgestock-risk", enableSql = true), (className = "HookObject", uniqueKey = "edgestock-hook", enableSql = true),"#,
             )
             .replace("@HOLD_CAP@", &hold_cap.to_string())
             .replace("@MERGE@", "1")
             .replace("bench-admin-token", &secrets.admin)
             .replace("bench-session-secret", &secrets.session)
-            .replace("bench-payment-secret", &secrets.payment);
+            .replace("bench-payment-secret", &secrets.payment)
+            .replace(&"be".repeat(32), &secrets.ledger);
         let config_path = dir.join("config.capnp");
         std::fs::write(&config_path, config).expect("config");
         Workerd {

@@ -151,6 +151,12 @@ async fn run() -> (usize, usize) {
         admin: token.clone(),
         session: format!("{token}-sessions"),
         payment: format!("{token}-payments"),
+        // A fresh Ed25519 seed per run (the public key is read back from
+        // the server, never derived here).
+        ledger: format!(
+            "{:064x}",
+            u128::from(std::process::id()) << 64 | app::now_ms() as u128
+        ),
     };
     let mut server = harness::Server::new(&secrets);
     server.start().await;

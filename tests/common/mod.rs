@@ -3,7 +3,7 @@
 //! against.
 #![allow(dead_code)]
 
-use edgestock::domain::ledger::LedgerEntry;
+use edgestock::domain::ledger::{LedgerEntry, Tail};
 use edgestock::domain::notice::Notice;
 use edgestock::domain::order::{Order, SkuStep};
 use edgestock::domain::stock::{
@@ -132,7 +132,7 @@ impl MemoryStore {
             sku.clone(),
             self.record.clone(),
             live,
-            self.ledger.len() as u64 + 1,
+            Tail::after(self.ledger.last()),
         )
     }
 }
