@@ -216,12 +216,17 @@ impl Model {
                     _ => {}
                 }
             }
-            // This workload splits nothing: tests/buckets.rs plays splits
-            // and transfers across objects.
+            // This workload splits nothing (tests/buckets.rs plays splits
+            // and transfers across objects) and sets no reorder policy
+            // (the replenishment tables in src/domain/tests.rs).
             Command::Split { .. }
             | Command::Send { .. }
             | Command::Receive { .. }
-            | Command::Delivered { .. } => unreachable!("not in this workload"),
+            | Command::Delivered { .. }
+            | Command::SetReorder { .. }
+            | Command::ConfirmReplenishment { .. }
+            | Command::ReceiveReplenishment { .. }
+            | Command::CancelReplenishment { .. } => unreachable!("not in this workload"),
         }
         Ok(())
     }

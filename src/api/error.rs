@@ -389,6 +389,18 @@ fn stock_parts(e: &StockError) -> (u16, &'static str, &'static str, String, Map<
             "Idempotency-Key reused",
             "this Idempotency-Key was used for a different request".to_owned(),
         ),
+        StockError::ReplenishmentNotFound => (
+            404,
+            "replenishment-not-found",
+            "Replenishment request not found",
+            "this SKU has no replenishment request with this id".to_owned(),
+        ),
+        StockError::ReplenishmentClosed { status } => (
+            409,
+            "replenishment-closed",
+            "Replenishment request closed",
+            format!("the request is {}; it cannot move that way", serde_json::to_value(status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default()),
+        ),
         StockError::Quarantined => (
             503,
             "sku-quarantined",

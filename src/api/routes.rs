@@ -26,6 +26,12 @@ pub enum Route {
     ExportLedger(SkuId),
     /// The public key that signs ledger checkpoints (anyone).
     LedgerKey,
+    /// Set the SKU's reorder policy (admin).
+    PutReorder(SkuId),
+    /// The SKU's policy, incoming units and replenishment requests (admin).
+    Replenishments(SkuId),
+    /// Confirm, receive or cancel a replenishment request (admin).
+    ReplenishmentAction(SkuId, String, ReplenishmentAction),
     /// The reconcile check: counters recomputed from ledger and holds.
     Audit(SkuId),
     /// Split a hot SKU into stock buckets, or merge them back (admin).
@@ -76,6 +82,14 @@ pub enum Access {
     Dev,
 }
 
+/// What the merchant does with a replenishment request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReplenishmentAction {
+    Confirm,
+    Receive,
+    Cancel,
+}
+
 /// The order transitions a client asks for by path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OrderAction {
@@ -117,6 +131,9 @@ enum Shape {
     Ledger,
     VerifyLedger,
     ExportLedger,
+    Reorder,
+    Replenishments,
+    ReplenishmentAction(ReplenishmentAction),
     Audit,
     Split,
     SkuHolds,
@@ -171,6 +188,17 @@ impl Route {
             ["skus", _, "ledger"] => (Shape::Ledger, &["GET"]),
             ["skus", _, "ledger", "verify"] => (Shape::VerifyLedger, &["GET"]),
             ["skus", _, "ledger", "export"] => (Shape::ExportLedger, &["GET"]),
+            ["skus", _, "replenishment"] => (Shape::Reorder, &["PUT"]),
+            ["skus", _, "replenishments"] => (Shape::Replenishments, &["GET"]),
+            ["skus", _, "replenishments", _, action] => {
+                let action = match *action {
+                    "confirm" => ReplenishmentAction::Confirm,
+                    "receive" => ReplenishmentAction::Receive,
+                    "cancel" => ReplenishmentAction::Cancel,
+                    _ => return Err(ApiError::RouteNotFound),
+                };
+                (Shape::ReplenishmentAction(action), &["POST"])
+            }
             ["skus", _, "audit"] => (Shape::Audit, &["GET"]),
             ["skus", _, "split"] => (Shape::Split, &["POST"]),
             ["skus", _, "holds"] => (Shape::SkuHolds, &["GET"]),
@@ -217,6 +245,16 @@ impl Route {
             (Shape::Ledger, _) => Route::Ledger(sku()?),
             (Shape::VerifyLedger, _) => Route::VerifyLedger(sku()?),
             (Shape::ExportLedger, _) => Route::ExportLedger(sku()?),
+            (Shape::Reorder, _) => Route::PutReorder(sku()?),
+            (Shape::Replenishments, _) => Route::Replenishments(sku()?),
+            (Shape::ReplenishmentAction(action), _) => {
+                let sku = sku()?;
+                let id = segments[3];
+                if !crate::domain::replenish::Replenishment::is_id(id) {
+                    return Err(ApiError::Stock(StockError::ReplenishmentNotFound));
+                }
+                Route::ReplenishmentAction(sku, id.to_owned(), action)
+            }
             (Shape::Audit, _) => Route::Audit(sku()?),
             (Shape::Split, _) => Route::Split(sku()?),
             (Shape::SkuHolds, _) => Route::SkuHolds(sku()?),
@@ -277,6 +315,9 @@ impl Route {
             | Route::Ledger(_)
             | Route::VerifyLedger(_)
             | Route::ExportLedger(_)
+            | Route::PutReorder(_)
+            | Route::Replenishments(_)
+            | Route::ReplenishmentAction(..)
             | Route::Audit(_)
             | Route::Split(_)
             | Route::SkuHolds(_)
@@ -441,7 +482,8 @@ mod tests {
                 .replace("{buyer}", "fan")
                 .replace("{room}", "live-1")
                 .replace("{webhook}", &format!("we_{}", "c".repeat(32)))
-                .replace("{event}", &format!("evt_{}", "d".repeat(32)));
+                .replace("{event}", &format!("evt_{}", "d".repeat(32)))
+                .replace("{request}", &format!("rp_{}", "e".repeat(32)));
             for (method, operation) in item.as_object().unwrap() {
                 if method == "parameters" {
                     continue;
@@ -474,10 +516,10 @@ mod tests {
                 operations += 1;
             }
         }
-        // Every route the server has is in the document: 31 variants, with
+        // Every route the server has is in the document: 34 variants, with
         // OrderAction's seven actions and Live's three feeds each a path of
         // their own (dev mode's two routes are not documented).
-        assert_eq!(operations, 40);
+        assert_eq!(operations, 45);
     }
 
     #[test]

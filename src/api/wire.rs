@@ -115,6 +115,63 @@ pub fn acting_buyer(
     }
 }
 
+/// `PUT /api/skus/{sku}/replenishment`: the reorder policy.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReorderBody {
+    pub mode: crate::domain::replenish::ReorderMode,
+    pub reorder_point: Units,
+    pub reorder_qty: Option<Quantity>,
+    #[serde(default)]
+    pub lead_time_s: u64,
+    pub safety_stock: Option<Units>,
+    pub supplier: Option<Note>,
+}
+
+impl ReorderBody {
+    pub fn into_command(self) -> Result<Command, ApiError> {
+        use crate::domain::replenish::{ReorderPolicy, LEAD_TIME_MAX_S};
+        if self.lead_time_s > LEAD_TIME_MAX_S {
+            return Err(ApiError::InvalidBody(format!(
+                "lead_time_s is at most {LEAD_TIME_MAX_S} (a year)"
+            )));
+        }
+        let none = Units::parse(0).map_err(|e| ApiError::InvalidBody(e.0))?;
+        Ok(Command::SetReorder {
+            policy: Some(ReorderPolicy {
+                mode: self.mode,
+                reorder_point: self.reorder_point,
+                reorder_qty: self.reorder_qty,
+                lead_time_s: self.lead_time_s,
+                safety_stock: self.safety_stock.unwrap_or(none),
+                supplier: self.supplier,
+            }),
+        })
+    }
+}
+
+/// `POST …/replenishments/{id}/receive`: how many came (default: the
+/// request's quantity).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiveBody {
+    pub qty: Option<Quantity>,
+}
+
+/// A SKU's replenishment view (admin): its policy, incoming units and
+/// requests, newest first.
+pub fn replenishments_json(r: &SkuRecord) -> Value {
+    let requests: Vec<&crate::domain::replenish::Replenishment> =
+        r.replenishments.iter().rev().collect();
+    json!({
+        "sku": r.sku,
+        "policy": r.reorder,
+        "available": r.available(),
+        "incoming": r.incoming(),
+        "requests": requests,
+    })
+}
+
 /// `POST /api/webhooks`: where to send which notices.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -212,6 +269,20 @@ pub fn sku_json(r: &SkuRecord) -> Value {
         "max_per_hold": r.settings.max_per_hold,
         "created_at": r.created_at_ms,
         "updated_at": r.updated_at_ms,
+        "incoming": r.incoming(),
+        "sellout_s": r.sellout_s(),
+        "velocity": {
+            "taken_per_min": r.velocity.taken_centi_per_min(r.updated_at_ms).div_ceil(100),
+            "sold_per_hour": r.velocity.sold_centi_per_hour(r.updated_at_ms).div_ceil(100),
+        },
+        // The policy without the supplier: this is also the public view.
+        "replenishment": r.reorder.as_ref().map(|p| json!({
+            "mode": p.mode,
+            "reorder_point": p.reorder_point,
+            "reorder_qty": p.reorder_qty,
+            "lead_time_s": p.lead_time_s,
+            "safety_stock": p.safety_stock,
+        })),
     })
 }
 
@@ -284,12 +355,15 @@ pub fn reply_to_http(reply: &Reply) -> HttpReply {
             Outcome::Deferred { sku, .. } | Outcome::Moved { sku, .. } => {
                 HttpReply::json(200, sku_json(sku))
             }
+            Outcome::Replenishment { sku, request } => {
+                let mut body = json!(request);
+                body["sku"] = sku_json(sku);
+                HttpReply::json(200, body)
+            }
         },
     }
 }
 
-/// `?after=<seq>&limit=<n>` for the ledger: after defaults to 0, limit to 100
-/// (at most 1000).
 /// `?limit=&state=` of an endpoint's delivery log.
 pub fn parse_deliveries_query(
     query: &str,
@@ -314,6 +388,8 @@ pub fn parse_deliveries_query(
     Ok((limit, state))
 }
 
+/// `?after=<seq>&limit=<n>` for the ledger: after defaults to 0, limit to 100
+/// (at most 1000).
 pub fn parse_page(query: &str) -> Result<(u64, usize), ApiError> {
     let mut after = 0u64;
     let mut limit = 100usize;

@@ -26,6 +26,13 @@ pub enum Event {
         low_stock: bool,
         version: u64,
         at_ms: u64,
+        /// Seconds until sold out at the pace of the last moments (none
+        /// when nothing is selling): "~40 s left".
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        sellout_s: Option<u64>,
+        /// Units confirmed on their way from suppliers (not available).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        incoming: u64,
     },
     OrderStatus {
         v: u32,
@@ -103,6 +110,8 @@ impl Event {
             low_stock: record.is_low(),
             version: record.version,
             at_ms: record.updated_at_ms,
+            sellout_s: record.sellout_s(),
+            incoming: record.incoming(),
         }
     }
 
@@ -151,6 +160,10 @@ impl Event {
             at_ms: entry.at_ms,
         }
     }
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// `viewer-7` → `v***7`: enough for viewers to tell buyers apart in a

@@ -120,6 +120,10 @@ impl EntryDraft {
         self.movement
     }
 
+    pub fn qty(&self) -> i64 {
+        self.qty
+    }
+
     pub fn hold(mut self, hold: &Hold) -> Self {
         self.hold = Some(hold.id.clone());
         self.buyer = Some(hold.buyer.clone());

@@ -234,6 +234,8 @@ mod tests {
             low_stock: low,
             version,
             at_ms: version,
+            sellout_s: None,
+            incoming: 0,
         }
     }
 

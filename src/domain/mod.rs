@@ -10,6 +10,7 @@ pub mod ledger;
 pub mod live;
 pub mod notice;
 pub mod order;
+pub mod replenish;
 pub mod risk;
 pub mod stock;
 pub mod store;

@@ -6,6 +6,7 @@
 //! which endpoints want which notices, the retry schedule, dead letters.
 
 use super::order::Order;
+use super::replenish::Replenishment;
 use super::stock::SkuRecord;
 use super::types::{hex, Invalid, SkuId};
 use serde::{Deserialize, Serialize};
@@ -23,14 +24,26 @@ pub enum NoticeKind {
     BackInStock,
     /// An order changed status (`data.status`).
     OrderStatus,
+    /// A replenishment request was made (`suggest`: for the merchant to
+    /// confirm; `auto`: confirmed at once, see the next).
+    ReplenishmentRequested,
+    /// A request is confirmed: for the supplier.
+    ReplenishmentConfirmed,
+    /// The goods came; the SKU was restocked.
+    ReplenishmentReceived,
+    ReplenishmentCancelled,
 }
 
 impl NoticeKind {
-    pub const ALL: [NoticeKind; 4] = [
+    pub const ALL: [NoticeKind; 8] = [
         NoticeKind::LowStock,
         NoticeKind::SoldOut,
         NoticeKind::BackInStock,
         NoticeKind::OrderStatus,
+        NoticeKind::ReplenishmentRequested,
+        NoticeKind::ReplenishmentConfirmed,
+        NoticeKind::ReplenishmentReceived,
+        NoticeKind::ReplenishmentCancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -39,6 +52,10 @@ impl NoticeKind {
             NoticeKind::SoldOut => "sold_out",
             NoticeKind::BackInStock => "back_in_stock",
             NoticeKind::OrderStatus => "order_status",
+            NoticeKind::ReplenishmentRequested => "replenishment_requested",
+            NoticeKind::ReplenishmentConfirmed => "replenishment_confirmed",
+            NoticeKind::ReplenishmentReceived => "replenishment_received",
+            NoticeKind::ReplenishmentCancelled => "replenishment_cancelled",
         }
     }
 
@@ -91,6 +108,25 @@ impl Notice {
                 "available": record.available(),
                 "low_stock_threshold": record.settings.low_stock_threshold.get(),
                 "version": record.version,
+            }),
+        }
+    }
+
+    /// A replenishment request's step, with the SKU's numbers.
+    pub fn replenishment(kind: NoticeKind, record: &SkuRecord, request: &Replenishment) -> Notice {
+        let source = format!("sku:{}", record.sku);
+        let cause = format!("{source}/{}", request.id);
+        Notice {
+            id: Notice::id_for(&cause, record.version, kind),
+            kind,
+            created_at: request.updated_at,
+            source,
+            data: serde_json::json!({
+                "sku": record.sku,
+                "request": request,
+                "available": record.available(),
+                "incoming": record.incoming(),
+                "on_hand": record.on_hand,
             }),
         }
     }

@@ -15,7 +15,11 @@
 
 use super::buckets::{Node, BUCKETS_MAX};
 use super::ledger::{LedgerEntry, Movement, Tail};
-use super::notice::{crossing, Notice};
+use super::notice::{crossing, Notice, NoticeKind};
+use super::replenish::{
+    incoming, reorder_qty, ReorderMode, ReorderPolicy, Replenishment, RequestStatus, Velocity,
+    REQUESTS_KEPT, RUSH_HALF_LIFE_MS, SALES_HALF_LIFE_MS,
+};
 use super::types::{
     AdjustReason, BuyerId, Delta, HoldSeconds, IdempotencyKey, Note, OrderId, Quantity, ReplayKey,
     ReservationId, SkuId, TransferId, Units,
@@ -134,6 +138,16 @@ pub struct SkuRecord {
     /// merchant notices.
     #[serde(default, skip_serializing_if = "is_false")]
     pub bucket: bool,
+    /// When to ask for more (补货), if ever.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reorder: Option<ReorderPolicy>,
+    /// The open replenishment request and the latest closed ones, oldest
+    /// first (at most [`REQUESTS_KEPT`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub replenishments: Vec<Replenishment>,
+    /// How fast units go: for the sell-out estimate and reorder sizes.
+    #[serde(default)]
+    pub velocity: Velocity,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -172,6 +186,9 @@ impl SkuRecord {
             buckets: 0,
             outbox: Vec::new(),
             bucket: false,
+            reorder: None,
+            replenishments: Vec::new(),
+            velocity: Velocity::default(),
         }
     }
 
@@ -185,6 +202,24 @@ impl SkuRecord {
 
     pub fn is_low(&self) -> bool {
         self.available() <= self.settings.low_stock_threshold.get()
+    }
+
+    /// Units confirmed on their way from suppliers (never available).
+    pub fn incoming(&self) -> u64 {
+        incoming(&self.replenishments)
+    }
+
+    /// Seconds until sold out at the pace of the last moments, as of its
+    /// latest change.
+    pub fn sellout_s(&self) -> Option<u64> {
+        self.velocity
+            .sellout_s(self.available(), self.updated_at_ms)
+    }
+
+    /// A whole SKU (not a bucket, not split): its own crossings are the
+    /// SKU's, so it makes notices and replenishment requests.
+    fn whole(&self) -> bool {
+        self.buckets == 0 && !self.bucket
     }
 }
 
@@ -352,6 +387,23 @@ pub enum Command {
     Delivered {
         transfer: TransferId,
     },
+    /// Set (or, with None, remove) the reorder policy.
+    SetReorder {
+        policy: Option<ReorderPolicy>,
+    },
+    /// The merchant confirms a suggested request (it goes to the supplier).
+    ConfirmReplenishment {
+        id: String,
+    },
+    /// The goods came: restock by `qty` (default: the request's), with the
+    /// request as the reference. Once only.
+    ReceiveReplenishment {
+        id: String,
+        qty: Option<Quantity>,
+    },
+    CancelReplenishment {
+        id: String,
+    },
 }
 
 /// A command with who sent it and, if the client gave one, its idempotency
@@ -417,6 +469,11 @@ pub enum Outcome {
         sku: SkuRecord,
         qty: u64,
     },
+    /// A replenishment request after a confirm, receipt or cancel.
+    Replenishment {
+        sku: SkuRecord,
+        request: Replenishment,
+    },
 }
 
 /// Every way a request can be refused. A refused request changes nothing.
@@ -481,6 +538,12 @@ pub enum StockError {
     SplitAfterSales {
         reserved: u64,
         sold: u64,
+    },
+    ReplenishmentNotFound,
+    /// A received request cannot be cancelled, nor a cancelled one
+    /// confirmed or received.
+    ReplenishmentClosed {
+        status: RequestStatus,
     },
 }
 
@@ -761,6 +824,7 @@ impl Stock {
         let now = self.clock_ms;
         self.expire_due(now);
         let replies = requests.iter().map(|r| self.apply(now, r)).collect();
+        self.reorder_check(now);
         self.broken.extend(self.count_violations());
         replies
     }
@@ -909,6 +973,25 @@ impl Stock {
                     sku: record.clone(),
                     qty: 0,
                 })
+            }
+            Command::SetReorder { policy } => {
+                let record = self.record.as_mut().expect("read above");
+                record.reorder = policy.clone();
+                record.updated_at_ms = record.updated_at_ms.max(now);
+                self.changes.record = true;
+                Ok(Outcome::SkuSet {
+                    sku: record.clone(),
+                    created: false,
+                })
+            }
+            Command::ConfirmReplenishment { id } => {
+                self.replenishment(now, actor, id, RequestStatus::Confirmed, None)
+            }
+            Command::ReceiveReplenishment { id, qty } => {
+                self.replenishment(now, actor, id, RequestStatus::Received, *qty)
+            }
+            Command::CancelReplenishment { id } => {
+                self.replenishment(now, actor, id, RequestStatus::Cancelled, None)
             }
             Command::Restock {
                 qty,
@@ -1322,6 +1405,16 @@ impl Stock {
         // of the whole record on every change).
         let counts = (record.on_hand, record.reserved, record.sold);
         let (before, first) = (record.available(), record.version == 0);
+        let moved = entry.qty().unsigned_abs();
+        match entry.movement() {
+            Movement::Reserve => record.velocity.taken.add(now, moved, RUSH_HALF_LIFE_MS),
+            Movement::Sell => {
+                record.velocity.taken.add(now, moved, RUSH_HALF_LIFE_MS);
+                record.velocity.sold.add(now, moved, SALES_HALF_LIFE_MS);
+            }
+            Movement::Commit => record.velocity.sold.add(now, moved, SALES_HALF_LIFE_MS),
+            _ => {}
+        }
         if edit(record).is_none() {
             (record.on_hand, record.reserved, record.sold) = counts;
             self.broken.push(format!(
@@ -1339,7 +1432,7 @@ impl Stock {
         self.tail = Tail::after(Some(&entry));
         self.changes.ledger.push(entry);
         // A split SKU's crossings are its sums', not one object's.
-        let whole = snapshot.buckets == 0 && !snapshot.bucket;
+        let whole = snapshot.whole();
         let threshold = snapshot.settings.low_stock_threshold.get();
         if let Some(kind) = crossing(before, snapshot.available(), threshold) {
             if whole && !first {
@@ -1347,6 +1440,135 @@ impl Stock {
             }
         }
         snapshot
+    }
+
+    /// Makes a replenishment request if the policy asks for one: available
+    /// and incoming at or below the reorder point, and none open (one
+    /// request per crossing, not one per sale).
+    fn reorder_check(&mut self, now: u64) {
+        let Some(record) = self.record.as_mut() else {
+            return;
+        };
+        let Some(policy) = record.reorder.clone() else {
+            return;
+        };
+        let open = record.replenishments.iter().any(|r| r.status.is_open());
+        let position = record.available() + record.incoming();
+        if policy.mode == ReorderMode::Off
+            || !record.whole()
+            || open
+            || position > policy.reorder_point.get()
+        {
+            return;
+        }
+        let qty = reorder_qty(&policy, record.velocity.sold_micro_per_s(now));
+        let status = match policy.mode {
+            ReorderMode::Auto => RequestStatus::Confirmed,
+            _ => RequestStatus::Requested,
+        };
+        let request = Replenishment {
+            id: Replenishment::id_for(record.sku.as_str(), record.version),
+            qty,
+            status,
+            created_at: now,
+            updated_at: now,
+            reason: format!(
+                "available {} + incoming {} at or below the reorder point {}",
+                record.available(),
+                record.incoming(),
+                policy.reorder_point.get()
+            ),
+            supplier: policy.supplier.clone(),
+            received: 0,
+        };
+        record.replenishments.push(request.clone());
+        trim_requests(&mut record.replenishments);
+        self.changes.record = true;
+        let record = record.clone();
+        self.changes.notices.push(Notice::replenishment(
+            NoticeKind::ReplenishmentRequested,
+            &record,
+            &request,
+        ));
+        if status == RequestStatus::Confirmed {
+            self.changes.notices.push(Notice::replenishment(
+                NoticeKind::ReplenishmentConfirmed,
+                &record,
+                &request,
+            ));
+        }
+    }
+
+    /// Moves a request to `to` (confirm, cancel) or receives it.
+    fn replenishment(
+        &mut self,
+        now: u64,
+        actor: &Actor,
+        id: &str,
+        to: RequestStatus,
+        qty: Option<Quantity>,
+    ) -> Reply {
+        let record = self.record.as_ref().ok_or(StockError::SkuNotFound)?;
+        let request = record
+            .replenishments
+            .iter()
+            .find(|r| r.id == id)
+            .cloned()
+            .ok_or(StockError::ReplenishmentNotFound)?;
+        let answer = |sku: &SkuRecord, request: Replenishment| {
+            Ok(Outcome::Replenishment {
+                sku: sku.clone(),
+                request,
+            })
+        };
+        use RequestStatus::*;
+        match (request.status, to) {
+            // Asked again: the same answer, nothing changes.
+            (from, to) if from == to => return answer(record, request),
+            (Requested, Confirmed | Received | Cancelled) | (Confirmed, Received | Cancelled) => {}
+            (from, _) => return Err(StockError::ReplenishmentClosed { status: from }),
+        }
+        let mut updated = request.clone();
+        updated.status = to;
+        updated.updated_at = now;
+        let sku = if to == Received {
+            let qty = qty.map_or(request.qty, Quantity::get);
+            let on_hand = record.on_hand + qty;
+            if on_hand > Units::MAX {
+                return Err(StockError::StockLevelTooHigh { max: Units::MAX });
+            }
+            updated.received = qty;
+            let entry = Movement::Restock
+                .entry(qty as i64, actor)
+                .reason(Some("replenishment received".into()))
+                .reference(Note::parse(id).ok());
+            let done = updated.clone();
+            self.change(now, entry, move |r| {
+                r.on_hand = on_hand;
+                let slot = r.replenishments.iter_mut().find(|x| x.id == done.id)?;
+                *slot = done;
+                Some(())
+            })
+        } else {
+            let record = self.record.as_mut().expect("read above");
+            if let Some(slot) = record.replenishments.iter_mut().find(|x| x.id == id) {
+                *slot = updated.clone();
+            }
+            record.updated_at_ms = record.updated_at_ms.max(now);
+            self.changes.record = true;
+            record.clone()
+        };
+        let kind = match to {
+            Confirmed => NoticeKind::ReplenishmentConfirmed,
+            Received => NoticeKind::ReplenishmentReceived,
+            _ => NoticeKind::ReplenishmentCancelled,
+        };
+        if sku.whole() {
+            self.changes
+                .notices
+                .push(Notice::replenishment(kind, &sku, &updated));
+        }
+        answer(&sku, updated)
     }
 
     /// The count invariants, in O(1): what every step is checked against.
@@ -1411,6 +1633,16 @@ impl Stock {
             wrong.push(format!("per-buyer holds sum {by_buyer}, live holds {live}"));
         }
         wrong
+    }
+}
+
+/// Keeps the open request and the newest closed ones.
+fn trim_requests(requests: &mut Vec<Replenishment>) {
+    while requests.len() > REQUESTS_KEPT {
+        match requests.iter().position(|r| !r.status.is_open()) {
+            Some(oldest_closed) => requests.remove(oldest_closed),
+            None => break,
+        };
     }
 }
 

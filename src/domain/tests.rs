@@ -1199,3 +1199,105 @@ fn the_ledger_is_a_hash_chain_that_names_the_first_changed_entry() {
         .reason
         .contains("before the chain"));
 }
+
+#[test]
+fn crossing_the_reorder_point_makes_one_request_that_is_confirmed_received_once() {
+    use super::notice::NoticeKind::*;
+    use super::replenish::{ReorderMode, ReorderPolicy, RequestStatus};
+    let mut stock = Stock::load(sku(), None, vec![], Tail::EMPTY);
+    let mut step = |at: u64, command: Command| {
+        for b in stock.needs(&[req(command.clone())]).buyers {
+            stock.provide_bought(b, 0);
+        }
+        let reply = stock.step(T0 + at * 1000, &[req(command)]).remove(0);
+        let kinds: Vec<_> = stock
+            .take_changes()
+            .notices
+            .iter()
+            .map(|n| n.kind)
+            .collect();
+        (reply, kinds, stock.record().cloned().unwrap())
+    };
+    assert!(step(0, setup(20)).0.is_ok());
+    let policy = |mode| ReorderPolicy {
+        mode,
+        reorder_point: Units::parse(8).unwrap(),
+        reorder_qty: Some(q(30)),
+        lead_time_s: 3_600,
+        safety_stock: Units::parse(0).unwrap(),
+        supplier: Note::parse("SUP-7").ok(),
+    };
+    let (_, kinds, _) = step(
+        1,
+        Command::SetReorder {
+            policy: Some(policy(ReorderMode::Suggest)),
+        },
+    );
+    assert_eq!(kinds, vec![], "20 available is above the point");
+    let mut record = None;
+    for (i, n) in (2..8).zip(1u8..) {
+        record = Some(step(i, reserve(n, &format!("b{n}"), 2)).2);
+    }
+    // 20 − 12 = 8: at the point, one request; further sales make no more.
+    let record = record.unwrap();
+    assert_eq!(record.available(), 8);
+    assert_eq!(record.replenishments.len(), 1);
+    let request = record.replenishments[0].clone();
+    assert_eq!(
+        (request.status, request.qty),
+        (RequestStatus::Requested, 30)
+    );
+    assert_eq!(record.incoming(), 0, "a suggestion is not incoming");
+    let (_, kinds, record) = step(9, reserve(9, "b9", 2));
+    assert_eq!(kinds, vec![], "one request per crossing, not one per sale");
+    assert_eq!(record.replenishments.len(), 1);
+
+    let confirm = Command::ConfirmReplenishment {
+        id: request.id.clone(),
+    };
+    let (reply, kinds, record) = step(10, confirm.clone());
+    assert!(
+        matches!(reply, Ok(Outcome::Replenishment { .. })),
+        "{reply:?}"
+    );
+    assert_eq!(kinds, vec![ReplenishmentConfirmed]);
+    assert_eq!(record.incoming(), 30);
+    assert_eq!(record.available(), 6, "incoming is never available");
+    let (_, kinds, _) = step(11, confirm);
+    assert_eq!(kinds, vec![], "confirming again changes nothing");
+
+    let receive = Command::ReceiveReplenishment {
+        id: request.id.clone(),
+        qty: None,
+    };
+    let (_, kinds, record) = step(12, receive.clone());
+    assert_eq!(kinds, vec![ReplenishmentReceived]);
+    assert_eq!(
+        (record.on_hand, record.available(), record.incoming()),
+        (50, 36, 0)
+    );
+    let (_, kinds, again) = step(13, receive);
+    assert_eq!(kinds, vec![]);
+    assert_eq!(again.on_hand, 50, "received once");
+    let cancel = Command::CancelReplenishment {
+        id: request.id.clone(),
+    };
+    assert_eq!(
+        step(14, cancel).0,
+        Err(StockError::ReplenishmentClosed {
+            status: RequestStatus::Received
+        })
+    );
+    let unknown = Command::ConfirmReplenishment { id: "rp_x".into() };
+    assert_eq!(step(15, unknown).0, Err(StockError::ReplenishmentNotFound));
+
+    // Auto: below the point again, the request goes out confirmed at once.
+    let auto = Command::SetReorder {
+        policy: Some(policy(ReorderMode::Auto)),
+    };
+    assert!(step(16, auto).0.is_ok());
+    let (_, kinds, record) = step(17, adjust(-30));
+    assert_eq!(kinds, vec![ReplenishmentRequested, ReplenishmentConfirmed]);
+    assert_eq!(record.incoming(), 30);
+    assert_eq!(record.replenishments.len(), 2);
+}

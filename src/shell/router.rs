@@ -16,13 +16,13 @@ use super::stubs::{
     BuyerClient, FeedCall, FeedClient, OrderCall, OrderClient, OrderOp, Signals, SkuCall,
     SkuClient, SkuOp,
 };
-use crate::api::routes::{Access, OrderAction};
+use crate::api::routes::{Access, OrderAction, ReplenishmentAction};
 use crate::api::session::{sign_session, Claims};
 use crate::api::wire::RoomBody;
 use crate::api::wire::{
     self, acting_buyer, parse_body, AdjustBody, CancelBody, CreateOrderBody, DeliverBody,
-    DevPaymentBody, DevSessionBody, PayBody, RefundBody, ReserveBody, RestockBody, SetupBody,
-    ShipBody, SplitBody, WebhookBody,
+    DevPaymentBody, DevSessionBody, PayBody, ReceiveBody, RefundBody, ReorderBody, ReserveBody,
+    RestockBody, SetupBody, ShipBody, SplitBody, WebhookBody,
 };
 use crate::api::{ApiError, HttpReply, Refusal, Route};
 use crate::domain::buckets;
@@ -244,6 +244,25 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
                 sku_call(env, sku, SkuOp::Ledger { after, limit }).await
             }
             Route::VerifyLedger(sku) => sku_call(env, sku, SkuOp::VerifyLedger).await,
+            Route::PutReorder(sku) => {
+                admin_step(&mut incoming, env, sku, ReorderBody::into_command).await
+            }
+            Route::Replenishments(sku) => sku_call(env, sku, SkuOp::Replenishments).await,
+            Route::ReplenishmentAction(sku, id, action) => {
+                let command = match action {
+                    ReplenishmentAction::Confirm => Command::ConfirmReplenishment { id },
+                    ReplenishmentAction::Cancel => Command::CancelReplenishment { id },
+                    ReplenishmentAction::Receive => {
+                        let body: ReceiveBody = read_optional_body(incoming.req).await?;
+                        Command::ReceiveReplenishment { id, qty: body.qty }
+                    }
+                };
+                let fingerprint = incoming.fingerprint(&command);
+                let op = incoming.step(fingerprint, Actor::Admin, command)?;
+                let answer = sku_call(env, sku.clone(), op).await;
+                read_cache::forget(&sku);
+                answer
+            }
             Route::ExportLedger(sku) => {
                 let (after, limit) = wire::parse_page(query)?;
                 sku_call(env, sku, SkuOp::ExportLedger { after, limit }).await

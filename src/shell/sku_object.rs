@@ -19,7 +19,9 @@ use super::http::to_response;
 use super::sql_store::{SqlStore, StoreError};
 use super::stubs::{FeedClient, SkuCall, SkuClient, SkuOp};
 use super::txn::Atomic;
-use crate::api::wire::{hold_json, holds_json, ledger_json, reply_to_http, sku_json};
+use crate::api::wire::{
+    hold_json, holds_json, ledger_json, replenishments_json, reply_to_http, sku_json,
+};
 use crate::api::{ApiError, HttpReply, Refusal};
 use crate::domain::audit::audit;
 use crate::domain::event::Event;
@@ -575,6 +577,10 @@ impl SkuObject {
                         body["quarantined"] = serde_json::json!(stock.quarantine());
                         HttpReply::json(200, body)
                     }
+                    None => ApiError::Stock(StockError::SkuNotFound).to_reply(),
+                },
+                SkuOp::Replenishments => match stock.record() {
+                    Some(record) => HttpReply::json(200, replenishments_json(record)),
                     None => ApiError::Stock(StockError::SkuNotFound).to_reply(),
                 },
                 SkuOp::VerifyLedger => match stock.record() {

@@ -84,6 +84,8 @@ pub enum SkuOp {
     Audit,
     /// The ledger's hash chain recomputed (see domain/ledger.rs).
     VerifyLedger,
+    /// The reorder policy and replenishment requests.
+    Replenishments,
     /// Entries after `after` (at most `limit`) with a signed checkpoint of
     /// the head, for offline verification.
     ExportLedger {

@@ -22,6 +22,7 @@ mod live;
 mod openapi;
 mod orders;
 mod receiver;
+mod replenish;
 mod risk;
 mod stock;
 mod trust;
@@ -102,6 +103,8 @@ fn concurrent_tests() -> Vec<Test> {
         webhooks::stock_and_order_notices_arrive_signed_once_and_in_order,
         webhooks::failed_deliveries_are_retried_with_backoff_logged_and_resent,
         webhooks::bad_webhook_input_is_a_problem_and_changes_nothing,
+        replenish::the_reorder_point_makes_one_request_that_restocks_once,
+        replenish::a_selling_sku_says_when_it_will_sell_out,
     ]
 }
 

@@ -43,6 +43,28 @@ pub async fn every_documented_operation_answers_as_documented(app: App) {
         .as_str()
         .unwrap()
         .to_owned();
+    // A replenishment request: a reorder point above what is left.
+    let policy = json!({"mode": "suggest", "reorder_point": 200, "reorder_qty": 50});
+    let set = app
+        .send(app.json_call(
+            Method::PUT,
+            format!("/api/skus/{sku}/replenishment"),
+            policy,
+            true,
+        ))
+        .await;
+    assert_eq!(set.status, 200, "{:?}", set.body);
+    let listed = app
+        .with(
+            Method::GET,
+            format!("/api/skus/{sku}/replenishments"),
+            vec![app.bearer()],
+        )
+        .await;
+    let request = listed.body["requests"][0]["id"]
+        .as_str()
+        .expect("a request")
+        .to_owned();
     let fill = |template: &str, id: &str| {
         let webhook = if id == "deleteWebhook" {
             &doomed
@@ -52,6 +74,7 @@ pub async fn every_documented_operation_answers_as_documented(app: App) {
         template
             .replace("{webhook}", webhook)
             .replace("{event}", &event)
+            .replace("{request}", &request)
             .replace("{sku}", &sku)
             .replace("{hold}", &hold)
             .replace("{order}", &order)
@@ -128,5 +151,5 @@ pub async fn every_documented_operation_answers_as_documented(app: App) {
             checked += 1;
         }
     }
-    assert_eq!(checked, 40, "operations in the document");
+    assert_eq!(checked, 45, "operations in the document");
 }
