@@ -19,6 +19,8 @@ pub struct HttpReply {
     pub status: u16,
     pub body: Value,
     pub problem: bool,
+    /// The body is a CSV string, sent as text.
+    pub csv: bool,
     pub headers: Vec<(&'static str, String)>,
 }
 
@@ -28,6 +30,18 @@ impl HttpReply {
             status,
             body,
             problem: false,
+            csv: false,
+            headers: Vec::new(),
+        }
+    }
+
+    /// A CSV document (an export), 200.
+    pub fn csv(text: String) -> HttpReply {
+        HttpReply {
+            status: 200,
+            body: Value::String(text),
+            problem: false,
+            csv: true,
             headers: Vec::new(),
         }
     }
@@ -37,6 +51,7 @@ impl HttpReply {
             status,
             body,
             problem: true,
+            csv: false,
             headers: Vec::new(),
         }
     }
@@ -44,6 +59,8 @@ impl HttpReply {
     pub fn content_type(&self) -> &'static str {
         if self.problem {
             "application/problem+json"
+        } else if self.csv {
+            "text/csv; charset=utf-8"
         } else {
             "application/json"
         }

@@ -26,6 +26,8 @@ pub enum Route {
     ExportLedger(SkuId),
     /// The public key that signs ledger checkpoints (anyone).
     LedgerKey,
+    /// The SKU's sales in time buckets, JSON or CSV (admin).
+    SkuStats(SkuId),
     /// Set the SKU's reorder policy (admin).
     PutReorder(SkuId),
     /// The SKU's policy, incoming units and replenishment requests (admin).
@@ -132,6 +134,7 @@ enum Shape {
     VerifyLedger,
     ExportLedger,
     Reorder,
+    Stats,
     Replenishments,
     ReplenishmentAction(ReplenishmentAction),
     Audit,
@@ -189,6 +192,7 @@ impl Route {
             ["skus", _, "ledger", "verify"] => (Shape::VerifyLedger, &["GET"]),
             ["skus", _, "ledger", "export"] => (Shape::ExportLedger, &["GET"]),
             ["skus", _, "replenishment"] => (Shape::Reorder, &["PUT"]),
+            ["skus", _, "stats"] => (Shape::Stats, &["GET"]),
             ["skus", _, "replenishments"] => (Shape::Replenishments, &["GET"]),
             ["skus", _, "replenishments", _, action] => {
                 let action = match *action {
@@ -246,6 +250,7 @@ impl Route {
             (Shape::VerifyLedger, _) => Route::VerifyLedger(sku()?),
             (Shape::ExportLedger, _) => Route::ExportLedger(sku()?),
             (Shape::Reorder, _) => Route::PutReorder(sku()?),
+            (Shape::Stats, _) => Route::SkuStats(sku()?),
             (Shape::Replenishments, _) => Route::Replenishments(sku()?),
             (Shape::ReplenishmentAction(action), _) => {
                 let sku = sku()?;
@@ -316,6 +321,7 @@ impl Route {
             | Route::VerifyLedger(_)
             | Route::ExportLedger(_)
             | Route::PutReorder(_)
+            | Route::SkuStats(_)
             | Route::Replenishments(_)
             | Route::ReplenishmentAction(..)
             | Route::Audit(_)
@@ -516,10 +522,10 @@ mod tests {
                 operations += 1;
             }
         }
-        // Every route the server has is in the document: 34 variants, with
+        // Every route the server has is in the document: 35 variants, with
         // OrderAction's seven actions and Live's three feeds each a path of
         // their own (dev mode's two routes are not documented).
-        assert_eq!(operations, 45);
+        assert_eq!(operations, 46);
     }
 
     #[test]

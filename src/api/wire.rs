@@ -158,6 +158,38 @@ pub struct ReceiveBody {
     pub qty: Option<Quantity>,
 }
 
+/// A SKU's sales buckets with its pace now: what the console charts.
+pub fn stats_json(
+    r: &SkuRecord,
+    res: crate::domain::stats::Resolution,
+    buckets: &[(u64, crate::domain::stats::Tally)],
+) -> Value {
+    let rows: Vec<Value> = buckets
+        .iter()
+        .map(|(start, t)| {
+            json!({"start": start, "held": t.held, "sold": t.sold, "released": t.released, "expired": t.expired})
+        })
+        .collect();
+    let total = |f: fn(&crate::domain::stats::Tally) -> u64| -> u64 {
+        buckets.iter().map(|(_, t)| f(t)).sum()
+    };
+    let (held, sold) = (total(|t| t.held), total(|t| t.sold));
+    json!({
+        "sku": r.sku,
+        "resolution": res,
+        "buckets": rows,
+        "totals": {
+            "held": held,
+            "sold": sold,
+            "released": total(|t| t.released),
+            "expired": total(|t| t.expired),
+        },
+        "available": r.available(),
+        "incoming": r.incoming(),
+        "sellout_s": r.sellout_s(),
+    })
+}
+
 /// A SKU's replenishment view (admin): its policy, incoming units and
 /// requests, newest first.
 pub fn replenishments_json(r: &SkuRecord) -> Value {
@@ -362,6 +394,52 @@ pub fn reply_to_http(reply: &Reply) -> HttpReply {
             }
         },
     }
+}
+
+/// `?res=second|minute|hour&from=&to=&format=json|csv` of a SKU's sales
+/// buckets: res defaults to minute, from/to (ms) to what is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsQuery {
+    pub res: crate::domain::stats::Resolution,
+    pub from: Option<u64>,
+    pub to: Option<u64>,
+    pub csv: bool,
+}
+
+pub fn parse_stats_query(query: &str) -> Result<StatsQuery, ApiError> {
+    use crate::domain::stats::Resolution;
+    let mut out = StatsQuery {
+        res: Resolution::Minute,
+        from: None,
+        to: None,
+        csv: false,
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, value) = pair.split_once('=').unwrap_or((pair, ""));
+        let bad =
+            || ApiError::InvalidRequest(format!("query parameter {name}: '{value}' is not valid"));
+        let ms = || {
+            value
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n <= JSON_SAFE_INTEGER_MAX)
+                .ok_or_else(bad)
+        };
+        match name {
+            "res" => out.res = Resolution::parse(value).ok_or_else(bad)?,
+            "from" => out.from = Some(ms()?),
+            "to" => out.to = Some(ms()?),
+            "format" => {
+                out.csv = match value {
+                    "csv" => true,
+                    "json" => false,
+                    _ => return Err(bad()),
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
 }
 
 /// `?limit=&state=` of an endpoint's delivery log.

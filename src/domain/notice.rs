@@ -368,16 +368,21 @@ impl Delivery {
             self.next_at = None;
             return;
         }
-        let backoff = RETRY_BASE_MS
-            .saturating_mul(1u64 << self.attempts.saturating_sub(1).min(32))
-            .min(RETRY_MAX_MS);
-        let spread = (backoff as f64 * (0.5 + 0.5 * jitter.clamp(0.0, 1.0))) as u64;
-        if now.saturating_sub(self.queued_at) >= GIVE_UP_AFTER_MS {
+        if !self.give_up_if_old(now) {
+            self.next_at = Some(now + backoff(self.attempts, jitter));
+        }
+    }
+
+    /// Dead-letters a delivery still failing (or never tried, its endpoint
+    /// paused) [`GIVE_UP_AFTER_MS`] after it was queued. True if it is dead.
+    pub fn give_up_if_old(&mut self, now: u64) -> bool {
+        if self.state == DeliveryState::Pending
+            && now.saturating_sub(self.queued_at) >= GIVE_UP_AFTER_MS
+        {
             self.state = DeliveryState::Dead;
             self.next_at = None;
-        } else {
-            self.next_at = Some(now + spread.max(1));
         }
+        self.state == DeliveryState::Dead
     }
 
     /// Queues it again from now (the merchant's "resend"): a new window.
@@ -385,6 +390,35 @@ impl Delivery {
         self.state = DeliveryState::Pending;
         self.queued_at = now;
         self.next_at = Some(now);
+    }
+}
+
+/// The wait after the `failures`-th failure in a row: the base doubling up
+/// to the cap, spread over its upper half by `jitter` in [0, 1).
+pub fn backoff(failures: u32, jitter: f64) -> u64 {
+    let full = RETRY_BASE_MS
+        .saturating_mul(1u64 << failures.saturating_sub(1).min(32))
+        .min(RETRY_MAX_MS);
+    ((full as f64 * (0.5 + 0.5 * jitter.clamp(0.0, 1.0))) as u64).max(1)
+}
+
+/// An endpoint's health as its queue sees it: after a failed try the whole
+/// queue waits (doubling, like a delivery), so an endpoint that is down
+/// gets one try per wait, not one per waiting notice.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Health {
+    pub failures: u32,
+    pub paused_until: u64,
+}
+
+impl Health {
+    pub fn record(&mut self, ok: bool, now: u64, jitter: f64) {
+        if ok {
+            *self = Health::default();
+        } else {
+            self.failures = self.failures.saturating_add(1);
+            self.paused_until = now + backoff(self.failures, jitter);
+        }
     }
 }
 
@@ -470,6 +504,22 @@ mod tests {
             0.5,
         );
         assert_eq!(d.state, DeliveryState::Delivered);
+    }
+
+    #[test]
+    fn a_failing_endpoint_pauses_its_queue_and_a_success_resumes_it() {
+        let mut health = Health::default();
+        health.record(false, 1_000, 0.0);
+        assert_eq!(health.paused_until, 1_500);
+        health.record(false, 1_500, 0.0);
+        assert_eq!(health.paused_until, 2_500);
+        health.record(true, 2_500, 0.0);
+        assert_eq!(health, Health::default());
+        // Never tried for a day (its endpoint paused): dead all the same.
+        let mut d = Delivery::new(notice(), 0);
+        assert!(!d.give_up_if_old(GIVE_UP_AFTER_MS - 1));
+        assert!(d.give_up_if_old(GIVE_UP_AFTER_MS));
+        assert_eq!(d.attempts, 0);
     }
 
     #[test]

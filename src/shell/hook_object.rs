@@ -11,9 +11,10 @@ use super::http::to_response;
 use super::txn::{Atomic, Statement, Tables};
 use crate::api::session::sign_body;
 use crate::api::{ApiError, HttpReply};
-use crate::domain::notice::{Attempt, Delivery, DeliveryState, Endpoint, EndpointId};
+use crate::domain::notice::{Attempt, Delivery, DeliveryState, Endpoint, EndpointId, Health};
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::time::Duration;
 use worker::{
@@ -95,6 +96,15 @@ fn delivery_json(seq: i64, d: &Delivery) -> Value {
     })
 }
 
+/// A number in [0, 1) for retry jitter.
+fn jitter() -> f64 {
+    let mut raw = [0u8; 2];
+    match getrandom::fill(&mut raw) {
+        Ok(()) => f64::from(u16::from_le_bytes(raw)) / 65_536.0,
+        Err(_) => 0.5,
+    }
+}
+
 fn random_hex(bytes: usize) -> std::result::Result<String, ApiError> {
     let mut raw = vec![0u8; bytes];
     getrandom::fill(&mut raw).map_err(|_| ApiError::Internal)?;
@@ -107,6 +117,9 @@ pub struct HookObject {
     atomic: Atomic,
     env: Env,
     tables: Tables,
+    /// As a queue: its endpoint's recent failures (in memory: after an
+    /// eviction the first due try simply runs).
+    health: Cell<Health>,
 }
 
 impl DurableObject for HookObject {
@@ -119,6 +132,7 @@ impl DurableObject for HookObject {
             atomic,
             env,
             tables,
+            health: Cell::new(Health::default()),
         }
     }
 
@@ -345,27 +359,39 @@ impl HookObject {
                 continue;
             };
             let source = delivery.notice.source.clone();
-            let due = delivery.next_at.unwrap_or(0);
             if waiting.contains(&source) {
                 continue;
             }
-            if due > now_ms() || tried >= TRIES_PER_RUN {
+            let now = now_ms();
+            if delivery.give_up_if_old(now) {
+                self.save(row.seq, &delivery)?;
+                continue;
+            }
+            // The endpoint failed lately: nothing goes until its pause ends.
+            let paused_until = self.health.get().paused_until;
+            let due = delivery.next_at.unwrap_or(0).max(paused_until);
+            if due > now || tried >= TRIES_PER_RUN {
                 waiting.insert(source);
                 next = Some(next.map_or(due, |n: u64| n.min(due)));
                 continue;
             }
             tried += 1;
             let attempt = self.try_once(&endpoint, &delivery).await;
-            let mut jitter = [0u8; 2];
-            let jitter = match getrandom::fill(&mut jitter) {
-                Ok(()) => f64::from(u16::from_le_bytes(jitter)) / 65_536.0,
-                Err(_) => 0.5,
-            };
+            let ok = attempt.status.is_some_and(|s| (200..300).contains(&s));
+            let jitter = jitter();
             delivery.record(attempt, jitter);
             self.save(row.seq, &delivery)?;
+            let mut health = self.health.get();
+            health.record(ok, now_ms(), jitter);
+            self.health.set(health);
             if let (DeliveryState::Pending, Some(at)) = (delivery.state, delivery.next_at) {
                 waiting.insert(source);
                 next = Some(next.map_or(at, |n| n.min(at)));
+            }
+            if !ok {
+                // The rest wait for the pause (the loop ends the run).
+                next = Some(next.map_or(health.paused_until, |n| n.max(health.paused_until)));
+                break;
             }
         }
         if let Some(at) = next {

@@ -248,6 +248,10 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
                 admin_step(&mut incoming, env, sku, ReorderBody::into_command).await
             }
             Route::Replenishments(sku) => sku_call(env, sku, SkuOp::Replenishments).await,
+            Route::SkuStats(sku) => {
+                let query = wire::parse_stats_query(query)?;
+                sku_call(env, sku, SkuOp::Stats { query }).await
+            }
             Route::ReplenishmentAction(sku, id, action) => {
                 let command = match action {
                     ReplenishmentAction::Confirm => Command::ConfirmReplenishment { id },

@@ -20,12 +20,13 @@ use super::sql_store::{SqlStore, StoreError};
 use super::stubs::{FeedClient, SkuCall, SkuClient, SkuOp};
 use super::txn::Atomic;
 use crate::api::wire::{
-    hold_json, holds_json, ledger_json, replenishments_json, reply_to_http, sku_json,
+    hold_json, holds_json, ledger_json, replenishments_json, reply_to_http, sku_json, stats_json,
 };
 use crate::api::{ApiError, HttpReply, Refusal};
 use crate::domain::audit::audit;
 use crate::domain::event::Event;
 use crate::domain::live::FeedName;
+use crate::domain::stats::csv as stats_csv;
 use crate::domain::stock::Stock;
 use crate::domain::stock::{Hold, Reply};
 use crate::domain::stock::{Request as StockRequest, StockError};
@@ -576,6 +577,19 @@ impl SkuObject {
                         body["ok"] = serde_json::json!(report.drift.is_empty());
                         body["quarantined"] = serde_json::json!(stock.quarantine());
                         HttpReply::json(200, body)
+                    }
+                    None => ApiError::Stock(StockError::SkuNotFound).to_reply(),
+                },
+                SkuOp::Stats { query } => match stock.record() {
+                    Some(record) => {
+                        let to = query.to.unwrap_or(now_ms() + 1);
+                        let from = query.from.unwrap_or(to.saturating_sub(query.res.kept_ms()));
+                        let buckets = store.stats(query.res, from, to)?;
+                        if query.csv {
+                            HttpReply::csv(stats_csv(&buckets))
+                        } else {
+                            HttpReply::json(200, stats_json(record, query.res, &buckets))
+                        }
                     }
                     None => ApiError::Stock(StockError::SkuNotFound).to_reply(),
                 },

@@ -6,6 +6,7 @@ use crate::domain::checkpoint::Checkpoint;
 use crate::domain::ledger::{LedgerEntry, Tail};
 use crate::domain::live::FeedName;
 use crate::domain::notice::Notice;
+use crate::domain::stats::{tally, Resolution, Tally};
 use crate::domain::stock::{
     Changes, Hold, HoldStatus, Replay, SkuRecord, Stock, REPLAY_RETENTION_MS,
 };
@@ -26,6 +27,7 @@ CREATE INDEX IF NOT EXISTS replays_by_age ON replays (at_ms);
 CREATE TABLE IF NOT EXISTS feeds (name TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS notices (seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints (seq INTEGER PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS stats (res INTEGER NOT NULL, start INTEGER NOT NULL, held INTEGER NOT NULL, sold INTEGER NOT NULL, released INTEGER NOT NULL, expired INTEGER NOT NULL, PRIMARY KEY (res, start));
 ";
 
 #[derive(Debug)]
@@ -66,6 +68,8 @@ pub struct SqlStore {
     /// Whether merchant notices wait in the outbox (known after the
     /// first look; set by each save that writes one).
     notices_waiting: Option<bool>,
+    /// Steps that wrote sales buckets since old buckets were last dropped.
+    stats_written: u32,
 }
 
 /// A SKU keeps at most this many idempotency answers (besides dropping
@@ -80,6 +84,8 @@ pub const LEDGER_MAX: u64 = 1_000_000;
 /// as the record of what was sold and what a refund may return.
 pub const ENDED_HOLD_RETENTION_MS: u64 = 7 * 24 * 60 * 60 * 1000;
 const REPLAY_TRIM_EVERY: u32 = 1_000;
+/// Old sales buckets are dropped every this many steps that wrote some.
+const STATS_PRUNE_EVERY: u32 = 200;
 
 fn text(s: &str) -> SqlStorageValue {
     SqlStorageValue::String(s.to_owned())
@@ -103,6 +109,7 @@ impl SqlStore {
             atomic,
             replays_written: 0,
             notices_waiting: None,
+            stats_written: 0,
         })
     }
 
@@ -245,6 +252,46 @@ impl SqlStore {
         )
     }
 
+    /// Sales buckets of `res` starting in [from, to), oldest first.
+    pub fn stats(
+        &self,
+        res: Resolution,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(u64, Tally)>, StoreError> {
+        #[derive(Deserialize)]
+        struct Row {
+            start: i64,
+            held: i64,
+            sold: i64,
+            released: i64,
+            expired: i64,
+        }
+        if !self.tables.made() {
+            return Ok(Vec::new());
+        }
+        let rows: Vec<Row> = self
+            .sql
+            .exec(
+                "SELECT start, held, sold, released, expired FROM stats WHERE res = ? AND start >= ? AND start < ? ORDER BY start LIMIT 5000",
+                vec![int(res.code()), int(from), int(to)],
+            )?
+            .to_array()?;
+        let n = |v: i64| v.max(0) as u64;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let tally = Tally {
+                    held: n(r.held),
+                    sold: n(r.sold),
+                    released: n(r.released),
+                    expired: n(r.expired),
+                };
+                (n(r.start), tally)
+            })
+            .collect())
+    }
+
     /// The newest signed checkpoint of the ledger, if any.
     pub fn last_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
         if !self.tables.made() {
@@ -382,6 +429,33 @@ impl Store for SqlStore {
                 vec![int(entry.seq), text(&serde_json::to_string(entry)?)],
             ));
         }
+        // The sales buckets, from the same entries.
+        let deltas = tally(&changes.ledger);
+        for (res, start, t) in &deltas {
+            writes.push((
+                "INSERT INTO stats (res, start, held, sold, released, expired) VALUES (?, ?, ?, ?, ?, ?) \
+                 ON CONFLICT (res, start) DO UPDATE SET held = held + excluded.held, sold = sold + excluded.sold, \
+                 released = released + excluded.released, expired = expired + excluded.expired",
+                vec![
+                    int(res.code()),
+                    int(*start),
+                    int(t.held),
+                    int(t.sold),
+                    int(t.released),
+                    int(t.expired),
+                ],
+            ));
+        }
+        let prune_stats = !deltas.is_empty() && self.stats_written + 1 >= STATS_PRUNE_EVERY;
+        if prune_stats {
+            let newest = deltas.iter().map(|(_, start, _)| *start).max().unwrap_or(0);
+            for res in Resolution::ALL {
+                writes.push((
+                    "DELETE FROM stats WHERE res = ? AND start < ?",
+                    vec![int(res.code()), int(newest.saturating_sub(res.kept_ms()))],
+                ));
+            }
+        }
         // The outbox: a notice is stored with the change that made it.
         for notice in &changes.notices {
             writes.push((
@@ -446,6 +520,11 @@ impl Store for SqlStore {
         self.tables.write(&self.atomic, writes)?;
         if !changes.notices.is_empty() {
             self.notices_waiting = Some(true);
+        }
+        if prune_stats {
+            self.stats_written = 0;
+        } else if !deltas.is_empty() {
+            self.stats_written += 1;
         }
         self.replays_written = if trim {
             0

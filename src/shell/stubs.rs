@@ -86,6 +86,10 @@ pub enum SkuOp {
     VerifyLedger,
     /// The reorder policy and replenishment requests.
     Replenishments,
+    /// Sales in time buckets.
+    Stats {
+        query: crate::api::wire::StatsQuery,
+    },
     /// Entries after `after` (at most `limit`) with a signed checkpoint of
     /// the head, for offline verification.
     ExportLedger {

@@ -151,5 +151,17 @@ pub async fn every_documented_operation_answers_as_documented(app: App) {
             checked += 1;
         }
     }
-    assert_eq!(checked, 45, "operations in the document");
+    assert_eq!(checked, 46, "operations in the document");
+    // The document's example endpoint (made by createWebhook) points at a
+    // host that does not resolve: deleted, so the other tests' notices do
+    // not queue for it.
+    let listed = app
+        .with(Method::GET, "/api/webhooks".into(), vec![app.bearer()])
+        .await;
+    for endpoint in listed.body["endpoints"].as_array().unwrap() {
+        if endpoint["url"] == json!("https://merchant.example/edgestock") {
+            let path = format!("/api/webhooks/{}", endpoint["id"].as_str().unwrap());
+            app.with(Method::DELETE, path, vec![app.bearer()]).await;
+        }
+    }
 }

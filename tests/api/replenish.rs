@@ -198,4 +198,64 @@ pub async fn a_selling_sku_says_when_it_will_sell_out(app: App) {
         (left as f64 - expected).abs() <= expected * 0.02 + 1.0,
         "{left} s vs {expected} s: {selling}"
     );
+
+    // The same 40 units in the sales buckets: per second and per minute,
+    // as JSON and as CSV; two releases count too.
+    for name in ["pace-0", "pace-1"] {
+        let holds = app.ledger(&sku).await;
+        let hold = holds
+            .iter()
+            .find(|e| e["buyer"] == json!(name))
+            .and_then(|e| e["hold"].as_str())
+            .unwrap()
+            .to_owned();
+        assert_eq!(app.release_as(name, &sku, &hold).await.status, 200);
+    }
+    let stats = |query: &str| {
+        app.with(
+            Method::GET,
+            format!("/api/skus/{sku}/stats?{query}"),
+            vec![app.bearer()],
+        )
+    };
+    for res in ["second", "minute", "hour"] {
+        let body = stats(&format!("res={res}")).await.body;
+        assert_eq!(body["totals"]["held"], json!(40), "{res}: {body}");
+        assert_eq!(body["totals"]["released"], json!(4), "{res}: {body}");
+        assert_eq!(body["totals"]["sold"], json!(0));
+    }
+    let seconds = stats("res=second").await.body;
+    assert!(
+        seconds["buckets"].as_array().unwrap().len() >= 2,
+        "spread over seconds: {seconds}"
+    );
+    let csv = stats("res=second&format=csv").await;
+    assert_eq!(csv.status, 200);
+    assert!(
+        csv.content_type.starts_with("text/csv"),
+        "{}",
+        csv.content_type
+    );
+    let text = app
+        .client
+        .get(format!(
+            "{}/api/skus/{sku}/stats?res=minute&format=csv",
+            app.base
+        ))
+        .header("Authorization", format!("Bearer {}", app.token))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("start_ms,held,sold,released,expired"));
+    let held: u64 = lines
+        .map(|l| l.split(',').nth(1).unwrap().parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(held, 40, "{text}");
+    stats("res=fortnight")
+        .await
+        .assert_problem(400, "invalid-request");
 }

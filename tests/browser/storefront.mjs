@@ -26,6 +26,10 @@ const cap = unique("cap");
 await admin("PUT", `/api/skus/${tee}`, { on_hand: 12, low_stock_threshold: 3 });
 await admin("PUT", `/api/skus/${cap}`, { on_hand: 4, low_stock_threshold: 3 });
 await admin("PUT", `/api/rooms/${room}`, { title: "Spring drop 春季上新", items: [{ sku: tee, title: "Red tee, M" }, { sku: cap, title: "Canvas cap" }] });
+// A webhook endpoint that refuses every delivery (nothing listens on port
+// 9): the console shows its retries. Registered first, so it hears of the
+// sell-out below.
+const hook = await admin("POST", "/api/webhooks", { url: "http://127.0.0.1:9/refused", events: ["sold_out"] });
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM_BIN || "/usr/bin/chromium",
@@ -104,6 +108,27 @@ try {
   await admin("POST", "/api/orders", { buyer: "other", channel: "own", room, lines: [{ sku: cap, qty: 4 }] });
   await viewer.locator(`[data-sku="${cap}"] .badge`, { hasText: "Sold out" }).waitFor({ timeout: 10000 });
   if (!(await viewer.locator(`[data-sku="${cap}"] .buy`).isDisabled())) throw new Error("buy stays enabled when sold out");
+
+  // A rush on the tee, ordered for named buyers: the console's chart of
+  // units taken a second and its sell-out column follow it.
+  await Promise.all(Array.from({ length: 6 }, (_, i) =>
+    admin("POST", "/api/orders", { buyer: unique("rush"), channel: "own", room, lines: [{ sku: tee, qty: 1 }] })));
+  await console_.locator("#chart canvas").first().waitFor({ timeout: 10000 });
+  await console_.waitForFunction(() => {
+    const m = /(\d+) units taken/.exec(document.querySelector("#chart-totals").textContent);
+    return m && Number(m[1]) >= 10; // 2 bought, 2 in review, 6 in the rush
+  }, null, { timeout: 15000 });
+  await console_.locator(`#stock tr[data-sku="${tee}"] .sellout`, { hasText: /~\d+ s/ }).waitFor({ timeout: 10000 });
+  await console_.screenshot({ path: join(shots, "console-rush.png"), fullPage: true });
+
+  // The refused endpoint's sold_out delivery: pending, tried, resendable.
+  await console_.click("#hooks-refresh");
+  await console_.locator(`#hooks button[data-hook="${hook.id}"]`).click();
+  const delivery = console_.locator("#deliveries tr", { hasText: `sku:${cap}` }).filter({ hasText: "sold_out" });
+  await delivery.first().waitFor({ timeout: 15000 });
+  await delivery.first().locator("button.resend").click();
+  await console_.locator("#done", { hasText: "Resent" }).waitFor({ timeout: 10000 });
+  await admin("DELETE", `/api/webhooks/${hook.id}`);
 
   // Accessibility basics: every control has a name.
   const unnamed = await viewer.evaluate(() => [...document.querySelectorAll("button, select, input")]

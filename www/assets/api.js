@@ -31,11 +31,16 @@ export function randomKey() {
   return crypto.randomUUID();
 }
 
-/// "12 left", "only 3 left", "sold out".
+/// "12 left", "only 3 left", "sold out"; during a rush, how long at this
+/// pace ("~40 s left at this pace").
 export function badge(stock) {
   if (stock.available === 0) return { text: "Sold out", level: "out" };
-  if (stock.low_stock) return { text: `Only ${stock.available} left`, level: "low" };
-  return { text: `${stock.available} left`, level: "ok" };
+  // The pace is the one at the SKU's latest change: shown while it is fresh.
+  const changed = stock.at_ms ?? stock.updated_at ?? 0;
+  const fresh = Date.now() - changed < 30000;
+  const pace = fresh && stock.sellout_s && stock.sellout_s <= 600 ? ` · ~${stock.sellout_s} s at this pace` : "";
+  if (stock.low_stock) return { text: `Only ${stock.available} left${pace}`, level: "low" };
+  return { text: `${stock.available} left${pace}`, level: "ok" };
 }
 
 export function escapeHtml(text) {
