@@ -406,6 +406,11 @@ pub struct StatsQuery {
     pub csv: bool,
 }
 
+/// `?format=json|csv` (default json): whether CSV was asked for.
+pub fn parse_format_csv(query: &str) -> Result<bool, ApiError> {
+    Ok(parse_stats_query(query)?.csv)
+}
+
 pub fn parse_stats_query(query: &str) -> Result<StatsQuery, ApiError> {
     use crate::domain::stats::Resolution;
     let mut out = StatsQuery {

@@ -12,6 +12,7 @@ pub mod notice;
 pub mod order;
 pub mod replenish;
 pub mod risk;
+pub mod room_stats;
 pub mod stats;
 pub mod stock;
 pub mod store;

@@ -11,6 +11,7 @@ use super::txn::{Atomic, Tables};
 use crate::api::{ApiError, HttpReply};
 use crate::domain::event::{Event, EVENT_VERSION};
 use crate::domain::live::{to_json, FeedName, FeedState, Meter, ViewerMessage, INCOMING_BYTES_MAX};
+use crate::domain::room_stats::{OrderFact, RoomStats};
 use crate::domain::stock::StockError;
 use serde::Deserialize;
 use std::cell::RefCell;
@@ -29,6 +30,8 @@ pub struct FeedObject {
     /// Its table, made by its first save: a viewer of a room never set up
     /// stores nothing.
     tables: Tables,
+    /// The room's numbers' tables, made by the first order told.
+    stats_tables: Tables,
 }
 
 #[derive(Deserialize)]
@@ -45,6 +48,8 @@ impl DurableObject for FeedObject {
         }
         let tables = Tables::detect(&state.storage().sql(), "feed", SCHEMA)
             .unwrap_or_else(|_| Tables::unknown(SCHEMA));
+        let stats_tables = Tables::detect(&state.storage().sql(), "room_stats", STATS_SCHEMA)
+            .unwrap_or_else(|_| Tables::unknown(STATS_SCHEMA));
         let (state, atomic) = Atomic::from_state(state);
         FeedObject {
             state,
@@ -52,6 +57,7 @@ impl DurableObject for FeedObject {
             env,
             feed: RefCell::new(None),
             tables,
+            stats_tables,
         }
     }
 
@@ -160,6 +166,14 @@ const SOCKETS_MAX: usize = 32_000;
 /// The feed's one table: its name and state, as JSON.
 const SCHEMA: &str = "CREATE TABLE IF NOT EXISTS feed (id INTEGER PRIMARY KEY CHECK (id = 1), name TEXT NOT NULL, body TEXT NOT NULL);";
 
+/// A room's numbers (its first shard only), made by the first order told.
+const STATS_SCHEMA: &str = "CREATE TABLE IF NOT EXISTS room_stats (id INTEGER PRIMARY KEY CHECK (id = 1), body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS tallied (key TEXT PRIMARY KEY, at_ms INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS tallied_by_age ON tallied (at_ms);";
+
+/// Order changes remembered (against a second count) this long.
+const TALLIED_KEPT_MS: u64 = 7 * 24 * 60 * 60 * 1000;
+
 /// The tag of a socket that holds a seat.
 const VIEWER: &str = "viewer";
 
@@ -195,6 +209,73 @@ impl FeedObject {
         );
         *self.feed.borrow_mut() = Some(loaded.clone());
         Ok(Some(loaded))
+    }
+
+    fn room_stats(&self) -> Result<RoomStats> {
+        if !self.stats_tables.made() {
+            return Ok(RoomStats::default());
+        }
+        #[derive(Deserialize)]
+        struct Body {
+            body: String,
+        }
+        let rows: Vec<Body> = self
+            .state
+            .storage()
+            .sql()
+            .exec("SELECT body FROM room_stats WHERE id = 1", None)?
+            .to_array()?;
+        Ok(match rows.first() {
+            Some(row) => serde_json::from_str(&row.body)?,
+            None => RoomStats::default(),
+        })
+    }
+
+    /// Counts an order's status change once: the key and the numbers are
+    /// written together, and a change told again finds its key.
+    fn tally(&self, fact: &OrderFact) -> Result<()> {
+        #[derive(Deserialize)]
+        struct Count {
+            n: i64,
+        }
+        if self.stats_tables.made() {
+            let seen: Vec<Count> = self
+                .state
+                .storage()
+                .sql()
+                .exec(
+                    "SELECT count(*) AS n FROM tallied WHERE key = ?",
+                    vec![SqlStorageValue::String(fact.key())],
+                )?
+                .to_array()?;
+            if seen.first().is_some_and(|c| c.n > 0) {
+                return Ok(());
+            }
+        }
+        let mut stats = self.room_stats()?;
+        stats.add(fact);
+        let at = SqlStorageValue::Integer(fact.at_ms.min(i64::MAX as u64) as i64);
+        let forget = fact
+            .at_ms
+            .saturating_sub(TALLIED_KEPT_MS)
+            .min(i64::MAX as u64) as i64;
+        self.stats_tables.write(
+            &self.atomic,
+            vec![
+                (
+                    "INSERT OR REPLACE INTO room_stats (id, body) VALUES (1, ?)",
+                    vec![SqlStorageValue::String(serde_json::to_string(&stats)?)],
+                ),
+                (
+                    "INSERT INTO tallied (key, at_ms) VALUES (?, ?)",
+                    vec![SqlStorageValue::String(fact.key()), at],
+                ),
+                (
+                    "DELETE FROM tallied WHERE at_ms < ?",
+                    vec![SqlStorageValue::Integer(forget)],
+                ),
+            ],
+        )
     }
 
     fn save(&self, feed: &FeedName, state: &FeedState) -> Result<()> {
@@ -335,6 +416,18 @@ impl FeedObject {
                     self.broadcast(std::slice::from_ref(&snapshot));
                     Ok(HttpReply::json(200, serde_json::from_str(&snapshot)?))
                 }
+                FeedCall::Tally { fact } => {
+                    self.tally(&fact)?;
+                    Ok(HttpReply::json(200, serde_json::json!({ "ok": true })))
+                }
+                FeedCall::RoomStats { csv } => {
+                    let stats = self.room_stats()?;
+                    Ok(if csv {
+                        HttpReply::csv(stats.csv())
+                    } else {
+                        HttpReply::json(200, room_stats_json(&stats))
+                    })
+                }
                 FeedCall::Snapshot { feed } => {
                     let state = self.ensure(&feed).await?.unwrap_or_default();
                     Ok(HttpReply::json(
@@ -423,4 +516,30 @@ async fn unsubscribe(env: &Env, sku: &crate::domain::types::SkuId, feed: &FeedNa
     if let Ok(client) = SkuClient::new(env, sku) {
         let _ = client.call(&call).await;
     }
+}
+
+/// A room's numbers as the merchant reads them.
+fn room_stats_json(stats: &RoomStats) -> serde_json::Value {
+    let per_minute: Vec<serde_json::Value> = stats
+        .minutes
+        .iter()
+        .map(|(minute, c)| {
+            let mut row = serde_json::to_value(c).unwrap_or_default();
+            row["minute"] = serde_json::json!(minute);
+            row
+        })
+        .collect();
+    let top: Vec<serde_json::Value> = stats
+        .top_skus(10)
+        .into_iter()
+        .map(|(sku, c)| serde_json::json!({"sku": sku, "units_sold": c.units_sold, "units_held": c.units_held}))
+        .collect();
+    serde_json::json!({
+        "since": stats.since_ms,
+        "session": stats.session,
+        "conversion": stats.conversion(),
+        "expired_rate": stats.expired_rate(),
+        "top_skus": top,
+        "per_minute": per_minute,
+    })
 }

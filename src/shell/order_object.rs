@@ -10,7 +10,7 @@ use super::hooks;
 use super::http::to_response;
 use super::risk_object::{self, RiskClient, SubjectName};
 use super::stubs::{
-    BuyerClient, FeedClient, OrderCall, OrderOp, Signals, SkuCall, SkuClient, SkuOp,
+    BuyerClient, FeedCall, FeedClient, OrderCall, OrderOp, Signals, SkuCall, SkuClient, SkuOp,
 };
 use super::txn::{Atomic, Statement, Tables};
 use crate::api::wire::{failed_lines_json, order_json, order_summary_json};
@@ -22,6 +22,7 @@ use crate::domain::order::{
     line_hold_id, Begin, Intent, Interruption, KeyedAsk, Order, OrderStatus, SkuStep,
 };
 use crate::domain::risk::{self, Decision, Facts, History, Judged, Seen, Subject, Verdict};
+use crate::domain::room_stats::OrderFact;
 use crate::domain::stock::{Actor, Reply, Request as StockRequest};
 use crate::domain::types::{HoldSeconds, ReplayKey};
 use futures_util::future::join_all;
@@ -844,15 +845,43 @@ async fn announce(env: &Env, order: &Order, seen: usize) {
 /// Hands the order's merchant notices from timeline entry `from` on to the
 /// webhook queues: the one part of what follows a change that must arrive,
 /// so it stays owed (`notify_from`) until this answers true.
+/// The room's numbers are told here too (counted once each by the room's
+/// first feed shard), so they are not lost when a call fails.
 async fn notify(env: &Env, order: &Order, from: usize) -> bool {
     let notices: Vec<Notice> = (from..order.timeline.len())
         .filter_map(|i| Notice::order_status(order, i))
         .collect();
-    match hooks::hand_off(env, &notices).await {
+    let mut done = match hooks::hand_off(env, &notices).await {
         Ok(()) => true,
         Err(e) => {
             console_error!("order object {}: webhooks not handed off: {e}", order.id);
             false
         }
+    };
+    if let Some(room) = &order.room {
+        for index in from..order.timeline.len() {
+            let entry = &order.timeline[index];
+            let fact = OrderFact {
+                order: order.id.clone(),
+                index: index as u64,
+                status: entry.status,
+                after: index.checked_sub(1).map(|i| order.timeline[i].status),
+                at_ms: entry.at_ms,
+                lines: order
+                    .lines
+                    .iter()
+                    .map(|l| (l.sku.clone(), l.qty.get()))
+                    .collect(),
+                amount: (entry.status == OrderStatus::Paid)
+                    .then_some(order.payment_amount)
+                    .flatten(),
+            };
+            let told = FeedClient::call_first(env, room, &FeedCall::Tally { fact }).await;
+            if !told.is_ok_and(|r| r.status_code() == 200) {
+                console_error!("order object {}: room {room} numbers not told", order.id);
+                done = false;
+            }
+        }
     }
+    done
 }

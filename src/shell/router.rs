@@ -459,15 +459,22 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
             Route::DevPayment => dev_payment(incoming.req, env).await,
             Route::PutRoom(room) => {
                 let body: RoomBody = read_body(incoming.req).await?;
+                let feed = FeedName::Room(room);
                 let call = FeedCall::SetupRoom {
-                    feed: FeedName::Room(room),
+                    feed: feed.clone(),
                     room: body.into_setup()?,
                 };
-                feed_call(env, call).await
+                feed_call(env, &feed, call).await
             }
             Route::GetRoom(room) => {
                 let feed = FeedName::Room(room);
-                feed_call(env, FeedCall::Snapshot { feed }).await
+                feed_call(env, &feed, FeedCall::Snapshot { feed: feed.clone() }).await
+            }
+            Route::RoomStats(room) => {
+                let csv = wire::parse_format_csv(query)?;
+                FeedClient::call_first(env, &room, &FeedCall::RoomStats { csv })
+                    .await
+                    .map_err(internal)
             }
             Route::Live(feed) => live(incoming.req, env, feed).await,
             Route::BuyerOrders(buyer) => {
@@ -783,13 +790,8 @@ async fn live(req: &Request, env: &Env, feed: FeedName) -> Outcome<Response> {
         .map_err(internal)
 }
 
-async fn feed_call(env: &Env, call: FeedCall) -> Outcome<Response> {
-    let feed = match &call {
-        FeedCall::Publish { feed, .. }
-        | FeedCall::SetupRoom { feed, .. }
-        | FeedCall::Snapshot { feed } => feed.clone(),
-    };
-    FeedClient::call(env, &feed, &call).await.map_err(internal)
+async fn feed_call(env: &Env, feed: &FeedName, call: FeedCall) -> Outcome<Response> {
+    FeedClient::call(env, feed, &call).await.map_err(internal)
 }
 
 /// `GET /api/skus/{sku}`: from this isolate's short-lived cache when it

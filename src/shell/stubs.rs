@@ -8,6 +8,7 @@ use crate::api::Refusal;
 use crate::domain::event::Event;
 use crate::domain::live::{FeedName, RoomId, RoomSetup};
 use crate::domain::order::{Change, Channel, Intent};
+use crate::domain::room_stats::OrderFact;
 use crate::domain::stock::{Actor, Request as StockRequest};
 use crate::domain::types::{BuyerId, IdempotencyKey, OrderId, Quantity, ReservationId, SkuId};
 use serde::{Deserialize, Serialize};
@@ -240,9 +241,25 @@ pub fn internal_request(body: &impl Serialize) -> Result<Request> {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum FeedCall {
-    Publish { feed: FeedName, event: Event },
-    SetupRoom { feed: FeedName, room: RoomSetup },
-    Snapshot { feed: FeedName },
+    Publish {
+        feed: FeedName,
+        event: Event,
+    },
+    SetupRoom {
+        feed: FeedName,
+        room: RoomSetup,
+    },
+    Snapshot {
+        feed: FeedName,
+    },
+    /// An order status change in the room, for its numbers (shard 0 only).
+    Tally {
+        fact: OrderFact,
+    },
+    /// The room's numbers (shard 0), as JSON or CSV.
+    RoomStats {
+        csv: bool,
+    },
 }
 
 pub struct FeedClient;
@@ -337,6 +354,12 @@ impl FeedClient {
                 console_error!("publish to {name}: {e}");
             }
         }
+    }
+
+    /// A call to a room's first shard only: where its numbers are kept.
+    pub async fn call_first(env: &Env, room: &RoomId, call: &FeedCall) -> Result<Response> {
+        let name = FeedName::Room(room.clone()).to_string();
+        Self::call_named(env, &name, call).await
     }
 
     /// Hands a viewer's upgrade request to the feed's object (for a room,

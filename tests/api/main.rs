@@ -105,6 +105,7 @@ fn concurrent_tests() -> Vec<Test> {
         webhooks::bad_webhook_input_is_a_problem_and_changes_nothing,
         replenish::the_reorder_point_makes_one_request_that_restocks_once,
         replenish::a_selling_sku_says_when_it_will_sell_out,
+        replenish::a_rooms_numbers_count_its_orders_once,
     ]
 }
 

@@ -259,3 +259,110 @@ pub async fn a_selling_sku_says_when_it_will_sell_out(app: App) {
         .await
         .assert_problem(400, "invalid-request");
 }
+
+pub async fn a_rooms_numbers_count_its_orders_once(app: App) {
+    let room = unique("numbers-room");
+    let (tee, cap) = (unique("numbers-tee"), unique("numbers-cap"));
+    app.given_sku(&tee, json!({"on_hand": 50})).await;
+    app.given_sku(&cap, json!({"on_hand": 50})).await;
+    let setup = json!({"title": "Numbers", "items": [{"sku": tee, "title": "Tee"}, {"sku": cap, "title": "Cap"}]});
+    let put = app
+        .send(app.json_call(Method::PUT, format!("/api/rooms/{room}"), setup, true))
+        .await;
+    assert_eq!(put.status, 200, "{:?}", put.body);
+    let mut orders = Vec::new();
+    for (buyer, lines) in [
+        ("n-ann", json!([{"sku": tee, "qty": 2}])),
+        (
+            "n-bob",
+            json!([{"sku": tee, "qty": 1}, {"sku": cap, "qty": 1}]),
+        ),
+        ("n-cat", json!([{"sku": cap, "qty": 3}])),
+    ] {
+        let body = json!({"buyer": buyer, "channel": "douyin", "room": room, "lines": lines});
+        let reply = app
+            .send(app.json_call(Method::POST, "/api/orders".into(), body, true))
+            .await;
+        assert_eq!(reply.status, 201, "{:?}", reply.body);
+        orders.push(reply.body["id"].as_str().unwrap().to_owned());
+    }
+    let paid = app
+        .order_action(
+            &orders[0],
+            "pay",
+            json!({"payment_ref": unique("pay"), "amount": 9_900}),
+        )
+        .await;
+    assert_eq!(paid.status, 200, "{:?}", paid.body);
+    let cancelled = app
+        .send(app.json_call(
+            Method::POST,
+            format!("/api/orders/{}/cancel", orders[2]),
+            json!({}),
+            true,
+        ))
+        .await;
+    assert_eq!(cancelled.status, 200, "{:?}", cancelled.body);
+
+    let read = || {
+        app.with(
+            Method::GET,
+            format!("/api/rooms/{room}/stats"),
+            vec![app.bearer()],
+        )
+    };
+    // Told after each reply: give the announcements a moment.
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    let stats = loop {
+        let stats = read().await.body;
+        if stats["session"]["cancelled"] == json!(1) && stats["session"]["paid"] == json!(1) {
+            break stats;
+        }
+        assert!(std::time::Instant::now() < deadline, "{stats}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let session = &stats["session"];
+    assert_eq!(session["orders"], json!(3), "{stats}");
+    assert_eq!(session["units_held"], json!(7));
+    assert_eq!(session["units_sold"], json!(2));
+    assert_eq!(session["gmv"], json!(9_900));
+    assert_eq!(stats["conversion"], json!(0.3333));
+    assert_eq!(stats["top_skus"][0]["sku"], json!(tee));
+    assert_eq!(stats["top_skus"][0]["units_sold"], json!(2));
+    let minutes: u64 = stats["per_minute"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["orders"].as_u64().unwrap())
+        .sum();
+    assert_eq!(minutes, 3, "the minutes add up to the session");
+    let csv = app
+        .client
+        .get(format!("{}/api/rooms/{room}/stats?format=csv", app.base))
+        .header("Authorization", format!("Bearer {}", app.token))
+        .send()
+        .await
+        .unwrap();
+    assert!(csv.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/csv"));
+    let text = csv.text().await.unwrap();
+    assert!(
+        text.starts_with("minute_ms,orders,units_held,paid,units_sold,gmv,expired,cancelled\n"),
+        "{text}"
+    );
+    assert!(text.contains(",9900,"), "{text}");
+    // A room nobody ordered in has zeros, and a stranger gets nothing.
+    let empty = app
+        .with(
+            Method::GET,
+            format!("/api/rooms/{}/stats", unique("quiet")),
+            vec![app.bearer()],
+        )
+        .await;
+    assert_eq!(empty.body["session"]["orders"], json!(0));
+    app.bare(Method::GET, format!("/api/rooms/{room}/stats"))
+        .await
+        .assert_problem(401, "unauthorized");
+}
