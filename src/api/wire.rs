@@ -406,6 +406,31 @@ pub struct StatsQuery {
     pub csv: bool,
 }
 
+/// Which entries of a SKU's ledger: all, or one order's, or one hold's
+/// (`?order=o_…`, `?hold=h_…`): from an order's lines to the movements
+/// they caused.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LedgerFilter {
+    Order(crate::domain::types::OrderId),
+    Hold(crate::domain::types::ReservationId),
+}
+
+pub fn parse_ledger_filter(query: &str) -> Result<Option<LedgerFilter>, ApiError> {
+    let mut filter = None;
+    for pair in query.split('&') {
+        let bad = |what: &str| ApiError::InvalidRequest(format!("{what} is not a valid id"));
+        if let Some(v) = pair.strip_prefix("order=") {
+            let id = crate::domain::types::OrderId::parse(v).map_err(|_| bad("order"))?;
+            filter = Some(LedgerFilter::Order(id));
+        } else if let Some(v) = pair.strip_prefix("hold=") {
+            let id = ReservationId::parse(v).map_err(|_| bad("hold"))?;
+            filter = Some(LedgerFilter::Hold(id));
+        }
+    }
+    Ok(filter)
+}
+
 /// `?format=json|csv` (default json): whether CSV was asked for.
 pub fn parse_format_csv(query: &str) -> Result<bool, ApiError> {
     Ok(parse_stats_query(query)?.csv)

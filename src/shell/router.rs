@@ -241,7 +241,13 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
             }
             Route::Ledger(sku) => {
                 let (after, limit) = wire::parse_page(query)?;
-                sku_call(env, sku, SkuOp::Ledger { after, limit }).await
+                let filter = wire::parse_ledger_filter(query)?;
+                let op = SkuOp::Ledger {
+                    after,
+                    limit,
+                    filter,
+                };
+                sku_call(env, sku, op).await
             }
             Route::VerifyLedger(sku) => sku_call(env, sku, SkuOp::VerifyLedger).await,
             Route::PutReorder(sku) => {

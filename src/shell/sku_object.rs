@@ -610,9 +610,17 @@ impl SkuObject {
                     }
                     None => ApiError::Stock(StockError::SkuNotFound).to_reply(),
                 },
-                SkuOp::Ledger { after, limit } => match stock.record() {
+                SkuOp::Ledger {
+                    after,
+                    limit,
+                    filter,
+                } => match stock.record() {
                     Some(_) => {
-                        HttpReply::json(200, ledger_json(&store.ledger(after, limit)?, limit))
+                        let entries = match &filter {
+                            None => store.ledger(after, limit)?,
+                            Some(filter) => store.ledger_of(after, limit, filter)?,
+                        };
+                        HttpReply::json(200, ledger_json(&entries, limit))
                     }
                     None => ApiError::Stock(StockError::SkuNotFound).to_reply(),
                 },

@@ -2,6 +2,7 @@
 //! core's types as JSON, with the columns that queries need beside them.
 
 use super::txn::{Atomic, Statement, Tables};
+use crate::api::wire::LedgerFilter;
 use crate::domain::checkpoint::Checkpoint;
 use crate::domain::ledger::{LedgerEntry, Tail};
 use crate::domain::live::FeedName;
@@ -340,6 +341,27 @@ impl SqlStore {
                 }
             }
         })
+    }
+
+    /// One order's or one hold's entries (a scan of the ledger; admin
+    /// reads only).
+    pub fn ledger_of(
+        &self,
+        after: u64,
+        limit: usize,
+        filter: &LedgerFilter,
+    ) -> Result<Vec<LedgerEntry>, StoreError> {
+        if !self.tables.made() {
+            return Ok(Vec::new());
+        }
+        let (path, id) = match filter {
+            LedgerFilter::Order(order) => ("$.order", order.as_str()),
+            LedgerFilter::Hold(hold) => ("$.hold", hold.as_str()),
+        };
+        self.bodies(
+            "SELECT body FROM ledger WHERE seq > ? AND json_extract(body, ?) = ? ORDER BY seq LIMIT ?",
+            vec![int(after), text(path), text(id), int(limit.min(i64::MAX as usize) as u64)],
+        )
     }
 
     pub fn ledger(&self, after: u64, limit: usize) -> Result<Vec<LedgerEntry>, StoreError> {

@@ -80,6 +80,8 @@ pub enum SkuOp {
     Ledger {
         after: u64,
         limit: usize,
+        #[serde(default)]
+        filter: Option<crate::api::wire::LedgerFilter>,
     },
     /// The reconcile check (see domain/audit.rs).
     Audit,

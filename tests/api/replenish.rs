@@ -353,6 +353,37 @@ pub async fn a_rooms_numbers_count_its_orders_once(app: App) {
         "{text}"
     );
     assert!(text.contains(",9900,"), "{text}");
+    // From the paid order to its units and back: its line's hold names
+    // the SKU's entries, and each entry names the order.
+    let order = app.get_order(&orders[0]).await.body;
+    let hold = order["lines"][0]["hold"].as_str().unwrap().to_owned();
+    for query in [format!("order={}", orders[0]), format!("hold={hold}")] {
+        let traced = app
+            .with(
+                Method::GET,
+                format!("/api/skus/{tee}/ledger?{query}"),
+                vec![app.bearer()],
+            )
+            .await;
+        let entries = traced.body["entries"].as_array().unwrap();
+        let movements: Vec<&Value> = entries.iter().map(|e| &e["movement"]).collect();
+        assert_eq!(
+            movements,
+            [&json!("reserve"), &json!("commit")],
+            "{query}: {entries:?}"
+        );
+        assert!(entries
+            .iter()
+            .all(|e| e["order"] == json!(orders[0]) && e["hold"] == json!(hold)));
+    }
+    app.with(
+        Method::GET,
+        format!("/api/skus/{tee}/ledger?order=o_nope"),
+        vec![app.bearer()],
+    )
+    .await
+    .assert_problem(400, "invalid-request");
+
     // A room nobody ordered in has zeros, and a stranger gets nothing.
     let empty = app
         .with(

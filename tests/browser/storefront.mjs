@@ -119,6 +119,12 @@ try {
     return m && Number(m[1]) >= 10; // 2 bought, 2 in review, 6 in the rush
   }, null, { timeout: 15000 });
   await console_.locator(`#stock tr[data-sku="${tee}"] .sellout`, { hasText: /~\d+ s/ }).waitFor({ timeout: 10000 });
+  // The room's numbers: the rush's six orders among the room's orders, the
+  // paid one, and a chart of each minute.
+  await console_.waitForFunction(() => Number(document.querySelector('[data-number="orders"]')?.textContent) >= 8,
+    null, { timeout: 15000 });
+  await console_.locator('[data-number="paid"]', { hasText: /^[1-9]/ }).waitFor({ timeout: 10000 });
+  await console_.locator("#room-chart canvas").first().waitFor({ timeout: 10000 });
   await console_.screenshot({ path: join(shots, "console-rush.png"), fullPage: true });
 
   // The refused endpoint's sold_out delivery: pending, tried, resendable.
