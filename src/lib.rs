@@ -7,6 +7,7 @@
 //! (SKU, order, buyer, feed, risk). ARCHITECTURE.md has the map.
 
 pub mod api;
+pub mod channels;
 pub mod domain;
 
 #[cfg(target_arch = "wasm32")]

@@ -225,6 +225,7 @@ impl Family {
             hold: buckets::hold_in_bucket(random, bucket),
             buyer: buyer.clone(),
             qty: Quantity::parse(qty).unwrap(),
+            channel: None,
         };
         let key = format!("r{}", self.holds);
         if self.buckets[bucket as usize].stock.record().is_none() {

@@ -359,7 +359,7 @@ fn every_parser_and_the_core_survive_any_input() {
             let _ = b.into_command();
         }
         if let Ok(b) = parse_body::<wire::ReserveBody>(&bytes) {
-            let _ = b.into_command(hold, buyer);
+            let _ = b.into_command(hold, buyer, None);
         }
         if let Ok(b) = parse_body::<wire::RestockBody>(&bytes) {
             let _ = b.into_command();
@@ -528,19 +528,26 @@ fn request((kind, hold_byte, buyer, qty, delta, _): (u8, u8, u8, u64, i64, u64))
     let order = OrderId::from_bytes([7; 16]);
     let command = match kind {
         0 => return setup_request(qty.get() * 3),
-        1..=3 => Command::Reserve { hold, buyer, qty },
+        1..=3 => Command::Reserve {
+            hold,
+            buyer,
+            qty,
+            channel: None,
+        },
         4 => Command::Place {
             hold,
             buyer,
             qty,
             order,
             hold_for: None,
+            channel: None,
         },
         5 => Command::Sell {
             hold,
             buyer,
             qty,
             order,
+            channel: None,
         },
         6 => Command::Commit { hold },
         7 => Command::Release { hold },

@@ -134,7 +134,9 @@ impl Model {
                 return err("over_hold_max");
             }
             Command::Place { .. } if self.mode == DeductionMode::AtPayment => {}
-            Command::Reserve { hold, buyer, qty }
+            Command::Reserve {
+                hold, buyer, qty, ..
+            }
             | Command::Place {
                 hold, buyer, qty, ..
             }
@@ -226,7 +228,8 @@ impl Model {
             | Command::SetReorder { .. }
             | Command::ConfirmReplenishment { .. }
             | Command::ReceiveReplenishment { .. }
-            | Command::CancelReplenishment { .. } => unreachable!("not in this workload"),
+            | Command::CancelReplenishment { .. }
+            | Command::Allocate { .. } => unreachable!("not in this workload"),
         }
         Ok(())
     }
@@ -318,6 +321,7 @@ impl Workload {
                     hold,
                     buyer: self.buyer(),
                     qty,
+                    channel: None,
                 }
             }
             60..=69 => {
@@ -337,6 +341,7 @@ impl Workload {
                         qty,
                         order,
                         hold_for: None,
+                        channel: None,
                     }
                 } else {
                     Command::Sell {
@@ -344,6 +349,7 @@ impl Workload {
                         buyer,
                         qty,
                         order,
+                        channel: None,
                     }
                 }
             }
@@ -641,6 +647,7 @@ fn refusals_change_nothing_in_the_store() {
             hold: ReservationId::from_random([7; 16]),
             buyer: BuyerId::parse("b").unwrap(),
             qty: Quantity::parse(2).unwrap(),
+            channel: None,
         },
         ..setup
     };

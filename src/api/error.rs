@@ -98,6 +98,10 @@ pub enum ApiError {
     LedgerKeyMissing,
     /// No webhook endpoint with this id.
     WebhookNotFound,
+    /// No connected channel with this name.
+    ChannelNotFound,
+    /// A channel's message failed its platform's signature check.
+    ChannelSignature(String),
     /// The endpoint has no delivery of this event.
     DeliveryNotFound,
     /// Some lines of a new order could not be had; nothing is held.
@@ -238,6 +242,20 @@ impl ApiError {
                 "webhook-not-found",
                 "Webhook endpoint not found",
                 "no webhook endpoint with this id".into(),
+                none,
+            ),
+            ApiError::ChannelNotFound => (
+                404,
+                "channel-not-found",
+                "Channel not connected",
+                "no platform is connected under this channel name (PUT /api/channels/{channel})".into(),
+                none,
+            ),
+            ApiError::ChannelSignature(d) => (
+                401,
+                "channel-signature-invalid",
+                "Message signature invalid",
+                d.clone(),
                 none,
             ),
             ApiError::DeliveryNotFound => (
@@ -421,6 +439,30 @@ fn stock_parts(e: &StockError) -> (u16, &'static str, &'static str, String, Map<
                 "this SKU is served by {buckets} stock buckets and stays so ({requested} asked; at most {}); 0 brings every unsold unit home",
                 crate::domain::buckets::BUCKETS_MAX
             ),
+        ),
+        StockError::ChannelShort { channel, requested, sellable } => (
+            409,
+            "channel-allocation-exhausted",
+            "Not enough stock for this channel",
+            format!("asked for {requested}; the allocation of channel {channel} has {sellable} to sell"),
+        ),
+        StockError::PoolShort { requested, pool } => (
+            409,
+            "allocation-pool-short",
+            "Not enough units in the shared pool",
+            format!("a dedicated bucket can grow by {requested} only from the pool, which has {pool}"),
+        ),
+        StockError::AllocationInvalid { reason } => (
+            422,
+            "allocation-invalid",
+            "Allocation not possible",
+            reason.clone(),
+        ),
+        StockError::AllocationSplit => (
+            409,
+            "allocation-split",
+            "Allocation and stock buckets do not mix",
+            "channels are allocated on a whole SKU: a split SKU takes no allocation, and a SKU with dedicated buckets does not split".to_owned(),
         ),
         StockError::SplitAfterSales { reserved, sold } => (
             409,

@@ -6,7 +6,7 @@ use super::ApiError;
 use crate::domain::live::{FeedName, RoomId};
 use crate::domain::notice::EndpointId;
 use crate::domain::stock::StockError;
-use crate::domain::types::{BuyerId, OrderId, ReservationId, SkuId};
+use crate::domain::types::{BuyerId, Channel, OrderId, ReservationId, SkuId};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
@@ -36,6 +36,9 @@ pub enum Route {
     Replenishments(SkuId),
     /// Confirm, receive or cancel a replenishment request (admin).
     ReplenishmentAction(SkuId, String, ReplenishmentAction),
+    /// Set or remove a channel's allocation on the SKU (admin).
+    PutAllocation(SkuId, Channel),
+    DeleteAllocation(SkuId, Channel),
     /// The reconcile check: counters recomputed from ledger and holds.
     Audit(SkuId),
     /// Split a hot SKU into stock buckets, or merge them back (admin).
@@ -68,6 +71,16 @@ pub enum Route {
     WebhookDeliveries(EndpointId),
     /// Deliver one event to the endpoint again.
     ResendDelivery(EndpointId, String),
+    /// The connected selling platforms (admin).
+    ListChannels,
+    /// Connect (or reconfigure) a platform, see its sync state, disconnect.
+    PutChannel(Channel),
+    GetChannel(Channel),
+    DeleteChannel(Channel),
+    /// A platform's signed order messages (the channel's signature).
+    ChannelMessages(Channel),
+    /// The outbound stock sync's log for a channel (admin).
+    ChannelSync(Channel),
 }
 
 /// Which credential a route takes. Checked at the router, before any
@@ -84,6 +97,9 @@ pub enum Access {
     Payment,
     /// Only exists in dev mode.
     Dev,
+    /// Signed by the channel's platform with its own scheme: the router
+    /// verifies it with the channel's adapter and secret.
+    Channel,
 }
 
 /// What the merchant does with a replenishment request.
@@ -138,6 +154,11 @@ enum Shape {
     Reorder,
     Stats,
     RoomStats,
+    Allocation,
+    Channels,
+    ChannelOne,
+    ChannelMessages,
+    ChannelSync,
     Replenishments,
     ReplenishmentAction(ReplenishmentAction),
     Audit,
@@ -206,6 +227,7 @@ impl Route {
                 };
                 (Shape::ReplenishmentAction(action), &["POST"])
             }
+            ["skus", _, "channels", _] => (Shape::Allocation, &["PUT", "DELETE"]),
             ["skus", _, "audit"] => (Shape::Audit, &["GET"]),
             ["skus", _, "split"] => (Shape::Split, &["POST"]),
             ["skus", _, "holds"] => (Shape::SkuHolds, &["GET"]),
@@ -229,6 +251,10 @@ impl Route {
             ["webhooks", _] => (Shape::Webhook, &["GET", "DELETE"]),
             ["webhooks", _, "deliveries"] => (Shape::Deliveries, &["GET"]),
             ["webhooks", _, "deliveries", _, "resend"] => (Shape::Resend, &["POST"]),
+            ["channels"] => (Shape::Channels, &["GET"]),
+            ["channels", _] => (Shape::ChannelOne, &["GET", "PUT", "DELETE"]),
+            ["channels", _, "messages"] => (Shape::ChannelMessages, &["POST"]),
+            ["channels", _, "sync"] => (Shape::ChannelSync, &["GET"]),
             _ => return Err(ApiError::RouteNotFound),
         };
         if !allowed.contains(&method) {
@@ -240,6 +266,7 @@ impl Route {
         let order = || OrderId::parse(segments[1]).map_err(|_| ApiError::OrderNotFound);
         let room = || RoomId::parse(segments[1]).map_err(invalid);
         let endpoint = || EndpointId::parse(segments[1]).map_err(|_| ApiError::WebhookNotFound);
+        let channel = |i: usize| Channel::parse(segments[i]).map_err(invalid);
         Ok(match (shape, method) {
             (Shape::Health, _) => Route::Health,
             (Shape::Sku, "GET") => Route::GetSku(sku()?),
@@ -265,6 +292,14 @@ impl Route {
                 }
                 Route::ReplenishmentAction(sku, id.to_owned(), action)
             }
+            (Shape::Allocation, "PUT") => Route::PutAllocation(sku()?, channel(3)?),
+            (Shape::Allocation, _) => Route::DeleteAllocation(sku()?, channel(3)?),
+            (Shape::Channels, _) => Route::ListChannels,
+            (Shape::ChannelOne, "GET") => Route::GetChannel(channel(1)?),
+            (Shape::ChannelOne, "PUT") => Route::PutChannel(channel(1)?),
+            (Shape::ChannelOne, _) => Route::DeleteChannel(channel(1)?),
+            (Shape::ChannelMessages, _) => Route::ChannelMessages(channel(1)?),
+            (Shape::ChannelSync, _) => Route::ChannelSync(channel(1)?),
             (Shape::Audit, _) => Route::Audit(sku()?),
             (Shape::Split, _) => Route::Split(sku()?),
             (Shape::SkuHolds, _) => Route::SkuHolds(sku()?),
@@ -319,6 +354,7 @@ impl Route {
             | Route::OrderAction(_, OrderAction::Cancel)
             | Route::BuyerOrders(_) => Access::Buyer,
             Route::OrderAction(_, OrderAction::Pay) => Access::Payment,
+            Route::ChannelMessages(_) => Access::Channel,
             Route::PutSku(_)
             | Route::Restock(_)
             | Route::Adjust(_)
@@ -331,6 +367,13 @@ impl Route {
             | Route::Replenishments(_)
             | Route::ReplenishmentAction(..)
             | Route::Audit(_)
+            | Route::PutAllocation(..)
+            | Route::DeleteAllocation(..)
+            | Route::ListChannels
+            | Route::PutChannel(_)
+            | Route::GetChannel(_)
+            | Route::DeleteChannel(_)
+            | Route::ChannelSync(_)
             | Route::Split(_)
             | Route::SkuHolds(_)
             | Route::PutRoom(_)

@@ -88,11 +88,17 @@ pub struct ReserveBody {
 }
 
 impl ReserveBody {
-    pub fn into_command(self, hold: ReservationId, buyer: BuyerId) -> Command {
+    pub fn into_command(
+        self,
+        hold: ReservationId,
+        buyer: BuyerId,
+        channel: Option<Channel>,
+    ) -> Command {
         Command::Reserve {
             hold,
             buyer,
             qty: self.qty,
+            channel,
         }
     }
 }
@@ -146,6 +152,105 @@ impl ReorderBody {
                 safety_stock: self.safety_stock.unwrap_or(none),
                 supplier: self.supplier,
             }),
+        })
+    }
+}
+
+/// `PUT /api/skus/{sku}/channels/{channel}`: the channel's allocation.
+/// `dedicated`: a bucket of exactly that many units only this channel
+/// sells (absent: it sells from the shared pool).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AllocationBody {
+    pub dedicated: Option<Units>,
+    pub safety_floor: Option<Units>,
+    pub max_listed: Option<Units>,
+    pub percent: Option<u8>,
+}
+
+impl AllocationBody {
+    pub fn into_command(self, channel: Channel) -> Result<Command, ApiError> {
+        if let Some(p) = self.percent {
+            if !(1..=100).contains(&p) {
+                return Err(ApiError::InvalidBody(format!(
+                    "percent is 1 to 100, not {p}"
+                )));
+            }
+        }
+        let none = Units::parse(0).map_err(|e| ApiError::InvalidBody(e.0))?;
+        Ok(Command::Allocate {
+            channel,
+            spec: Some(crate::domain::allocation::AllocationSpec {
+                dedicated: self.dedicated,
+                safety_floor: self.safety_floor.unwrap_or(none),
+                max_listed: self.max_listed,
+                percent: self.percent,
+            }),
+        })
+    }
+}
+
+/// `PUT /api/channels/{channel}`: connect a platform. `secret` (the app
+/// secret, or WeChat's token) is required the first time and kept when
+/// absent later; it is never shown.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelBody {
+    pub platform: crate::channels::Platform,
+    #[serde(default)]
+    pub app_key: String,
+    #[serde(default)]
+    pub secret: String,
+    #[serde(default)]
+    pub access_token: String,
+    pub sync_url: Option<String>,
+    pub rate_per_s: Option<u32>,
+}
+
+impl ChannelBody {
+    pub fn into_config(
+        self,
+        channel: Channel,
+        now: u64,
+    ) -> Result<crate::domain::channel_sync::ChannelConfig, ApiError> {
+        use crate::domain::channel_sync::{ChannelConfig, RATE_DEFAULT, RATE_MAX};
+        if let Some(url) = &self.sync_url {
+            let ok = (url.starts_with("https://") || url.starts_with("http://"))
+                && url.len() <= 2_000
+                && !url.chars().any(|c| c.is_whitespace() || c.is_control());
+            if !ok {
+                return Err(ApiError::InvalidBody(
+                    "sync_url must be an http(s) URL of at most 2000 characters".into(),
+                ));
+            }
+        }
+        let rate = self.rate_per_s.unwrap_or(RATE_DEFAULT);
+        if !(1..=RATE_MAX).contains(&rate) {
+            return Err(ApiError::InvalidBody(format!(
+                "rate_per_s is 1 to {RATE_MAX}"
+            )));
+        }
+        for (name, value) in [
+            ("app_key", &self.app_key),
+            ("secret", &self.secret),
+            ("access_token", &self.access_token),
+        ] {
+            if value.len() > 512 || value.chars().any(|c| c.is_control()) {
+                return Err(ApiError::InvalidBody(format!(
+                    "{name} is at most 512 characters, none of them control characters"
+                )));
+            }
+        }
+        Ok(ChannelConfig {
+            channel,
+            platform: self.platform,
+            app_key: self.app_key,
+            secret: self.secret,
+            access_token: self.access_token,
+            sync_url: self.sync_url,
+            rate_per_s: rate,
+            created_at: now,
+            updated_at: now,
         })
     }
 }
@@ -307,6 +412,16 @@ pub fn sku_json(r: &SkuRecord) -> Value {
             "taken_per_min": r.velocity.taken_centi_per_min(r.updated_at_ms).div_ceil(100),
             "sold_per_hour": r.velocity.sold_centi_per_hour(r.updated_at_ms).div_ceil(100),
         },
+        // What each channel with rules may sell, and the pool the others
+        // share (the storefront's number unless its session names another).
+        "pool": r.channels.pool(r.available()),
+        "channels": r.channels.0.iter().map(|(name, a)| (name.to_string(), json!({
+            "dedicated": a.dedicated,
+            "safety_floor": a.safety_floor,
+            "max_listed": a.max_listed,
+            "percent": a.percent,
+            "sellable": r.sellable(Some(name)),
+        }))).collect::<serde_json::Map<String, Value>>(),
         // The policy without the supplier: this is also the public view.
         "replenishment": r.reorder.as_ref().map(|p| json!({
             "mode": p.mode,

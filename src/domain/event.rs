@@ -33,6 +33,10 @@ pub enum Event {
         /// Units confirmed on their way from suppliers (not available).
         #[serde(default, skip_serializing_if = "is_zero")]
         incoming: u64,
+        /// What the storefront may sell, when channel allocation sets
+        /// units aside for other channels (absent: `available`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        storefront: Option<u64>,
     },
     OrderStatus {
         v: u32,
@@ -112,6 +116,7 @@ impl Event {
             at_ms: record.updated_at_ms,
             sellout_s: record.sellout_s(),
             incoming: record.incoming(),
+            storefront: (!record.channels.is_empty()).then(|| record.sellable(None)),
         }
     }
 

@@ -236,6 +236,7 @@ mod tests {
             at_ms: version,
             sellout_s: None,
             incoming: 0,
+            storefront: None,
         }
     }
 

@@ -1,11 +1,14 @@
 //! The functional core: stock rules with no I/O, no clock and no `worker`
 //! import. Everything here runs natively under `cargo test`.
 
+pub mod allocation;
 pub mod audit;
 pub mod buckets;
+pub mod channel_sync;
 pub mod checkpoint;
 pub mod event;
 pub mod hold_cap;
+pub mod intake;
 pub mod ledger;
 pub mod live;
 pub mod notice;

@@ -240,6 +240,16 @@ pub struct Order {
     /// redoes only the hand-off, never the feeds' events.
     #[serde(default)]
     pub notify_from: Option<usize>,
+    /// The channel whose allocation its lines sell from (None: the
+    /// storefront). `channel` is what the buyer's client said; this is
+    /// what the caller is trusted with: a platform's intake, an admin, or
+    /// a session's signed channel claim.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sells_from: Option<Channel>,
+    /// The platform's own order id, for an order that came through a
+    /// channel's intake.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_order: Option<String>,
 }
 
 /// A keyed request waiting for its transition to settle.
@@ -367,6 +377,8 @@ impl Order {
             answer_to: None,
             announce_from: None,
             notify_from: None,
+            sells_from: None,
+            platform_order: None,
         }
     }
 
@@ -617,6 +629,7 @@ impl Order {
                     qty: l.qty,
                     order: self.id.clone(),
                     hold_for: self.review_hold,
+                    channel: self.sells_from.clone(),
                 });
                 if !place.is_empty() {
                     return place;
@@ -635,6 +648,7 @@ impl Order {
                     buyer: self.buyer.clone(),
                     qty: l.qty,
                     order: self.id.clone(),
+                    channel: self.sells_from.clone(),
                 });
                 if !sell.is_empty() {
                     return sell;
@@ -790,6 +804,14 @@ impl Order {
             actor: actor.to_string(),
             note,
         });
+    }
+
+    /// Closes an order never placed (a platform cancelled it before
+    /// edgestock saw it): nothing taken, nothing to give back, and a late
+    /// "created" finds it closed.
+    pub fn close_unplaced(&mut self, actor: &Actor, note: String, now: u64) {
+        self.pending = None;
+        self.record(OrderStatus::Cancelled, actor, Some(note), now);
     }
 
     /// Lines the SKUs refused, for a 409's body.

@@ -13,6 +13,7 @@
 //! check is reserved + sold ≤ on_hand); reserved equals the sum of live
 //! holds; every live hold is in the expiry index and no other hold is.
 
+use super::allocation::{sellable, AllocationError, AllocationSpec, Allocations};
 use super::buckets::{Node, BUCKETS_MAX};
 use super::ledger::{LedgerEntry, Movement, Tail};
 use super::notice::{crossing, Notice, NoticeKind};
@@ -21,8 +22,8 @@ use super::replenish::{
     REQUESTS_KEPT, RUSH_HALF_LIFE_MS, SALES_HALF_LIFE_MS,
 };
 use super::types::{
-    AdjustReason, BuyerId, Delta, HoldSeconds, IdempotencyKey, Note, OrderId, Quantity, ReplayKey,
-    ReservationId, SkuId, TransferId, Units,
+    AdjustReason, BuyerId, Channel, Delta, HoldSeconds, IdempotencyKey, Note, OrderId, Quantity,
+    ReplayKey, ReservationId, SkuId, TransferId, Units,
 };
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeSet, HashMap};
@@ -148,6 +149,10 @@ pub struct SkuRecord {
     /// How fast units go: for the sell-out estimate and reorder sizes.
     #[serde(default)]
     pub velocity: Velocity,
+    /// Channel allocation (库存分配): dedicated buckets and limits per
+    /// selling channel. See [`super::allocation`].
+    #[serde(default, skip_serializing_if = "Allocations::is_empty")]
+    pub channels: Allocations,
 }
 
 fn is_false(b: &bool) -> bool {
@@ -189,7 +194,13 @@ impl SkuRecord {
             reorder: None,
             replenishments: Vec::new(),
             velocity: Velocity::default(),
+            channels: Allocations::default(),
         }
+    }
+
+    /// What `channel` may sell now (None: the storefront).
+    pub fn sellable(&self, channel: Option<&Channel>) -> u64 {
+        sellable(&self.channels, self.available(), channel)
     }
 
     /// Never wraps: counts that do not add up make it 0 (and the SKU
@@ -261,6 +272,10 @@ pub struct Hold {
     /// The order this hold is a line of, if any.
     #[serde(default)]
     pub order: Option<OrderId>,
+    /// The channel it sells on (None: the storefront): released or
+    /// expired, its units go back to that channel's dedicated bucket.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel: Option<Channel>,
 }
 
 impl Hold {
@@ -333,6 +348,10 @@ pub enum Command {
         hold: ReservationId,
         buyer: BuyerId,
         qty: Quantity,
+        /// The channel selling (None: the storefront): see
+        /// [`super::allocation`].
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<Channel>,
     },
     Commit {
         hold: ReservationId,
@@ -351,6 +370,8 @@ pub enum Command {
         /// waiting for a merchant's review).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         hold_for: Option<HoldSeconds>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<Channel>,
     },
     /// Reserve and commit at once: an at-payment line being paid.
     Sell {
@@ -358,6 +379,8 @@ pub enum Command {
         buyer: BuyerId,
         qty: Quantity,
         order: OrderId,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        channel: Option<Channel>,
     },
     /// Give a sale's units back to available (committed → returned).
     Return {
@@ -403,6 +426,12 @@ pub enum Command {
     },
     CancelReplenishment {
         id: String,
+    },
+    /// Set (or, with None, remove) a channel's allocation: a dedicated
+    /// bucket grows only from the pool and gives back when it shrinks.
+    Allocate {
+        channel: Channel,
+        spec: Option<AllocationSpec>,
     },
 }
 
@@ -545,6 +574,26 @@ pub enum StockError {
     ReplenishmentClosed {
         status: RequestStatus,
     },
+    /// The channel's allocation has fewer units than asked (the SKU may
+    /// have more for other channels).
+    ChannelShort {
+        channel: String,
+        requested: u64,
+        sellable: u64,
+    },
+    /// A dedicated bucket grows only by units the pool has.
+    PoolShort {
+        requested: u64,
+        pool: u64,
+    },
+    /// A percentage outside 1–100, or too many channels with rules.
+    AllocationInvalid {
+        reason: String,
+    },
+    /// Channels are allocated on a whole SKU only (a split SKU's buckets
+    /// do not share one pool), and a SKU with dedicated buckets does not
+    /// split.
+    AllocationSplit,
 }
 
 pub type Reply = Result<Outcome, StockError>;
@@ -553,6 +602,7 @@ pub type Reply = Result<Outcome, StockError>;
 /// for how long.
 struct Terms<'a> {
     order: Option<&'a OrderId>,
+    channel: Option<&'a Channel>,
     status: HoldStatus,
     hold_ms: u64,
 }
@@ -889,6 +939,9 @@ impl Stock {
                 // A split SKU stays split (merging back only brings units
                 // home): its buyers' tallies, holds and stored answers live
                 // in their buckets.
+                if current == 0 && requested != 0 && record.channels.dedicated() > 0 {
+                    return Err(StockError::AllocationSplit);
+                }
                 if requested > BUCKETS_MAX || (current != 0 && requested != current) {
                     return Err(StockError::SplitChange {
                         buckets: current,
@@ -993,6 +1046,50 @@ impl Stock {
             Command::CancelReplenishment { id } => {
                 self.replenishment(now, actor, id, RequestStatus::Cancelled, None)
             }
+            Command::Allocate { channel, spec } => {
+                if !record.whole() {
+                    return Err(StockError::AllocationSplit);
+                }
+                let mut channels = record.channels.clone();
+                channels
+                    .set(channel, spec.as_ref(), record.available())
+                    .map_err(|e| match e {
+                        AllocationError::PoolShort { requested, pool } => {
+                            StockError::PoolShort { requested, pool }
+                        }
+                        AllocationError::Percent(p) => StockError::AllocationInvalid {
+                            reason: format!("percent is 1 to 100, not {p}"),
+                        },
+                        AllocationError::TooMany { max } => StockError::AllocationInvalid {
+                            reason: format!("at most {max} channels have rules on one SKU"),
+                        },
+                    })?;
+                if channels == record.channels {
+                    return Ok(Outcome::SkuSet {
+                        sku: record.clone(),
+                        created: false,
+                    });
+                }
+                // Not a movement of units, but every channel's number may
+                // change: a versioned change with a ledger entry, so feeds
+                // and the outbound sync see it and the ledger says why.
+                let reason = match spec {
+                    Some(AllocationSpec {
+                        dedicated: Some(n), ..
+                    }) => format!("allocate {} dedicated to {channel}", n.get()),
+                    Some(_) => format!("allocation of {channel} set"),
+                    None => format!("allocation of {channel} removed"),
+                };
+                let entry = Movement::Adjust.entry(0, actor).reason(Some(reason));
+                let sku = self.change(now, entry, |r| {
+                    r.channels = channels;
+                    Some(())
+                });
+                Ok(Outcome::SkuSet {
+                    sku,
+                    created: false,
+                })
+            }
             Command::Restock {
                 qty,
                 reason,
@@ -1044,9 +1141,15 @@ impl Stock {
                 });
                 Ok(Outcome::Adjusted { sku })
             }
-            Command::Reserve { hold, buyer, qty } => {
+            Command::Reserve {
+                hold,
+                buyer,
+                qty,
+                channel,
+            } => {
                 let terms = Terms {
                     order: None,
+                    channel: channel.as_ref(),
                     status: HoldStatus::Held,
                     hold_ms: record.settings.hold_seconds.as_ms(),
                 };
@@ -1067,11 +1170,13 @@ impl Stock {
                 qty,
                 order,
                 hold_for,
+                channel,
             } => {
                 // A hold in hold mode, for as long as asked; a sale at once
                 // for at-order placing.
                 let terms = Terms {
                     order: Some(order),
+                    channel: channel.as_ref(),
                     status: if record.settings.deduction == DeductionMode::Hold {
                         HoldStatus::Held
                     } else {
@@ -1086,10 +1191,12 @@ impl Stock {
                 buyer,
                 qty,
                 order,
+                channel,
             } => {
                 // A sale in one step: an at-payment line being paid.
                 let terms = Terms {
                     order: Some(order),
+                    channel: channel.as_ref(),
                     status: HoldStatus::Committed,
                     hold_ms: record.settings.hold_seconds.as_ms(),
                 };
@@ -1189,6 +1296,7 @@ impl Stock {
     ) -> Reply {
         let Terms {
             order,
+            channel,
             status,
             hold_ms,
         } = terms;
@@ -1221,6 +1329,16 @@ impl Stock {
                 available,
             });
         }
+        let sellable = record.sellable(channel);
+        if qty.get() > sellable {
+            return Err(StockError::ChannelShort {
+                channel: channel
+                    .map_or(super::allocation::STOREFRONT, |c| c.as_str())
+                    .to_owned(),
+                requested: qty.get(),
+                sellable,
+            });
+        }
         if let Some(limit) = record.settings.per_buyer_limit {
             debug_assert!(self.bought.contains_key(buyer), "buyer tally prefetched");
             let held = self.held_by_buyer.get(buyer).copied().unwrap_or(0);
@@ -1244,6 +1362,7 @@ impl Stock {
             expires_at_ms: now + hold_ms,
             resolved_at_ms: sale.then_some(now),
             order: order.cloned(),
+            channel: channel.cloned(),
         };
         if sale {
             *self.bought.entry(buyer.clone()).or_insert(0) += qty.get();
@@ -1260,6 +1379,7 @@ impl Stock {
         };
         let entry = movement.entry(qty.get() as i64, actor).hold(&hold);
         let sku = self.change(now, entry, |r| {
+            r.channels.take(channel, qty.get())?;
             if sale {
                 r.sold = r.sold.checked_add(qty.get())?;
             } else {
@@ -1326,14 +1446,19 @@ impl Stock {
         let entry = Movement::for_resolution(to)
             .entry(qty as i64, actor)
             .hold(&hold);
+        let channel = hold.channel.clone();
         let sku = self.change(now, entry, |r| {
             match to {
                 HoldStatus::Committed => {
                     r.reserved = r.reserved.checked_sub(qty)?;
                     r.sold = r.sold.checked_add(qty)?;
                 }
+                // A return is stock coming back: to the pool.
                 HoldStatus::Returned => r.sold = r.sold.checked_sub(qty)?,
-                _ => r.reserved = r.reserved.checked_sub(qty)?,
+                _ => {
+                    r.reserved = r.reserved.checked_sub(qty)?;
+                    r.channels.give_back(channel.as_ref(), qty);
+                }
             }
             Some(())
         });
@@ -1353,8 +1478,10 @@ impl Stock {
                 .entry(qty as i64, &Actor::System)
                 .hold(&hold)
                 .reason(Some("hold expired".to_owned()));
+            let channel = hold.channel.clone();
             self.change(now, entry, |r| {
                 r.reserved = r.reserved.checked_sub(qty)?;
+                r.channels.give_back(channel.as_ref(), qty);
                 Some(())
             });
         }
@@ -1424,6 +1551,9 @@ impl Stock {
             ));
             return record.clone();
         }
+        // Units that left with no channel (a loss, a lower count) come out
+        // of the pool first, then the dedicated buckets.
+        record.channels.fit(record.available());
         record.version += 1;
         record.updated_at_ms = now;
         let snapshot = record.clone();
@@ -1590,6 +1720,13 @@ impl Stock {
             }
             if r.on_hand > Units::MAX {
                 wrong.push(format!("on_hand {} over the maximum", r.on_hand));
+            }
+            if r.channels.dedicated() > r.available() {
+                wrong.push(format!(
+                    "dedicated buckets hold {} of {} available",
+                    r.channels.dedicated(),
+                    r.available()
+                ));
             }
         } else if self.live_units > 0 {
             wrong.push("holds exist on a SKU never set up".into());

@@ -70,6 +70,7 @@ fn place(n: u8, who: &str, qty: u64) -> Command {
         qty: q(qty),
         order: order_id(),
         hold_for: None,
+        channel: None,
     }
 }
 
@@ -79,6 +80,7 @@ fn sell(n: u8, who: &str, qty: u64) -> Command {
         buyer: buyer(who),
         qty: q(qty),
         order: order_id(),
+        channel: None,
     }
 }
 
@@ -91,6 +93,7 @@ fn reserve(n: u8, who: &str, qty: u64) -> Command {
         hold: hold_id(n),
         buyer: buyer(who),
         qty: q(qty),
+        channel: None,
     }
 }
 
@@ -642,6 +645,7 @@ fn an_order_in_review_holds_for_as_long_as_it_asks() {
         qty: q(1),
         order: order_id(),
         hold_for: Some(HoldSeconds::parse(600).unwrap()),
+        channel: None,
     };
     let (mut stock, _) = run(vec![
         (0, req(setup_limited(10, 10, 30))),

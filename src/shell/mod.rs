@@ -6,12 +6,15 @@
 
 mod auth;
 mod buyer_object;
+mod channel_object;
+mod channels;
 mod events;
 mod feed_object;
 mod hold_gate;
 mod hook_object;
 mod hooks;
 mod http;
+mod intake;
 mod limits;
 mod merge;
 mod order_object;

@@ -15,7 +15,9 @@ use super::stubs::{
 use super::txn::{Atomic, Statement, Tables};
 use crate::api::wire::{failed_lines_json, order_json, order_summary_json};
 use crate::api::{ApiError, HttpReply};
+use crate::channels::{MessageResult, PlatformStatus};
 use crate::domain::event::{AlertKind, Event};
+use crate::domain::intake::{self, Next};
 use crate::domain::live::FeedName;
 use crate::domain::notice::Notice;
 use crate::domain::order::{
@@ -24,7 +26,7 @@ use crate::domain::order::{
 use crate::domain::risk::{self, Decision, Facts, History, Judged, Seen, Subject, Verdict};
 use crate::domain::room_stats::OrderFact;
 use crate::domain::stock::{Actor, Reply, Request as StockRequest};
-use crate::domain::types::{HoldSeconds, ReplayKey};
+use crate::domain::types::{BuyerId, Channel, HoldSeconds, OrderId, Quantity, ReplayKey, SkuId};
 use futures_util::future::join_all;
 use futures_util::lock::Mutex;
 use serde::Deserialize;
@@ -235,6 +237,7 @@ impl OrderObject {
             OrderOp::Create {
                 buyer,
                 channel,
+                sells_from,
                 lines,
                 room,
                 fingerprint,
@@ -256,6 +259,7 @@ impl OrderObject {
                         let mut order =
                             Order::new(call.order, buyer, channel, lines, fingerprint, now_ms());
                         order.room = room;
+                        order.sells_from = sells_from;
                         let (decision, review_hold) = self.judge(&order, &signals).await;
                         order.judge(decision, review_hold, now_ms());
                         // A denial is a change of its own, announced after.
@@ -291,6 +295,41 @@ impl OrderObject {
                         reply
                     }
                 })
+            }
+            OrderOp::Intake {
+                channel,
+                platform_order,
+                message,
+                status,
+                buyer,
+                lines,
+                amount,
+            } => {
+                let key = ReplayKey::new(&format!("channel:{channel}"), &message);
+                if let Some(mut reply) = self.replay(Some(&key), "")? {
+                    // The same message again: what it did, as a duplicate.
+                    if reply.body["result"] == "accepted" {
+                        reply.body["result"] = serde_json::json!("duplicate");
+                    }
+                    return Ok(reply);
+                }
+                let result = self
+                    .intake(
+                        call.order,
+                        channel,
+                        platform_order,
+                        status,
+                        buyer,
+                        lines,
+                        amount,
+                    )
+                    .await?;
+                let reply = HttpReply::json(200, serde_json::to_value(&result).map_err(internal)?);
+                // A message to retry later is not remembered: its retry runs.
+                if !result.wants_retry() {
+                    self.remember(Some(&key), "", &reply)?;
+                }
+                Ok(reply)
             }
             OrderOp::Get { caller } => {
                 let order = self.visible_to(&caller)?;
@@ -390,6 +429,100 @@ impl OrderObject {
                 }
             }
         }
+    }
+
+    /// Brings the order to where its platform says it is (see
+    /// `domain::intake`): created and placed from the message's lines,
+    /// then paid, cancelled or refunded by its own transitions.
+    #[allow(clippy::too_many_arguments)]
+    async fn intake(
+        &self,
+        id: OrderId,
+        channel: Channel,
+        platform_order: String,
+        status: PlatformStatus,
+        buyer: BuyerId,
+        lines: Vec<(SkuId, Quantity)>,
+        amount: Option<u64>,
+    ) -> std::result::Result<MessageResult, ApiError> {
+        let actor = Actor::System;
+        // Each round moves the order one transition; three reach any
+        // status from none.
+        for _ in 0..4 {
+            let mut current = self.load()?;
+            if let Some(order) = current.as_mut() {
+                // An interrupted transition is finished first.
+                self.run(order, &actor).await?;
+            }
+            let next = intake::next(
+                current.as_ref(),
+                status,
+                !lines.is_empty(),
+                channel.as_str(),
+            );
+            match next {
+                Next::Done(result) => return Ok(result),
+                Next::Place | Next::CloseUnseen => {
+                    let held: Vec<_> = lines
+                        .iter()
+                        .enumerate()
+                        .map(|(i, (sku, qty))| (sku.clone(), *qty, line_hold_id(&id, i)))
+                        .collect();
+                    let mut order = Order::new(
+                        id.clone(),
+                        buyer.clone(),
+                        channel.clone(),
+                        held,
+                        format!("channel:{channel}:{platform_order}"),
+                        now_ms(),
+                    );
+                    order.sells_from = Some(channel.clone());
+                    order.platform_order = Some(platform_order.clone());
+                    if next == Next::CloseUnseen {
+                        order.close_unplaced(
+                            &actor,
+                            format!("closed on {channel} before edgestock saw it"),
+                            now_ms(),
+                        );
+                        Self::owe_announcement(&mut order, 0);
+                        self.save(&order)?;
+                        self.arm(&order).await;
+                        self.after_reply(&order);
+                        continue;
+                    }
+                    self.save(&order)?;
+                    self.run(&mut order, &actor).await?;
+                }
+                Next::Run(intent) => {
+                    let Some(mut order) = current else {
+                        return Err(ApiError::Internal);
+                    };
+                    let intent = match intent {
+                        Intent::Pay { payment_ref, .. } => Intent::Pay {
+                            payment_ref,
+                            amount,
+                        },
+                        other => other,
+                    };
+                    match order.begin(intent, now_ms()) {
+                        Ok(Begin::Started) => {
+                            self.save(&order)?;
+                            self.run(&mut order, &actor).await?;
+                        }
+                        Ok(Begin::AlreadyDone) => {}
+                        Err(e) => {
+                            return Ok(MessageResult::Refused {
+                                reason: format!("{e:?}"),
+                                order: order.id.to_string(),
+                            })
+                        }
+                    }
+                }
+            }
+        }
+        Ok(MessageResult::Retry {
+            reason: "the order did not settle; send again shortly".into(),
+        })
     }
 
     /// The order if `caller` may see it: its buyer, an admin, or the

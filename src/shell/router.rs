@@ -4,9 +4,11 @@
 //! here holds state.
 
 use super::auth::{self, Caller};
+use super::channels::{self, ChannelCall};
 use super::hold_gate;
 use super::hooks::{self, HookCall};
 use super::http::to_response;
+use super::intake;
 use super::limits;
 use super::merge;
 use super::read_cache::{self, Lookup};
@@ -20,18 +22,19 @@ use crate::api::routes::{Access, OrderAction, ReplenishmentAction};
 use crate::api::session::{sign_session, Claims};
 use crate::api::wire::RoomBody;
 use crate::api::wire::{
-    self, acting_buyer, parse_body, AdjustBody, CancelBody, CreateOrderBody, DeliverBody,
-    DevPaymentBody, DevSessionBody, PayBody, ReceiveBody, RefundBody, ReorderBody, ReserveBody,
-    RestockBody, SetupBody, ShipBody, SplitBody, WebhookBody,
+    self, acting_buyer, parse_body, AdjustBody, AllocationBody, CancelBody, ChannelBody,
+    CreateOrderBody, DeliverBody, DevPaymentBody, DevSessionBody, PayBody, ReceiveBody, RefundBody,
+    ReorderBody, ReserveBody, RestockBody, SetupBody, ShipBody, SplitBody, WebhookBody,
 };
 use crate::api::{ApiError, HttpReply, Refusal, Route};
+use crate::domain::allocation;
 use crate::domain::buckets;
 use crate::domain::live::FeedName;
 use crate::domain::notice::{DeliveryState, EndpointId};
 use crate::domain::order::{order_id_for_key, Intent};
 use crate::domain::risk::{self, Facts, Judged, RuleSet, Verdict};
 use crate::domain::stock::{Actor, Command, Request as StockRequest};
-use crate::domain::types::{BuyerId, IdempotencyKey, OrderId, ReservationId, SkuId};
+use crate::domain::types::{BuyerId, Channel, IdempotencyKey, OrderId, ReservationId, SkuId};
 use futures_util::StreamExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -170,7 +173,8 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
     let route = Route::parse(&method, url.path())?;
     // Public routes never look at credentials: reads stay one hop.
     let caller = match route.access() {
-        Access::Public | Access::Payment => Caller::Anonymous,
+        // A platform's signature is checked by its adapter (intake.rs).
+        Access::Public | Access::Payment | Access::Channel => Caller::Anonymous,
         Access::Admin => {
             let caller = auth::caller(req, env)?;
             auth::require_admin(&caller, env)?;
@@ -219,7 +223,9 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
         | Route::Reserve(sku)
         | Route::Commit(sku, _)
         | Route::Release(sku, _)
-        | Route::Split(sku) => Some(sku.clone()),
+        | Route::Split(sku)
+        | Route::PutAllocation(sku, _)
+        | Route::DeleteAllocation(sku, _) => Some(sku.clone()),
         _ => None,
     };
     let result = async {
@@ -342,7 +348,8 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
                         None => claimed_first = true,
                     }
                 }
-                let command = body.into_command(hold.clone(), buyer.clone());
+                let command =
+                    body.into_command(hold.clone(), buyer.clone(), sells_from(&caller, None));
                 let op = match (
                     incoming.step(fingerprint, actor(&caller), command)?,
                     refusal,
@@ -400,6 +407,7 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
                 let op = OrderOp::Create {
                     fingerprint: incoming.fingerprint(&(&body, &buyer)),
                     buyer,
+                    sells_from: sells_from(&caller, Some(&body.channel)),
                     channel: body.channel,
                     room: body.room,
                     lines: lines.clone(),
@@ -461,6 +469,44 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
                 webhook_deliveries(env, id, limit, state).await
             }
             Route::ResendDelivery(id, event) => resend(env, id, event).await,
+            Route::PutAllocation(sku, channel) => {
+                admin_step(&mut incoming, env, sku, |body: AllocationBody| {
+                    body.into_command(channel)
+                })
+                .await
+            }
+            Route::DeleteAllocation(sku, channel) => {
+                let fingerprint = incoming.fingerprint(&());
+                let command = Command::Allocate {
+                    channel,
+                    spec: None,
+                };
+                let op = incoming.step(fingerprint, Actor::Admin, command)?;
+                sku_call(env, sku, op).await
+            }
+            Route::ListChannels => {
+                intake::channel_call(env, channels::REGISTRY, &ChannelCall::List).await
+            }
+            Route::PutChannel(channel) => {
+                let body: ChannelBody = read_body(incoming.req).await?;
+                let config = body.into_config(channel, worker::Date::now().as_millis())?;
+                channels::forget_configs();
+                intake::channel_call(env, channels::REGISTRY, &ChannelCall::Put { config }).await
+            }
+            Route::GetChannel(channel) => {
+                let (_, limit) = wire::parse_page(query)?;
+                intake::status(env, channel, limit).await
+            }
+            Route::DeleteChannel(channel) => {
+                channels::forget_configs();
+                intake::channel_call(env, channels::REGISTRY, &ChannelCall::Delete { channel })
+                    .await
+            }
+            Route::ChannelSync(channel) => {
+                let (_, limit) = wire::parse_page(query)?;
+                intake::status(env, channel, limit).await
+            }
+            Route::ChannelMessages(channel) => intake::messages(incoming.req, env, channel).await,
             Route::DevSession => dev_session(incoming.req, env).await,
             Route::DevPayment => dev_payment(incoming.req, env).await,
             Route::PutRoom(room) => {
@@ -504,6 +550,22 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
 
 /// What the risk rules may look at besides the request: the session's
 /// device and account age, and the client's address.
+/// The channel whose allocation a storefront write sells from: a buyer's
+/// signed session claim (a shop issuing sessions for a channel), an
+/// admin's word in the body, else the storefront. A buyer's own body never
+/// picks another channel's units.
+fn sells_from(caller: &Caller, admin_says: Option<&Channel>) -> Option<Channel> {
+    match caller {
+        Caller::Buyer(claims) => claims
+            .channel
+            .as_deref()
+            .and_then(|c| Channel::parse(c).ok()),
+        Caller::Admin => admin_says.cloned(),
+        Caller::Anonymous => None,
+    }
+    .filter(|c| c.as_str() != allocation::STOREFRONT)
+}
+
 fn signals(req: &Request, caller: &Caller) -> Signals {
     // The merchant's own backend acting for a buyer is not that buyer's
     // device or address.
@@ -845,7 +907,7 @@ async fn order_call(env: &Env, order: OrderId, op: OrderOp) -> Outcome<Response>
         .map_err(internal)
 }
 
-fn reply(r: HttpReply) -> Outcome<Response> {
+pub(super) fn reply(r: HttpReply) -> Outcome<Response> {
     to_response(&r).map_err(internal)
 }
 
@@ -872,8 +934,7 @@ async fn read_optional_body<T: DeserializeOwned + Default>(req: &mut Request) ->
 }
 
 async fn read_bytes(req: &mut Request) -> Outcome<Vec<u8>> {
-    let headers = req.headers();
-    if let Some(ct) = headers.get("Content-Type").ok().flatten() {
+    if let Some(ct) = req.headers().get("Content-Type").ok().flatten() {
         let media = ct
             .split(';')
             .next()
@@ -887,6 +948,13 @@ async fn read_bytes(req: &mut Request) -> Outcome<Vec<u8>> {
             return Err(ApiError::UnsupportedMediaType);
         }
     }
+    read_capped(req).await
+}
+
+/// The body as bytes, whatever its media type (a platform's form or JSON),
+/// within the body cap.
+pub(super) async fn read_capped(req: &mut Request) -> Outcome<Vec<u8>> {
+    let headers = req.headers();
     let too_large = ApiError::PayloadTooLarge {
         max_bytes: wire::BODY_BYTES_MAX,
     };

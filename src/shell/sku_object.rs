@@ -13,6 +13,7 @@ mod buckets;
 #[path = "sku_ledger.rs"]
 mod ledger;
 
+use super::channels;
 use super::events;
 use super::hooks;
 use super::http::to_response;
@@ -55,6 +56,10 @@ pub struct SkuObject {
     alarm_failures: Cell<u32>,
     /// Hand-offs of merchant notices that failed in a row, for theirs.
     notice_failures: Cell<u32>,
+    /// The version whose channel numbers the sync queues have (None: not
+    /// read yet), and hand-offs to them that failed in a row.
+    synced: Cell<Option<u64>>,
+    sync_failures: Cell<u32>,
     /// Whether a ledger signing key is set (checkpoints are made).
     signs: bool,
     /// The newest checkpoint's (seq, at_ms), or the SKU's creation for
@@ -88,6 +93,9 @@ const GROUP_MAX: usize = 64;
 /// A group whose leader has not run it this long after it began is run by
 /// whoever waits in it.
 const STALE_GROUP_MS: u64 = 1_000;
+/// How soon after a change its channel numbers are handed to the sync
+/// queues (changes within it go as one).
+const SYNC_AFTER_MS: u64 = 200;
 /// Notices handed to the webhook queues per alarm run.
 const NOTICES_PER_HAND_OFF: usize = 100;
 
@@ -213,6 +221,8 @@ impl DurableObject for SkuObject {
             armed: Cell::new(None),
             alarm_failures: Cell::new(0),
             notice_failures: Cell::new(0),
+            synced: Cell::new(None),
+            sync_failures: Cell::new(0),
             signs,
             checkpointed: Cell::new(None),
             pusher: Rc::new(Pusher {
@@ -277,6 +287,8 @@ impl DurableObject for SkuObject {
         self.alarm_failures.set(0);
         // Merchant notices, to the endpoints' delivery queues.
         self.hand_off_notices().await;
+        // What each channel may sell now, to its sync queue.
+        self.hand_off_sync().await;
         // A signed checkpoint of the ledger's head, if one is due.
         if self.signs {
             let made = self.with_stock(None, |store, stock| {
@@ -764,6 +776,56 @@ impl SkuObject {
         }
     }
 
+    /// The record, if its channel numbers are owed to the sync queues: a
+    /// whole SKU (a split SKU's numbers are its sums', not synced) changed
+    /// since the version they have.
+    fn sync_owed(&self) -> Option<crate::domain::stock::SkuRecord> {
+        let record = self.stock.borrow().as_ref()?.record()?.clone();
+        if record.buckets > 0 || record.bucket {
+            return None;
+        }
+        let synced = match self.synced.get() {
+            Some(v) => v,
+            None => {
+                let v = self.store.borrow().as_ref()?.synced_version().ok()?;
+                self.synced.set(Some(v));
+                v
+            }
+        };
+        (record.version > synced).then_some(record)
+    }
+
+    /// Hands the SKU's per-channel numbers to the channels' sync queues
+    /// (each keeps the latest, so this is idempotent), then notes the
+    /// version as synced.
+    async fn hand_off_sync(&self) {
+        let Some(record) = self.sync_owed() else {
+            return;
+        };
+        match channels::hand_off(&self.env, &record).await {
+            Ok(()) => {
+                let saved = self
+                    .store
+                    .borrow_mut()
+                    .as_mut()
+                    .map(|s| s.set_synced_version(record.version));
+                match saved {
+                    Some(Ok(())) => {
+                        self.synced.set(Some(record.version));
+                        self.sync_failures.set(0);
+                    }
+                    Some(Err(e)) => console_error!("sku object: sync mark: {}", e.0),
+                    None => {}
+                }
+            }
+            Err(e) => {
+                console_error!("sku object: channel numbers not handed off (retrying): {e}");
+                self.sync_failures
+                    .set(self.sync_failures.get().saturating_add(1));
+            }
+        }
+    }
+
     /// When the ledger's head is due a signed checkpoint: a minute after
     /// the last one (or the SKU's creation), if entries came since.
     fn checkpoint_due(&self, now: u64, armed: Option<u64>) -> Option<u64> {
@@ -828,7 +890,32 @@ impl SkuObject {
             [stock.next_expiry_ms(), outbox].into_iter().flatten().min()
         });
         let checkpoint = self.checkpoint_due(now, armed);
-        let next = [next, notices, checkpoint].into_iter().flatten().min();
+        // Channel numbers go a moment after a change (a burst is one
+        // hand-off of the last numbers), or at a backoff after failures;
+        // an alarm already coming within that moment is kept, so steady
+        // traffic cannot push the hand-off out.
+        let mut owed = self.sync_owed();
+        if let Some(record) = &owed {
+            // No channel takes pushes: nothing is owed (counted in memory
+            // only; a restart looks again).
+            let syncing = channels::configs(&self.env)
+                .await
+                .map_or(true, |c| c.iter().any(|c| c.sync_url.is_some()));
+            if !syncing {
+                self.synced.set(Some(record.version));
+                owed = None;
+            }
+        }
+        let sync = owed.map(|_| match (self.sync_failures.get(), armed) {
+            (0, Some(a)) if a > now && a <= now + SYNC_AFTER_MS => a,
+            (0, _) => now + SYNC_AFTER_MS,
+            (_, Some(a)) if a > now => a,
+            (n, _) => now + 1_000u64.saturating_mul(1 << n.min(8)).min(300_000),
+        });
+        let next = [next, notices, checkpoint, sync]
+            .into_iter()
+            .flatten()
+            .min();
         if next == self.armed.get() {
             return;
         }

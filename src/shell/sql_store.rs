@@ -28,6 +28,7 @@ CREATE INDEX IF NOT EXISTS replays_by_age ON replays (at_ms);
 CREATE TABLE IF NOT EXISTS feeds (name TEXT PRIMARY KEY);
 CREATE TABLE IF NOT EXISTS notices (seq INTEGER PRIMARY KEY AUTOINCREMENT, body TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints (seq INTEGER PRIMARY KEY, body TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS channel_sync (id INTEGER PRIMARY KEY CHECK (id = 1), version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS stats (res INTEGER NOT NULL, start INTEGER NOT NULL, held INTEGER NOT NULL, sold INTEGER NOT NULL, released INTEGER NOT NULL, expired INTEGER NOT NULL, PRIMARY KEY (res, start));
 ";
 
@@ -291,6 +292,33 @@ impl SqlStore {
                 (n(r.start), tally)
             })
             .collect())
+    }
+
+    /// The SKU version whose per-channel numbers every sync queue has
+    /// (0: none yet). The outbox of the outbound sync is the version
+    /// itself, committed with each change: a version above this one is
+    /// owed to the channels.
+    pub fn synced_version(&self) -> Result<u64, StoreError> {
+        if !self.tables.made() {
+            return Ok(0);
+        }
+        #[derive(Deserialize)]
+        struct Row {
+            version: i64,
+        }
+        let rows: Vec<Row> = self
+            .sql
+            .exec("SELECT version FROM channel_sync WHERE id = 1", vec![])?
+            .to_array()?;
+        Ok(rows.first().map_or(0, |r| r.version.max(0) as u64))
+    }
+
+    pub fn set_synced_version(&mut self, version: u64) -> Result<(), StoreError> {
+        let row = (
+            "INSERT OR REPLACE INTO channel_sync (id, version) VALUES (1, ?)",
+            vec![int(version)],
+        );
+        Ok(self.tables.write(&self.atomic, vec![row])?)
     }
 
     /// The newest signed checkpoint of the ledger, if any.

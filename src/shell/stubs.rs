@@ -5,6 +5,7 @@
 
 use crate::api::RateScope;
 use crate::api::Refusal;
+use crate::channels::PlatformStatus;
 use crate::domain::event::Event;
 use crate::domain::live::{FeedName, RoomId, RoomSetup};
 use crate::domain::order::{Change, Channel, Intent};
@@ -174,6 +175,9 @@ pub enum OrderOp {
     Create {
         buyer: BuyerId,
         channel: Channel,
+        /// The allocation its lines sell from (None: the storefront).
+        #[serde(default)]
+        sells_from: Option<Channel>,
         lines: Vec<(SkuId, Quantity)>,
         room: Option<RoomId>,
         fingerprint: String,
@@ -184,6 +188,18 @@ pub enum OrderOp {
         /// What the risk rules look at besides the order itself.
         #[serde(default)]
         signals: Signals,
+    },
+    /// A selling platform's message about its order (channel intake):
+    /// created, paid, cancelled or refunded there. Keyed by the message id,
+    /// so a resent message is answered as before.
+    Intake {
+        channel: Channel,
+        platform_order: String,
+        message: IdempotencyKey,
+        status: PlatformStatus,
+        buyer: BuyerId,
+        lines: Vec<(SkuId, Quantity)>,
+        amount: Option<u64>,
     },
     /// The order, for its buyer or an admin (anyone else: not found).
     Get { caller: Actor },

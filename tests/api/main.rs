@@ -9,6 +9,7 @@ mod app;
 // The native tests' support (their seedable Rng, for the kill test).
 mod browser;
 mod buckets;
+mod channels;
 #[path = "../common/mod.rs"]
 mod common;
 mod concurrency;
@@ -21,6 +22,8 @@ mod limits;
 mod live;
 mod openapi;
 mod orders;
+#[path = "../platform/mod.rs"]
+mod platform;
 mod receiver;
 mod replenish;
 mod risk;
@@ -106,6 +109,10 @@ fn concurrent_tests() -> Vec<Test> {
         replenish::the_reorder_point_makes_one_request_that_restocks_once,
         replenish::a_selling_sku_says_when_it_will_sell_out,
         replenish::a_rooms_numbers_count_its_orders_once,
+        channels::a_live_sale_on_three_platforms_sells_exactly_on_hand,
+        channels::allocation_gives_each_channel_its_share,
+        channels::a_failing_platform_is_retried_and_sees_the_last_number,
+        channels::bad_channel_input_is_a_problem_and_changes_nothing,
     ]
 }
 

@@ -47,6 +47,7 @@ pub struct Faults {
 }
 
 /// One row write of a save, in the order the SQL store issues them.
+#[allow(clippy::large_enum_variant)] // test-only, short-lived
 enum Write {
     Record(Option<SkuRecord>),
     Hold(Hold),
