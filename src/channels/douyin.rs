@@ -25,40 +25,15 @@
 //! - Buyers: trade messages carry no buyer; `open_id` if present, else the
 //!   order id.
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    form_encode, hex, hmac_sha256, line, merge_lines, platform_id, same, Adapter, Answer,
+    form_encode, hex, hmac_sha256, id_text, json_of, lines_of, platform_id, same, Adapter, Answer,
     ChannelError, Credentials, Inbound, Message, MessageBody, MessageResult, PlatformStatus, Push,
     StockUpdate,
 };
 
 pub struct Douyin;
-
-#[derive(Deserialize)]
-struct Raw {
-    tag: String,
-    msg_id: String,
-    data: String,
-}
-
-#[derive(Deserialize)]
-struct TradeData {
-    p_id: Value,
-    #[serde(default)]
-    open_id: Option<String>,
-    #[serde(default)]
-    pay_amount: Option<u64>,
-    #[serde(default)]
-    sku_order_list: Vec<SkuOrder>,
-}
-
-#[derive(Deserialize)]
-struct SkuOrder {
-    code: String,
-    item_num: u64,
-}
 
 /// The event signature: hex HMAC-SHA256 over `app_key + body + secret`.
 pub fn event_sign(app_key: &str, body: &[u8], secret: &[u8]) -> String {
@@ -107,15 +82,17 @@ impl Adapter for Douyin {
     }
 
     fn parse(&self, inbound: &Inbound<'_>) -> Result<Vec<Message>, ChannelError> {
-        let raw: Vec<Raw> = serde_json::from_slice(inbound.body)
-            .map_err(|e| ChannelError::Format(format!("not a 抖店 message array: {e}")))?;
-        if raw.is_empty() || raw.len() > super::generic::BATCH_MAX {
-            return Err(ChannelError::Format("a push has 1 to 100 messages".into()));
-        }
-        raw.into_iter()
+        let raw = json_of(inbound.body, "a 抖店 message array")?;
+        let raw = raw
+            .as_array()
+            .filter(|a| !a.is_empty() && a.len() <= super::generic::BATCH_MAX)
+            .ok_or_else(|| {
+                ChannelError::Format("a push is an array of 1 to 100 messages".into())
+            })?;
+        raw.iter()
             .map(|m| {
-                let id = platform_id("msg_id", &m.msg_id)?;
-                let status = match m.tag.as_str() {
+                let id = platform_id("msg_id", m["msg_id"].as_str().unwrap_or(""))?;
+                let status = match m["tag"].as_str().unwrap_or("") {
                     "100" => PlatformStatus::Created,
                     "101" => PlatformStatus::Paid,
                     "106" => PlatformStatus::Cancelled,
@@ -129,27 +106,16 @@ impl Adapter for Douyin {
                         })
                     }
                 };
-                let data: TradeData = serde_json::from_str(&m.data)
-                    .map_err(|e| ChannelError::Format(format!("message {id}: data: {e}")))?;
-                let order = match &data.p_id {
-                    Value::String(s) => s.clone(),
-                    Value::Number(n) => n.to_string(),
-                    _ => String::new(),
-                };
-                let order = platform_id("p_id", &order)?;
-                let lines = data
-                    .sku_order_list
-                    .iter()
-                    .map(|l| line(&l.code, l.item_num))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let data = json_of(m["data"].as_str().unwrap_or("").as_bytes(), "data")?;
+                let order = platform_id("p_id", &id_text(&data["p_id"]))?;
                 Ok(Message {
                     id,
                     body: MessageBody::Order {
-                        buyer: data.open_id.unwrap_or_else(|| order.clone()),
+                        buyer: data["open_id"].as_str().unwrap_or(&order).to_owned(),
+                        lines: lines_of(&data["sku_order_list"], "code", "item_num")?,
                         order,
                         status,
-                        lines: merge_lines(lines)?,
-                        amount: data.pay_amount,
+                        amount: data["pay_amount"].as_u64(),
                     },
                 })
             })

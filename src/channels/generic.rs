@@ -13,45 +13,15 @@
 //! - Stock push: `POST {sync_url}` with `{"sku", "quantity", "mode":
 //!   "full", "idempotency_key"}`, signed the same way; any 2xx is success.
 
-use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    line, merge_lines, platform_id, Adapter, Answer, ChannelError, Credentials, Inbound, Message,
+    json_of, lines_of, platform_id, Adapter, Answer, ChannelError, Credentials, Inbound, Message,
     MessageBody, MessageResult, PlatformStatus, Push, StockUpdate,
 };
 use crate::api::session::{sign_body, verify_payment};
 
 pub struct Generic;
-
-#[derive(Deserialize)]
-struct Batch {
-    messages: Vec<Incoming>,
-}
-
-#[derive(Deserialize)]
-struct Incoming {
-    id: String,
-    #[serde(rename = "type", default = "order_type")]
-    kind: String,
-    order: Option<String>,
-    status: Option<PlatformStatus>,
-    #[serde(default)]
-    buyer: String,
-    #[serde(default)]
-    lines: Vec<Line>,
-    amount: Option<u64>,
-}
-
-fn order_type() -> String {
-    "order".into()
-}
-
-#[derive(Deserialize)]
-struct Line {
-    sku: String,
-    qty: u64,
-}
 
 /// The most messages one batch may carry.
 pub const BATCH_MAX: usize = 100;
@@ -65,41 +35,44 @@ impl Adapter for Generic {
     }
 
     fn parse(&self, inbound: &Inbound<'_>) -> Result<Vec<Message>, ChannelError> {
-        let batch: Batch = serde_json::from_slice(inbound.body)
-            .map_err(|e| ChannelError::Format(format!("not a message batch: {e}")))?;
-        if batch.messages.is_empty() || batch.messages.len() > BATCH_MAX {
+        let batch = json_of(inbound.body, "a message batch")?;
+        let messages = batch["messages"].as_array().map_or(&[][..], Vec::as_slice);
+        if messages.is_empty() || messages.len() > BATCH_MAX {
             return Err(ChannelError::Format(format!(
                 "a batch has 1 to {BATCH_MAX} messages"
             )));
         }
-        batch
-            .messages
-            .into_iter()
+        messages
+            .iter()
             .map(|m| {
-                let id = platform_id("a message id", &m.id)?;
-                if m.kind != "order" {
+                let id = platform_id("a message id", m["id"].as_str().unwrap_or(""))?;
+                let kind = m["type"].as_str().unwrap_or("order");
+                if kind != "order" {
                     return Ok(Message {
                         id,
-                        body: MessageBody::Other { kind: m.kind },
+                        body: MessageBody::Other { kind: kind.into() },
                     });
                 }
-                let order = platform_id("order", m.order.as_deref().unwrap_or(""))?;
-                let status = m
-                    .status
-                    .ok_or_else(|| ChannelError::Format(format!("message {id}: no status")))?;
-                let lines = m
-                    .lines
-                    .iter()
-                    .map(|l| line(&l.sku, l.qty))
-                    .collect::<Result<Vec<_>, _>>()?;
+                let order = platform_id("order", m["order"].as_str().unwrap_or(""))?;
+                let status = match m["status"].as_str() {
+                    Some("created") => PlatformStatus::Created,
+                    Some("paid") => PlatformStatus::Paid,
+                    Some("cancelled") => PlatformStatus::Cancelled,
+                    Some("refunded") => PlatformStatus::Refunded,
+                    _ => {
+                        return Err(ChannelError::Format(format!(
+                            "message {id}: status is created, paid, cancelled or refunded"
+                        )))
+                    }
+                };
                 Ok(Message {
                     id,
                     body: MessageBody::Order {
                         order,
                         status,
-                        buyer: m.buyer,
-                        lines: merge_lines(lines)?,
-                        amount: m.amount,
+                        buyer: m["buyer"].as_str().unwrap_or("").into(),
+                        lines: lines_of(&m["lines"], "sku", "qty")?,
+                        amount: m["amount"].as_u64(),
                     },
                 })
             })
@@ -110,7 +83,7 @@ impl Adapter for Generic {
         let retry = results.iter().any(|(_, r)| r.wants_retry());
         let body = json!({
             "results": results.iter().map(|(id, r)| {
-                let mut v = serde_json::to_value(r).unwrap_or_default();
+                let mut v = r.to_json();
                 v["id"] = json!(id);
                 v
             }).collect::<Vec<_>>()

@@ -28,44 +28,15 @@
 //! - API signature: HMAC-SHA256 over the sorted `key=value&…` string with
 //!   `&signSecret=<secret>` appended, base64 in the platform; hex here.
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    form_encode, hex, hmac_sha256, line, merge_lines, platform_id, same, Adapter, Answer,
+    form_encode, hex, hmac_sha256, id_text, json_of, lines_of, platform_id, same, Adapter, Answer,
     ChannelError, Credentials, Inbound, Message, MessageBody, MessageResult, PlatformStatus, Push,
     StockUpdate, TOLERANCE_S,
 };
 
 pub struct Kuaishou;
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Raw {
-    msg_id: String,
-    event: String,
-    #[serde(default)]
-    info: String,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Info {
-    oid: Value,
-    #[serde(default)]
-    buyer_open_id: String,
-    #[serde(default)]
-    pay_amount: Option<u64>,
-    #[serde(default)]
-    item_list: Vec<Item>,
-}
-
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct Item {
-    sku_nick: String,
-    num: u64,
-}
 
 /// The relay's signature: hex HMAC-SHA256 over `<t>.<body>`.
 pub fn sign(secret: &[u8], t: &str, body: &[u8]) -> String {
@@ -112,10 +83,9 @@ impl Adapter for Kuaishou {
     }
 
     fn parse(&self, inbound: &Inbound<'_>) -> Result<Vec<Message>, ChannelError> {
-        let raw: Raw = serde_json::from_slice(inbound.body)
-            .map_err(|e| ChannelError::Format(format!("not a 快手 message: {e}")))?;
-        let id = platform_id("msgId", &raw.msg_id)?;
-        let status = match raw.event.as_str() {
+        let raw = json_of(inbound.body, "a 快手 message")?;
+        let id = platform_id("msgId", raw["msgId"].as_str().unwrap_or(""))?;
+        let status = match raw["event"].as_str().unwrap_or("") {
             "kwaishop_order_addOrder" => PlatformStatus::Created,
             "kwaishop_order_paySuccess" => PlatformStatus::Paid,
             "kwaishop_order_orderClose" => PlatformStatus::Cancelled,
@@ -129,31 +99,20 @@ impl Adapter for Kuaishou {
                 }])
             }
         };
-        let info: Info = serde_json::from_str(&raw.info)
-            .map_err(|e| ChannelError::Format(format!("info: {e}")))?;
-        let oid = match &info.oid {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            _ => String::new(),
-        };
-        let order = platform_id("oid", &oid)?;
-        let lines = info
-            .item_list
-            .iter()
-            .map(|i| line(&i.sku_nick, i.num))
-            .collect::<Result<Vec<_>, _>>()?;
+        let info = json_of(raw["info"].as_str().unwrap_or("").as_bytes(), "info")?;
+        let order = platform_id("oid", &id_text(&info["oid"]))?;
         Ok(vec![Message {
             id,
             body: MessageBody::Order {
-                buyer: if info.buyer_open_id.is_empty() {
-                    order.clone()
-                } else {
-                    info.buyer_open_id
-                },
+                buyer: info["buyerOpenId"]
+                    .as_str()
+                    .filter(|b| !b.is_empty())
+                    .unwrap_or(&order)
+                    .to_owned(),
+                lines: lines_of(&info["itemList"], "skuNick", "num")?,
                 order,
                 status,
-                lines: merge_lines(lines)?,
-                amount: info.pay_amount,
+                amount: info["payAmount"].as_u64(),
             },
         }])
     }

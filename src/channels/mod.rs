@@ -127,9 +127,10 @@ pub enum MessageBody {
     Other { kind: String },
 }
 
-/// What became of one message, for the platform's answer.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case", tag = "result")]
+/// What became of one message, for the platform's answer. As JSON
+/// `{"result": "accepted", "status", "order"}` and so on, written by hand
+/// (a tagged serde enum costs the Wasm a buffering deserializer).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MessageResult {
     /// Applied: the order is now in `status`.
     Accepted { status: String, order: String },
@@ -149,6 +150,48 @@ pub enum MessageResult {
 impl MessageResult {
     pub fn wants_retry(&self) -> bool {
         matches!(self, MessageResult::Retry { .. })
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::json;
+        match self {
+            MessageResult::Accepted { status, order } => {
+                json!({"result": "accepted", "status": status, "order": order})
+            }
+            MessageResult::Duplicate { status, order } => {
+                json!({"result": "duplicate", "status": status, "order": order})
+            }
+            MessageResult::Ignored { reason } => json!({"result": "ignored", "reason": reason}),
+            MessageResult::Refused { reason, order } => {
+                json!({"result": "refused", "reason": reason, "order": order})
+            }
+            MessageResult::Retry { reason } => json!({"result": "retry", "reason": reason}),
+        }
+    }
+
+    pub fn from_json(v: &serde_json::Value) -> Option<MessageResult> {
+        let text = |k: &str| v[k].as_str().map(str::to_owned);
+        Some(match v["result"].as_str()? {
+            "accepted" => MessageResult::Accepted {
+                status: text("status")?,
+                order: text("order")?,
+            },
+            "duplicate" => MessageResult::Duplicate {
+                status: text("status")?,
+                order: text("order")?,
+            },
+            "ignored" => MessageResult::Ignored {
+                reason: text("reason")?,
+            },
+            "refused" => MessageResult::Refused {
+                reason: text("reason")?,
+                order: text("order")?,
+            },
+            "retry" => MessageResult::Retry {
+                reason: text("reason")?,
+            },
+            _ => return None,
+        })
     }
 }
 
@@ -322,6 +365,44 @@ pub(crate) fn merge_lines(
         )));
     }
     Ok(merged)
+}
+
+/// A body as JSON (a `Value`, not a derived type per platform shape: one
+/// deserializer for every format keeps the Wasm small).
+pub(crate) fn json_of(bytes: &[u8], what: &str) -> Result<serde_json::Value, ChannelError> {
+    serde_json::from_slice(bytes).map_err(|e| ChannelError::Format(format!("not {what}: {e}")))
+}
+
+/// An id platforms send as a number or a string.
+pub(crate) fn id_text(v: &serde_json::Value) -> String {
+    match v {
+        serde_json::Value::String(s) => s.clone(),
+        serde_json::Value::Number(n) => n.to_string(),
+        _ => String::new(),
+    }
+}
+
+/// A platform's line list: `[{code_key: "tee", count_key: 2}, …]` merged
+/// by SKU. Absent: no lines.
+pub(crate) fn lines_of(
+    list: &serde_json::Value,
+    code_key: &str,
+    count_key: &str,
+) -> Result<Vec<(SkuId, Quantity)>, ChannelError> {
+    let Some(items) = list.as_array() else {
+        return Ok(Vec::new());
+    };
+    let lines = items
+        .iter()
+        .map(|item| {
+            let code = item[code_key].as_str().unwrap_or("");
+            let count = item[count_key]
+                .as_u64()
+                .ok_or_else(|| ChannelError::Format(format!("{count_key} is not a count")))?;
+            line(code, count)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    merge_lines(lines)
 }
 
 /// Platform ids and message ids: 1–128 visible ASCII characters.

@@ -28,12 +28,11 @@
 //! - TOP's `timestamp` is a local date string; its age is not checked
 //!   (repeats are caught by the message id).
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    form_encode, form_pairs, hex, hmac_sha256, line, merge_lines, platform_id, same, Adapter,
-    Answer, ChannelError, Credentials, Inbound, Message, MessageBody, MessageResult,
+    form_encode, form_pairs, hex, hmac_sha256, id_text, json_of, lines_of, platform_id, same,
+    Adapter, Answer, ChannelError, Credentials, Inbound, Message, MessageBody, MessageResult,
     PlatformStatus, Push, StockUpdate,
 };
 
@@ -45,21 +44,6 @@ pub fn top_sign(secret: &[u8], params: &[(String, String)]) -> String {
     sorted.sort_by(|a, b| a.0.cmp(&b.0));
     let text: String = sorted.iter().map(|(k, v)| format!("{k}{v}")).collect();
     hex(&hmac_sha256(secret, &[text.as_bytes()])).to_ascii_uppercase()
-}
-
-#[derive(Deserialize)]
-struct Content {
-    tid: Value,
-    #[serde(default)]
-    buyer_nick: String,
-    #[serde(default)]
-    orders: Vec<Line>,
-}
-
-#[derive(Deserialize)]
-struct Line {
-    outer_sku_id: String,
-    num: u64,
 }
 
 fn params(inbound: &Inbound<'_>) -> Result<Vec<(String, String)>, ChannelError> {
@@ -120,30 +104,19 @@ impl Adapter for Taobao {
                 }])
             }
         };
-        let content: Content = serde_json::from_str(get(&params, "content").unwrap_or(""))
-            .map_err(|e| ChannelError::Format(format!("content: {e}")))?;
-        let tid = match &content.tid {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            _ => String::new(),
-        };
-        let order = platform_id("tid", &tid)?;
-        let lines = content
-            .orders
-            .iter()
-            .map(|l| line(&l.outer_sku_id, l.num))
-            .collect::<Result<Vec<_>, _>>()?;
+        let content = json_of(get(&params, "content").unwrap_or("").as_bytes(), "content")?;
+        let order = platform_id("tid", &id_text(&content["tid"]))?;
         Ok(vec![Message {
             id,
             body: MessageBody::Order {
-                buyer: if content.buyer_nick.is_empty() {
-                    order.clone()
-                } else {
-                    content.buyer_nick
-                },
+                buyer: content["buyer_nick"]
+                    .as_str()
+                    .filter(|b| !b.is_empty())
+                    .unwrap_or(&order)
+                    .to_owned(),
+                lines: lines_of(&content["orders"], "outer_sku_id", "num")?,
                 order,
                 status,
-                lines: merge_lines(lines)?,
                 amount: None,
             },
         }])

@@ -29,42 +29,15 @@
 //! - The stock API wants `product_id` and `sku_id`; mapping our SKU ids to
 //!   them is the relay's (we send `out_sku_id`).
 
-use serde::Deserialize;
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
 
 use super::{
-    hex, line, merge_lines, platform_id, same, Adapter, Answer, ChannelError, Credentials, Inbound,
-    Message, MessageBody, MessageResult, PlatformStatus, Push, StockUpdate, TOLERANCE_S,
+    hex, id_text, json_of, lines_of, platform_id, same, Adapter, Answer, ChannelError, Credentials,
+    Inbound, Message, MessageBody, MessageResult, PlatformStatus, Push, StockUpdate, TOLERANCE_S,
 };
 
 pub struct Wechat;
-
-#[derive(Deserialize)]
-#[allow(non_snake_case)]
-struct Raw {
-    #[serde(default)]
-    FromUserName: String,
-    #[serde(default)]
-    CreateTime: u64,
-    #[serde(default)]
-    Event: String,
-    #[serde(default)]
-    order_info: Option<OrderInfo>,
-}
-
-#[derive(Deserialize)]
-struct OrderInfo {
-    order_id: Value,
-    #[serde(default)]
-    product_infos: Vec<Product>,
-}
-
-#[derive(Deserialize)]
-struct Product {
-    sku_code: String,
-    sku_cnt: u64,
-}
 
 /// WeChat's push signature: SHA-1 of the sorted, joined token, timestamp
 /// and nonce.
@@ -99,23 +72,19 @@ impl Adapter for Wechat {
     }
 
     fn parse(&self, inbound: &Inbound<'_>) -> Result<Vec<Message>, ChannelError> {
-        let raw: Raw = serde_json::from_slice(inbound.body)
-            .map_err(|e| ChannelError::Format(format!("not a WeChat event: {e}")))?;
-        let order_id = raw.order_info.as_ref().map(|o| match &o.order_id {
-            Value::String(s) => s.clone(),
-            Value::Number(n) => n.to_string(),
-            _ => String::new(),
-        });
+        let raw = json_of(inbound.body, "a WeChat event")?;
+        let event = raw["Event"].as_str().unwrap_or("");
+        let info = &raw["order_info"];
+        let order_id = id_text(&info["order_id"]);
         let id = platform_id(
             "the event",
             &format!(
-                "{}:{}:{}",
-                raw.Event,
-                order_id.as_deref().unwrap_or("-"),
-                raw.CreateTime
+                "{event}:{}:{}",
+                if order_id.is_empty() { "-" } else { &order_id },
+                raw["CreateTime"].as_u64().unwrap_or(0)
             ),
         )?;
-        let status = match raw.Event.as_str() {
+        let status = match event {
             "channels_ec_order_new" => PlatformStatus::Created,
             "channels_ec_order_pay" => PlatformStatus::Paid,
             "channels_ec_order_cancel" => PlatformStatus::Cancelled,
@@ -128,26 +97,18 @@ impl Adapter for Wechat {
                 }])
             }
         };
-        let info = raw
-            .order_info
-            .ok_or_else(|| ChannelError::Format("order_info is missing".into()))?;
-        let order = platform_id("order_id", order_id.as_deref().unwrap_or(""))?;
-        let lines = info
-            .product_infos
-            .iter()
-            .map(|p| line(&p.sku_code, p.sku_cnt))
-            .collect::<Result<Vec<_>, _>>()?;
+        let order = platform_id("order_id", &order_id)?;
         Ok(vec![Message {
             id,
             body: MessageBody::Order {
-                buyer: if raw.FromUserName.is_empty() {
-                    order.clone()
-                } else {
-                    raw.FromUserName
-                },
+                buyer: raw["FromUserName"]
+                    .as_str()
+                    .filter(|b| !b.is_empty())
+                    .unwrap_or(&order)
+                    .to_owned(),
+                lines: lines_of(&info["product_infos"], "sku_code", "sku_cnt")?,
                 order,
                 status,
-                lines: merge_lines(lines)?,
                 amount: None,
             },
         }])

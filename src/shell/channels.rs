@@ -20,8 +20,10 @@ pub const CONFIGS_TTL_MS: u64 = 2_000;
 /// Sync queues per channel.
 pub const SHARDS: u16 = 4;
 
+/// Externally tagged (`{"put": {…}}`): a tagged enum would cost the Wasm
+/// a buffering deserializer for this one internal shape.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum ChannelCall {
     /// Registry: connect or reconfigure a platform.
     Put {
@@ -101,27 +103,30 @@ pub fn forget_configs() {
     CONFIGS.with(|c| *c.borrow_mut() = None);
 }
 
-/// Tells every syncing channel what it may sell of this SKU now (the
-/// record's `sellable`, never more). Ok only if every queue took it: then
-/// the SKU counts the version as handed off.
+/// Whether a channel takes this SKU's numbers: it syncs (has a URL) and
+/// the SKU is listed on it (has an allocation for it, `{}` for shared).
+pub fn listed(config: &ChannelConfig, record: &SkuRecord) -> bool {
+    config.sync_url.is_some() && record.channels.get(&config.channel).is_some()
+}
+
+/// Tells every channel the SKU is listed on what it may sell of it now
+/// (the record's `sellable`, never more). Ok only if every queue took it:
+/// then the SKU counts the version as handed off.
 pub async fn hand_off(env: &Env, record: &SkuRecord) -> Result<()> {
     let configs = configs(env).await?;
-    let calls = configs
-        .iter()
-        .filter(|c| c.sync_url.is_some())
-        .map(|config| {
-            let shard = shard_of(record.sku.as_str(), SHARDS);
-            let name = queue_name(&config.channel, shard);
-            let offer = ChannelCall::Offer {
-                config: config.clone(),
-                offers: vec![Offer {
-                    sku: record.sku.clone(),
-                    quantity: record.sellable(Some(&config.channel)),
-                    version: record.version,
-                }],
-            };
-            async move { (call(env, &name, &offer).await, name) }
-        });
+    let calls = configs.iter().filter(|c| listed(c, record)).map(|config| {
+        let shard = shard_of(record.sku.as_str(), SHARDS);
+        let name = queue_name(&config.channel, shard);
+        let offer = ChannelCall::Offer {
+            config: config.clone(),
+            offers: vec![Offer {
+                sku: record.sku.clone(),
+                quantity: record.sellable(Some(&config.channel)),
+                version: record.version,
+            }],
+        };
+        async move { (call(env, &name, &offer).await, name) }
+    });
     for (answer, name) in futures_util::future::join_all(calls).await {
         match answer {
             Ok(r) if r.status_code() == 200 => {}

@@ -238,5 +238,6 @@ async fn one(env: &Env, channel: &Channel, m: &crate::channels::Message) -> Outc
             reason: format!("edgestock answered {}", answer.status_code()),
         });
     }
-    answer.json().await.map_err(internal)
+    let body: Value = answer.json().await.map_err(internal)?;
+    MessageResult::from_json(&body).ok_or(ApiError::Internal)
 }

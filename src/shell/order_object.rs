@@ -324,7 +324,7 @@ impl OrderObject {
                         amount,
                     )
                     .await?;
-                let reply = HttpReply::json(200, serde_json::to_value(&result).map_err(internal)?);
+                let reply = HttpReply::json(200, result.to_json());
                 // A message to retry later is not remembered: its retry runs.
                 if !result.wants_retry() {
                     self.remember(Some(&key), "", &reply)?;

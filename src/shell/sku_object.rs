@@ -896,11 +896,13 @@ impl SkuObject {
         // traffic cannot push the hand-off out.
         let mut owed = self.sync_owed();
         if let Some(record) = &owed {
-            // No channel takes pushes: nothing is owed (counted in memory
-            // only; a restart looks again).
-            let syncing = channels::configs(&self.env)
-                .await
-                .map_or(true, |c| c.iter().any(|c| c.sync_url.is_some()));
+            // Listed on no syncing channel: nothing is owed (counted in
+            // memory only; a restart looks again). A SKU with no channel
+            // rules never asks the registry.
+            let syncing = !record.channels.is_empty()
+                && channels::configs(&self.env)
+                    .await
+                    .map_or(true, |c| c.iter().any(|c| channels::listed(c, record)));
             if !syncing {
                 self.synced.set(Some(record.version));
                 owed = None;

@@ -30,6 +30,19 @@ async fn connect(app: &App, channel: &str, platform: &FakePlatform) {
     );
 }
 
+/// Lists the SKU on the channel, selling from the shared pool.
+async fn list(app: &App, sku: &str, channel: &str) {
+    let reply = app
+        .send(app.json_call(
+            Method::PUT,
+            format!("/api/skus/{sku}/channels/{channel}"),
+            json!({}),
+            true,
+        ))
+        .await;
+    assert_eq!(reply.status, 200, "{:?}", reply.body);
+}
+
 /// Waits out the objects' 2 s cache of the connected channels, so the
 /// SKU's next change goes to the channels just connected.
 async fn settle() {
@@ -113,6 +126,7 @@ pub async fn a_live_sale_on_three_platforms_sells_exactly_on_hand(app: App) {
         let name = channel(&format!("{}-", &kind.name()[..2]));
         let platform = FakePlatform::start(kind, "app-key-1", &unique("secret"), 0).await;
         connect(&app, &name, &platform).await;
+        list(&app, &sku, &name).await;
         platforms.push((name, Arc::new(platform)));
     }
     settle().await;
@@ -280,18 +294,23 @@ pub async fn allocation_gives_each_channel_its_share(app: App) {
     assert_eq!(r.status, 201, "{:?}", r.body);
     // Taobao's floor: the pool is 20 now, 20 - 50 → nothing to sell.
     taobao.wait_shows(&sku, 0, 30).await;
-    // Douyin's bucket back to the pool; its channel now sells the pool.
+    // Douyin's bucket back to the pool (shared again): it sells the pool.
+    let r = app.send(put(&dy, json!({}))).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["pool"], 20);
+    assert_eq!(r.body["channels"][&dy]["dedicated"], Value::Null);
+    douyin.wait_shows(&sku, 20, 30).await;
+    // Unlisted from taobao: no rules, no more pushes.
     let r = app
         .send(Call {
             method: Method::DELETE,
-            path: format!("/api/skus/{sku}/channels/{dy}"),
+            path: format!("/api/skus/{sku}/channels/{tb}"),
             body: None,
             headers: vec![app.bearer()],
         })
         .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
-    assert_eq!(r.body["pool"], 20);
-    douyin.wait_shows(&sku, 20, 30).await;
+    assert!(r.body["channels"].get(&tb).is_none(), "{:?}", r.body);
     let audit = app.audit(&sku).await;
     assert_eq!(audit["ok"], true, "{audit}");
     disconnect(&app, &dy).await;
@@ -310,6 +329,7 @@ pub async fn a_failing_platform_is_retried_and_sees_the_last_number(app: App) {
         .fail_next
         .store(2, std::sync::atomic::Ordering::SeqCst);
     connect(&app, &name, &platform).await;
+    list(&app, &sku, &name).await;
     settle().await;
     for _ in 0..20 {
         let r = app
