@@ -522,6 +522,61 @@ mod tests {
         }
     }
 
+    /// The storefront kit's typed client (www/kit/edgestock.js) calls only
+    /// documented storefront routes, and its declarations name each.
+    #[test]
+    fn the_kit_calls_documented_storefront_routes() {
+        let spec: serde_json::Value =
+            serde_json::from_str(include_str!("../../www/openapi.json")).unwrap();
+        let kit = include_str!("../../www/kit/edgestock.js");
+        let types = include_str!("../../www/kit/edgestock.d.ts");
+        let table = kit
+            .split("export const routes = {")
+            .nth(1)
+            .and_then(|rest| rest.split("};").next())
+            .expect("the kit's route table");
+        let mut names = Vec::new();
+        for line in table.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            // name: ["METHOD", "/api/…"],
+            let (name, rest) = line.split_once(':').expect(line);
+            let parts: Vec<&str> = rest.split('"').collect();
+            let (method, path) = (parts[1], parts[3]);
+            let operation = &spec["paths"][path][method.to_lowercase()];
+            assert!(
+                operation.is_object(),
+                "{name}: {method} {path} is not documented"
+            );
+            let concrete = path
+                .replace("{sku}", "tee")
+                .replace("{hold}", &format!("h_{}", "a".repeat(32)))
+                .replace("{order}", &format!("o_{}", "b".repeat(32)))
+                .replace("{buyer}", "fan")
+                .replace("{room}", "live-1");
+            let route = Route::parse(method, &concrete).unwrap();
+            assert!(
+                matches!(route.access(), Access::Public | Access::Buyer),
+                "{name}: {method} {path} is not a storefront route"
+            );
+            assert!(
+                types.contains(&format!("\"{name}\"")),
+                "{name} missing from edgestock.d.ts"
+            );
+            names.push(name.to_owned());
+        }
+        assert!(names.len() >= 10, "{names:?}");
+        // Every client function is in the table.
+        for name in [
+            "getSku",
+            "reserve",
+            "createOrder",
+            "getOrder",
+            "cancelOrder",
+        ] {
+            assert!(names.iter().any(|n| n == name), "{name}");
+            assert!(kit.contains(&format!("  {name}: (")), "client.{name}");
+        }
+    }
+
     /// Every path and method in the OpenAPI document resolves to a route,
     /// admin-only exactly where the document asks for the bearer token.
     #[test]
@@ -538,7 +593,8 @@ mod tests {
                 .replace("{room}", "live-1")
                 .replace("{webhook}", &format!("we_{}", "c".repeat(32)))
                 .replace("{event}", &format!("evt_{}", "d".repeat(32)))
-                .replace("{request}", &format!("rp_{}", "e".repeat(32)));
+                .replace("{request}", &format!("rp_{}", "e".repeat(32)))
+                .replace("{channel}", "douyin");
             for (method, operation) in item.as_object().unwrap() {
                 if method == "parameters" {
                     continue;
@@ -560,6 +616,7 @@ mod tests {
                     ["bearer"] => Access::Admin,
                     ["buyerSession", "bearer"] => Access::Buyer,
                     ["paymentSignature"] => Access::Payment,
+                    ["channelSignature"] => Access::Channel,
                     other => panic!("{method} {template}: schemes {other:?}"),
                 };
                 let expected = match route.access() {
@@ -571,10 +628,10 @@ mod tests {
                 operations += 1;
             }
         }
-        // Every route the server has is in the document: 36 variants, with
+        // Every route the server has is in the document: 44 variants, with
         // OrderAction's seven actions and Live's three feeds each a path of
         // their own (dev mode's two routes are not documented).
-        assert_eq!(operations, 47);
+        assert_eq!(operations, 55);
     }
 
     #[test]

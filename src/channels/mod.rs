@@ -232,8 +232,10 @@ pub struct StockUpdate<'a> {
 pub enum ChannelError {
     /// The signature is missing, malformed, stale or wrong: 401.
     Signature(String),
-    /// The body is not the platform's format: 400.
+    /// The body is JSON of the wrong shape, or values out of range: 422.
     Format(String),
+    /// The body is not JSON at all (or cut short): 400.
+    Malformed(String),
 }
 
 /// A platform's formats.
@@ -370,7 +372,14 @@ pub(crate) fn merge_lines(
 /// A body as JSON (a `Value`, not a derived type per platform shape: one
 /// deserializer for every format keeps the Wasm small).
 pub(crate) fn json_of(bytes: &[u8], what: &str) -> Result<serde_json::Value, ChannelError> {
-    serde_json::from_slice(bytes).map_err(|e| ChannelError::Format(format!("not {what}: {e}")))
+    serde_json::from_slice(bytes).map_err(|e| {
+        let why = format!("not {what}: {e}");
+        if e.is_syntax() || e.is_eof() {
+            ChannelError::Malformed(why)
+        } else {
+            ChannelError::Format(why)
+        }
+    })
 }
 
 /// An id platforms send as a number or a string.

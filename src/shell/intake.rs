@@ -126,6 +126,7 @@ pub async fn messages(req: &mut Request, env: &Env, channel: Channel) -> Outcome
     let refuse = |e: ChannelError| match e {
         ChannelError::Signature(d) => ApiError::ChannelSignature(d),
         ChannelError::Format(d) => ApiError::InvalidBody(d),
+        ChannelError::Malformed(d) => ApiError::MalformedJson(d),
     };
     adapter.verify(&creds, &inbound).map_err(refuse)?;
     let messages = adapter.parse(&inbound).map_err(refuse)?;

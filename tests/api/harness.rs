@@ -78,6 +78,10 @@ pub struct Secrets {
     pub ledger: String,
 }
 
+/// The port the example shop (another origin, tests/browser/kit.mjs)
+/// serves on: chosen with the server, which allows it in ALLOWED_ORIGINS.
+pub static SHOP_PORT: std::sync::OnceLock<u16> = std::sync::OnceLock::new();
+
 impl Server {
     /// Prepares a fresh state directory and secrets file under target/.
     pub fn new(secrets: &Secrets) -> Server {
@@ -92,8 +96,9 @@ impl Server {
         // payment routes, as a developer's pages do. A small socket cap per
         // feed, so a test can meet it. A short webhook timeout, so a test
         // of a receiver that never answers takes seconds.
+        let shop = *SHOP_PORT.get_or_init(free_port);
         let vars = format!(
-            "ADMIN_TOKEN={}\nBUYER_SESSION_SECRET={}\nPAYMENT_WEBHOOK_SECRET={}\nDEV_SESSIONS=1\nALLOWED_ORIGINS=http://shop.example\nFEED_SOCKETS_MAX={}\nWEBHOOK_TIMEOUT_MS=1500\nLEDGER_SIGNING_KEY={}\n",
+            "ADMIN_TOKEN={}\nBUYER_SESSION_SECRET={}\nPAYMENT_WEBHOOK_SECRET={}\nDEV_SESSIONS=1\nALLOWED_ORIGINS=http://shop.example,http://127.0.0.1:{shop}\nFEED_SOCKETS_MAX={}\nWEBHOOK_TIMEOUT_MS=1500\nLEDGER_SIGNING_KEY={}\n",
             secrets.admin, secrets.session, secrets.payment, FEED_SOCKETS_MAX, secrets.ledger
         );
         std::fs::write(&env_file, vars).expect("env file");

@@ -65,7 +65,22 @@ pub async fn every_documented_operation_answers_as_documented(app: App) {
         .as_str()
         .expect("a request")
         .to_owned();
+    // A channel: the document's putChannel example connects it (generic,
+    // secret "demo-secret"), which signs the intake example.
+    let channel = unique("spec-ch").to_ascii_lowercase().replace('.', "-");
+    let doomed_channel = unique("spec-gone").to_ascii_lowercase().replace('.', "-");
+    for name in [&channel, &doomed_channel] {
+        let body = json!({"platform": "generic", "secret": "demo-secret"});
+        let path = format!("/api/channels/{name}");
+        let made = app.send(app.json_call(Method::PUT, path, body, true)).await;
+        assert_eq!(made.status, 201, "{:?}", made.body);
+    }
     let fill = |template: &str, id: &str| {
+        let channel = if id == "deleteChannel" {
+            &doomed_channel
+        } else {
+            &channel
+        };
         let webhook = if id == "deleteWebhook" {
             &doomed
         } else {
@@ -80,6 +95,7 @@ pub async fn every_documented_operation_answers_as_documented(app: App) {
             .replace("{order}", &order)
             .replace("{buyer}", "spec-buyer")
             .replace("{room}", "spec-room")
+            .replace("{channel}", channel)
     };
 
     let mut checked = 0;
@@ -110,6 +126,15 @@ pub async fn every_documented_operation_answers_as_documented(app: App) {
                     Some("buyerSession") => headers.push(app.as_buyer("spec-buyer")),
                     Some("paymentSignature") => {
                         headers.push(app.payment_signature(body.unwrap_or("")))
+                    }
+                    Some("channelSignature") => {
+                        let now = crate::app::now_ms() / 1000;
+                        let signed = edgestock::api::session::sign_body(
+                            now,
+                            body.unwrap_or("").as_bytes(),
+                            b"demo-secret",
+                        );
+                        headers.push(("Edgestock-Signature", signed))
                     }
                     Some(other) => panic!("{id}: unknown scheme {other}"),
                     None => {}
@@ -151,7 +176,17 @@ pub async fn every_documented_operation_answers_as_documented(app: App) {
             checked += 1;
         }
     }
-    assert_eq!(checked, 47, "operations in the document");
+    assert_eq!(checked, 55, "operations in the document");
+    // The example channel pushes to a host that does not resolve:
+    // disconnected, so it is not retried for the rest of the run.
+    let gone = app
+        .with(
+            Method::DELETE,
+            format!("/api/channels/{channel}"),
+            vec![app.bearer()],
+        )
+        .await;
+    assert_eq!(gone.status, 200, "{:?}", gone.body);
     // The document's example endpoint (made by createWebhook) points at a
     // host that does not resolve: deleted, so the other tests' notices do
     // not queue for it.

@@ -27,21 +27,8 @@ export async function buyerSession(buyer) {
   return session.token;
 }
 
-export function randomKey() {
-  return crypto.randomUUID();
-}
-
-/// "12 left", "only 3 left", "sold out"; during a rush, how long at this
-/// pace ("~40 s left at this pace").
-export function badge(stock) {
-  if (stock.available === 0) return { text: "Sold out", level: "out" };
-  // The pace is the one at the SKU's latest change: shown while it is fresh.
-  const changed = stock.at_ms ?? stock.updated_at ?? 0;
-  const fresh = Date.now() - changed < 30000;
-  const pace = fresh && stock.sellout_s && stock.sellout_s <= 600 ? ` · ~${stock.sellout_s} s at this pace` : "";
-  if (stock.low_stock) return { text: `Only ${stock.available} left${pace}`, level: "low" };
-  return { text: `${stock.available} left${pace}`, level: "ok" };
-}
+// The storefront kit's own helpers: these pages use the kit they serve.
+export { randomKey, badgeText as badge } from "/kit/edgestock.js";
 
 export function escapeHtml(text) {
   return String(text).replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
