@@ -5,6 +5,7 @@
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { createServer } from "node:http";
 
 const [base, token, shots] = process.argv.slice(2);
 mkdirSync(shots, { recursive: true });
@@ -30,6 +31,21 @@ await admin("PUT", `/api/rooms/${room}`, { title: "Spring drop 春季上新", it
 // 9): the console shows its retries. Registered first, so it hears of the
 // sell-out below.
 const hook = await admin("POST", "/api/webhooks", { url: "http://127.0.0.1:9/refused", events: ["sold_out"] });
+
+// A selling platform that takes every stock push (the generic format:
+// any 2xx is success), and the tee listed on it: the console shows what
+// it was told.
+const pushes = [];
+const platform = createServer((req, res) => {
+  let body = "";
+  req.on("data", (c) => (body += c));
+  req.on("end", () => { pushes.push(JSON.parse(body || "{}")); res.writeHead(200); res.end("{}"); });
+});
+await new Promise((resolve) => platform.listen(0, "127.0.0.1", resolve));
+const channel = unique("shop").toLowerCase();
+await admin("PUT", `/api/channels/${channel}`, { platform: "generic", secret: "browser-secret", sync_url: `http://127.0.0.1:${platform.address().port}/stock` });
+await new Promise((r) => setTimeout(r, 2500)); // the objects' 2 s cache of channels
+await admin("PUT", `/api/skus/${tee}/channels/${channel}`, {});
 
 const browser = await chromium.launch({
   executablePath: process.env.CHROMIUM_BIN || "/usr/bin/chromium",
@@ -136,6 +152,21 @@ try {
   await console_.locator("#done", { hasText: "Resent" }).waitFor({ timeout: 10000 });
   await admin("DELETE", `/api/webhooks/${hook.id}`);
 
+  // The channel's sync: the tee's number as the platform last took it.
+  const teeNow = (await admin("GET", `/api/skus/${tee}`)).available;
+  await console_.click("#channels-refresh");
+  await console_.locator(`#channels button[data-channel="${channel}"]`).click();
+  const synced = console_.locator(`#channel-skus tr[data-sku="${tee}"][data-pending="false"] td:nth-child(2)`,
+    { hasText: new RegExp(`^${teeNow}$`) });
+  for (let i = 0; i < 40 && !(await synced.count()); i++) {
+    await new Promise((r) => setTimeout(r, 500));
+    await console_.click("#channels-refresh");
+  }
+  await synced.waitFor({ timeout: 5000 });
+  if (pushes.at(-1)?.quantity !== teeNow) throw new Error(`the platform shows ${pushes.at(-1)?.quantity}, not ${teeNow}`);
+  await console_.screenshot({ path: join(shots, "console-channels.png"), fullPage: true });
+  await admin("DELETE", `/api/channels/${channel}`);
+
   // Accessibility basics: every control has a name.
   const unnamed = await viewer.evaluate(() => [...document.querySelectorAll("button, select, input")]
     .filter((el) => !el.hidden && !el.closest("[hidden]"))
@@ -145,4 +176,5 @@ try {
   console.log(`browser: storefront and console ok (order ${orderId}); screenshots in ${shots}`);
 } finally {
   await browser.close();
+  platform.close();
 }
