@@ -136,8 +136,13 @@ async fn main() {
             ["burst", n, sku] => {
                 let n: u32 = n.parse().unwrap_or(10);
                 let runs = (0..n).map(|i| {
-                    let (client, base, p, channel, sku) =
-                        (client.clone(), base.clone(), p.clone(), channel.clone(), sku.to_string());
+                    let (client, base, p, channel, sku) = (
+                        client.clone(),
+                        base.clone(),
+                        p.clone(),
+                        channel.clone(),
+                        sku.to_string(),
+                    );
                     async move {
                         let order = format!("B{}-{i}", std::process::id());
                         for status in [Status::Created, Status::Paid] {

@@ -14,6 +14,7 @@ use crate::domain::channel_sync::{share_per_s, ChannelConfig, SyncLog, Target, L
 use crate::domain::types::Channel;
 use serde::Deserialize;
 use serde_json::{json, Value};
+use std::cell::Cell;
 use std::time::Duration;
 use worker::{
     console_error, durable_object, js_sys, Date, Delay, DurableObject, Env, Fetch, Headers, Method,
@@ -28,6 +29,8 @@ CREATE TABLE IF NOT EXISTS sync_log (seq INTEGER PRIMARY KEY AUTOINCREMENT, body
 CREATE TABLE IF NOT EXISTS exceptions (seq INTEGER PRIMARY KEY AUTOINCREMENT, order_id TEXT NOT NULL UNIQUE, body TEXT NOT NULL);
 ";
 
+/// Pushes one alarm run sends at most (then it re-arms).
+const PUSHES_PER_RUN: u64 = 100;
 /// A push with no answer after this long is a failure.
 const PUSH_TIMEOUT_MS: u64 = 10_000;
 
@@ -101,6 +104,9 @@ pub struct ChannelObject {
     atomic: Atomic,
     env: Env,
     tables: Tables,
+    /// As a sync queue: the earliest time the next push may go (the rate
+    /// limit; in memory, so after an eviction the first push goes at once).
+    next_slot: Cell<u64>,
 }
 
 impl DurableObject for ChannelObject {
@@ -113,6 +119,7 @@ impl DurableObject for ChannelObject {
             atomic,
             env,
             tables,
+            next_slot: Cell::new(0),
         }
     }
 
@@ -263,7 +270,7 @@ impl ChannelObject {
                     writes.push(save_target(&target)?);
                 }
                 self.write(writes)?;
-                self.arm(now).await;
+                self.arm(now.max(self.next_slot.get())).await;
                 Ok(HttpReply::json(200, json!({ "offered": true })))
             }
             ChannelCall::Status { limit } => {
@@ -328,9 +335,10 @@ impl ChannelObject {
         }
     }
 
-    /// Pushes what is due, oldest due first, at most this queue's share of
-    /// the channel's rate; then points the alarm at the next one (in a
-    /// second if the budget ran out).
+    /// Pushes what is due, oldest due first, one push per slot of this
+    /// queue's share of the channel's rate (slots are kept across alarm
+    /// runs, so offers arriving between runs cannot make a burst); then
+    /// points the alarm at the next slot or the next due try.
     async fn push_due(&self) -> std::result::Result<(), ApiError> {
         let config: Option<ChannelConfig> = self
             .rows::<Row>("SELECT body FROM config WHERE id = 1", vec![])?
@@ -342,27 +350,26 @@ impl ChannelObject {
         let Some(base_url) = config.sync_url.clone() else {
             return Ok(());
         };
-        let budget = share_per_s(config.rate_per_s, SHARDS) as usize;
-        let started = now_ms();
+        let interval = 1_000 / u64::from(share_per_s(config.rate_per_s, SHARDS)).max(1);
         let due: Vec<Row> = self.rows(
             "SELECT body FROM targets WHERE pending = 1 ORDER BY due_at LIMIT ?",
-            vec![int(budget as u64 + 1)],
+            vec![int(PUSHES_PER_RUN)],
         )?;
         let mut next: Option<u64> = None;
-        for (i, row) in due.iter().enumerate() {
+        for row in &due {
             let Ok(target) = serde_json::from_str::<Target>(&row.body) else {
                 continue;
             };
-            if i >= budget {
-                // Out of budget for this second.
-                next = Some(started + 1_000);
-                break;
-            }
             let now = now_ms();
             if target.due_at > now {
-                next = Some(next.map_or(target.due_at, |n: u64| n.min(target.due_at)));
+                next = Some(target.due_at.max(self.next_slot.get()));
                 break;
             }
+            if self.next_slot.get() > now {
+                next = Some(self.next_slot.get());
+                break;
+            }
+            self.next_slot.set(now + interval);
             let pushed = (target.quantity, target.version);
             let log = self.push_once(&config, &base_url, &target).await;
             // The target may have been offered a newer number meanwhile.
@@ -398,7 +405,7 @@ impl ChannelObject {
             )?;
             next = rows
                 .first()
-                .map(|r| (r.due_at.max(0) as u64).max(started + 1_000 / budget.max(1) as u64));
+                .map(|r| (r.due_at.max(0) as u64).max(self.next_slot.get()));
         }
         if let Some(at) = next {
             self.arm_at(at).await;

@@ -99,6 +99,16 @@ pub async fn configs(env: &Env) -> Result<Rc<Vec<ChannelConfig>>> {
     Ok(list)
 }
 
+/// How old this isolate's cached channel list is (u64::MAX: none).
+pub fn configs_age_ms() -> u64 {
+    let now = Date::now().as_millis();
+    CONFIGS.with(|c| {
+        c.borrow()
+            .as_ref()
+            .map_or(u64::MAX, |(_, at)| now.saturating_sub(*at))
+    })
+}
+
 pub fn forget_configs() {
     CONFIGS.with(|c| *c.borrow_mut() = None);
 }

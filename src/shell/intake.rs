@@ -98,7 +98,14 @@ pub async fn status(env: &Env, channel: Channel, limit: usize) -> Outcome<Respon
 
 /// A platform's batch of order messages.
 pub async fn messages(req: &mut Request, env: &Env, channel: Channel) -> Outcome<Response> {
-    let configs = channels::configs(env).await.map_err(internal)?;
+    // A channel connected in the last moments may be missing from this
+    // isolate's cache: asked once more before the answer is 404 (at most
+    // every 250 ms, so unknown names cannot hammer the registry).
+    let mut configs = channels::configs(env).await.map_err(internal)?;
+    if !configs.iter().any(|c| c.channel == channel) && channels::configs_age_ms() > 250 {
+        channels::forget_configs();
+        configs = channels::configs(env).await.map_err(internal)?;
+    }
     let config: ChannelConfig = configs
         .iter()
         .find(|c| c.channel == channel)

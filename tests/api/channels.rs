@@ -378,6 +378,7 @@ pub async fn bad_channel_input_is_a_problem_and_changes_nothing(app: App) {
     let name = channel("gen-");
     let platform = FakePlatform::start(Kind::Generic, "", &unique("s"), 0).await;
     connect(&app, &name, &platform).await;
+    settle().await;
     let good = msg("g1", "G1", Status::Paid, &sku, 1);
     // Signed with another secret: 401, nothing sold.
     let other = FakePlatform::start(Kind::Generic, "", "not-the-secret", 0).await;
@@ -475,5 +476,111 @@ pub async fn bad_channel_input_is_a_problem_and_changes_nothing(app: App) {
     .await;
     assert_eq!(r.body["results"][0]["result"], "ignored", "{:?}", r.body);
     assert_eq!(app.counts(&sku).await, (5, 0, 0, 5));
+    disconnect(&app, &name).await;
+}
+
+/// The SKU's deduction mode decides what a platform order takes:
+/// 拍下减库存 (at_order) sells at "created", 付款减库存 (at_payment) takes
+/// nothing until "paid"; a cancel gives back what was taken.
+pub async fn the_skus_deduction_mode_governs_platform_orders(app: App) {
+    let at_order = unique("ded-order");
+    let at_payment = unique("ded-pay");
+    app.given_sku(&at_order, json!({"on_hand": 5, "deduction": "at_order"}))
+        .await;
+    app.given_sku(
+        &at_payment,
+        json!({"on_hand": 5, "deduction": "at_payment"}),
+    )
+    .await;
+    let name = channel("ks-");
+    let platform = FakePlatform::start(Kind::Kuaishou, "ks-app", &unique("s"), 0).await;
+    connect(&app, &name, &platform).await;
+    settle().await;
+    let r = send(
+        &app,
+        &platform,
+        &name,
+        &[msg("k1", "K1", Status::Created, &at_order, 2)],
+    )
+    .await;
+    assert_eq!(r.body["result"], 1, "{:?}", r.body);
+    assert_eq!(app.counts(&at_order).await, (5, 0, 2, 3), "sold at created");
+    let r = send(
+        &app,
+        &platform,
+        &name,
+        &[msg("k2", "K2", Status::Created, &at_payment, 2)],
+    )
+    .await;
+    assert_eq!(r.body["result"], 1, "{:?}", r.body);
+    assert_eq!(
+        app.counts(&at_payment).await,
+        (5, 0, 0, 5),
+        "nothing at created"
+    );
+    send(
+        &app,
+        &platform,
+        &name,
+        &[msg("k3", "K2", Status::Paid, &at_payment, 2)],
+    )
+    .await;
+    assert_eq!(
+        app.counts(&at_payment).await,
+        (5, 0, 2, 3),
+        "sold when paid"
+    );
+    // Cancelled on the platform after it sold at created: back to stock.
+    send(
+        &app,
+        &platform,
+        &name,
+        &[msg("k4", "K1", Status::Cancelled, &at_order, 2)],
+    )
+    .await;
+    assert_eq!(app.counts(&at_order).await, (5, 0, 0, 5));
+    disconnect(&app, &name).await;
+}
+
+/// However many SKUs change at once, pushes to one platform keep to its
+/// rate (4 a second here: one a second from each of its 4 queues).
+pub async fn pushes_keep_to_the_platforms_rate(app: App) {
+    let name = channel("rate-");
+    let platform = FakePlatform::start(Kind::Generic, "", &unique("s"), 0).await;
+    let mut body = platform.connect_body();
+    body["rate_per_s"] = json!(4);
+    let reply = app
+        .send(app.json_call(Method::PUT, format!("/api/channels/{name}"), body, true))
+        .await;
+    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    settle().await;
+    let skus: Vec<String> = (0..12).map(|_| unique("rate")).collect();
+    for (i, sku) in skus.iter().enumerate() {
+        app.given_sku(sku, json!({"on_hand": 10 + i})).await;
+    }
+    for sku in &skus {
+        list(&app, sku, &name).await;
+    }
+    for (i, sku) in skus.iter().enumerate() {
+        platform.wait_shows(sku, 10 + i as u64, 60).await;
+    }
+    let mut at: Vec<u64> = platform
+        .calls
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|c| skus.contains(&c.sku))
+        .map(|c| c.at_ms)
+        .collect();
+    at.sort();
+    assert!(at.len() >= 12, "{at:?}");
+    for (i, start) in at.iter().enumerate() {
+        let within = at[i..].iter().take_while(|t| **t < start + 900).count();
+        assert!(within <= 4, "{within} pushes within 0.9 s: {at:?}");
+    }
+    assert!(
+        at[at.len() - 1] - at[0] >= 1_500,
+        "12 pushes at 4 a second: {at:?}"
+    );
     disconnect(&app, &name).await;
 }

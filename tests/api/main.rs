@@ -113,6 +113,8 @@ fn concurrent_tests() -> Vec<Test> {
         channels::allocation_gives_each_channel_its_share,
         channels::a_failing_platform_is_retried_and_sees_the_last_number,
         channels::bad_channel_input_is_a_problem_and_changes_nothing,
+        channels::the_skus_deduction_mode_governs_platform_orders,
+        channels::pushes_keep_to_the_platforms_rate,
     ]
 }
 
