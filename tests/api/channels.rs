@@ -542,11 +542,15 @@ pub async fn the_skus_deduction_mode_governs_platform_orders(app: App) {
     disconnect(&app, &name).await;
 }
 
-/// However many SKUs change at once, pushes to one platform keep to its
-/// rate (4 a second here: one a second from each of its 4 queues).
+/// However many SKUs change at once, pushes to one slow platform keep to
+/// its rate (4 a second here: one a second from each of its 4 queues).
 pub async fn pushes_keep_to_the_platforms_rate(app: App) {
     let name = channel("rate-");
     let platform = FakePlatform::start(Kind::Generic, "", &unique("s"), 0).await;
+    // A slow platform, too: each push waits 200 ms for its answer.
+    platform
+        .delay_ms
+        .store(200, std::sync::atomic::Ordering::SeqCst);
     let mut body = platform.connect_body();
     body["rate_per_s"] = json!(4);
     let reply = app
