@@ -45,6 +45,12 @@ pub enum Route {
     Split(SkuId),
     SkuHolds(SkuId),
     CreateOrder,
+    /// The merchant's order query: filters, cursor, counts (admin).
+    ListOrders,
+    /// The orders of a query as CSV (UTF-8 with BOM) or JSON (admin).
+    ExportOrders,
+    /// Units per SKU over a query's orders: the picking list (admin).
+    PickingList,
     GetOrder(OrderId),
     OrderAction(OrderId, OrderAction),
     BuyerOrders(BuyerId),
@@ -155,6 +161,8 @@ enum Shape {
     Stats,
     RoomStats,
     Allocation,
+    ExportOrders,
+    Picking,
     Channels,
     ChannelOne,
     ChannelMessages,
@@ -236,7 +244,9 @@ impl Route {
             ["rooms", _, "live"] => (Shape::RoomLive, &["GET"]),
             ["rooms", _, "stats"] => (Shape::RoomStats, &["GET"]),
             ["orders", _, "live"] => (Shape::OrderLive, &["GET"]),
-            ["orders"] => (Shape::Orders, &["POST"]),
+            ["orders"] => (Shape::Orders, &["GET", "POST"]),
+            ["exports", "orders"] => (Shape::ExportOrders, &["GET"]),
+            ["exports", "picking"] => (Shape::Picking, &["GET"]),
             ["orders", _] => (Shape::Order, &["GET"]),
             ["orders", _, action] => match OrderAction::parse(action) {
                 Some(a) => (Shape::OrderAction(a), &["POST"]),
@@ -303,7 +313,10 @@ impl Route {
             (Shape::Audit, _) => Route::Audit(sku()?),
             (Shape::Split, _) => Route::Split(sku()?),
             (Shape::SkuHolds, _) => Route::SkuHolds(sku()?),
+            (Shape::Orders, "GET") => Route::ListOrders,
             (Shape::Orders, _) => Route::CreateOrder,
+            (Shape::ExportOrders, _) => Route::ExportOrders,
+            (Shape::Picking, _) => Route::PickingList,
             (Shape::Order, _) => Route::GetOrder(order()?),
             (Shape::OrderAction(a), _) => Route::OrderAction(order()?, a),
             (Shape::BuyerOrders, _) => {
@@ -369,6 +382,9 @@ impl Route {
             | Route::Audit(_)
             | Route::PutAllocation(..)
             | Route::DeleteAllocation(..)
+            | Route::ListOrders
+            | Route::ExportOrders
+            | Route::PickingList
             | Route::ListChannels
             | Route::PutChannel(_)
             | Route::GetChannel(_)
@@ -486,7 +502,7 @@ mod tests {
             ("PATCH", "/api/skus/bad id".into(), Err(405)),
             ("GET", "/api/skus/tee-1/holds".into(), Ok("SkuHolds")),
             ("POST", "/api/orders".into(), Ok("CreateOrder")),
-            ("GET", "/api/orders".into(), Err(405)),
+            ("GET", "/api/orders".into(), Ok("ListOrders")),
             (
                 "GET",
                 format!("/api/orders/o_{}", "a".repeat(32)),
@@ -628,10 +644,10 @@ mod tests {
                 operations += 1;
             }
         }
-        // Every route the server has is in the document: 44 variants, with
+        // Every route the server has is in the document: 47 variants, with
         // OrderAction's seven actions and Live's three feeds each a path of
         // their own (dev mode's two routes are not documented).
-        assert_eq!(operations, 55);
+        assert_eq!(operations, 58);
     }
 
     #[test]

@@ -587,6 +587,104 @@ pub fn parse_stats_query(query: &str) -> Result<StatsQuery, ApiError> {
     Ok(out)
 }
 
+/// A merchant's order query: `?room=&from=&to=&status=&channel=&sku=&buyer=
+/// &after=<cursor>&limit=&format=csv|json`. Every value is checked with the
+/// type it names; unknown parameters are refused.
+pub struct OrderQuery {
+    pub filter: crate::domain::order_index::Filter,
+    pub after: Option<crate::domain::order_index::Cursor>,
+    pub limit: usize,
+    pub csv: bool,
+}
+
+pub fn parse_order_query(query: &str) -> Result<OrderQuery, ApiError> {
+    use crate::domain::order_index::{Cursor, Filter};
+    let mut q = OrderQuery {
+        filter: Filter::default(),
+        after: None,
+        limit: 100,
+        csv: false,
+    };
+    let invalid = |e: crate::domain::types::Invalid| ApiError::InvalidRequest(e.0);
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (name, raw) = pair.split_once('=').unwrap_or((pair, ""));
+        let value = percent_decoded(raw);
+        let bad =
+            || ApiError::InvalidRequest(format!("query parameter {name}: '{value}' is not valid"));
+        let time = || {
+            value
+                .parse::<u64>()
+                .ok()
+                .filter(|n| *n <= JSON_SAFE_INTEGER_MAX)
+                .ok_or_else(bad)
+        };
+        match name {
+            "room" => q.filter.room = Some(RoomId::parse(&value).map_err(invalid)?.to_string()),
+            "from" => q.filter.from = Some(time()?),
+            "to" => q.filter.to = Some(time()?),
+            "status" => {
+                let known = [
+                    "placing",
+                    "rejected",
+                    "pending_review",
+                    "reserved",
+                    "paid",
+                    "failed",
+                    "shipped",
+                    "delivered",
+                    "cancelled",
+                    "expired",
+                    "refunded",
+                ];
+                if !known.contains(&value.as_str()) {
+                    return Err(ApiError::InvalidRequest(format!(
+                        "status is one of {}, not '{value}'",
+                        known.join(", ")
+                    )));
+                }
+                q.filter.status = Some(value.clone());
+            }
+            "channel" => {
+                q.filter.channel = Some(Channel::parse(&value).map_err(invalid)?.to_string())
+            }
+            "sku" => q.filter.sku = Some(SkuId::parse(&value).map_err(invalid)?.to_string()),
+            "buyer" => q.filter.buyer = Some(BuyerId::parse(&value).map_err(invalid)?.to_string()),
+            "after" => q.after = Some(Cursor::decode(&value).ok_or_else(bad)?),
+            "limit" => {
+                q.limit = value.parse().map_err(|_| bad())?;
+                if !(1..=1000).contains(&q.limit) {
+                    return Err(ApiError::InvalidRequest("limit is 1 to 1000".into()));
+                }
+            }
+            "format" => {
+                q.csv = match value.as_str() {
+                    "csv" => true,
+                    "json" => false,
+                    _ => return Err(ApiError::InvalidRequest("format is csv or json".into())),
+                }
+            }
+            _ => {
+                return Err(ApiError::InvalidRequest(format!(
+                    "unknown query parameter {name}"
+                )))
+            }
+        }
+    }
+    if let (Some(from), Some(to)) = (q.filter.from, q.filter.to) {
+        if to < from {
+            return Err(ApiError::InvalidRequest("to is before from".into()));
+        }
+    }
+    Ok(q)
+}
+
+/// `%XX` and `+` decoded (query values such as room ids need none, but a
+/// client may encode them anyway).
+fn percent_decoded(raw: &str) -> String {
+    let pairs = crate::channels::form_pairs(&format!("v={raw}"));
+    pairs.into_iter().next().map(|(_, v)| v).unwrap_or_default()
+}
+
 /// `?limit=&state=` of an endpoint's delivery log.
 pub fn parse_deliveries_query(
     query: &str,

@@ -13,6 +13,7 @@ pub mod ledger;
 pub mod live;
 pub mod notice;
 pub mod order;
+pub mod order_index;
 pub mod replenish;
 pub mod risk;
 pub mod room_stats;

@@ -8,6 +8,7 @@
 use super::events;
 use super::hooks;
 use super::http::to_response;
+use super::index_object;
 use super::risk_object::{self, RiskClient, SubjectName};
 use super::stubs::{
     BuyerClient, FeedCall, FeedClient, OrderCall, OrderOp, Signals, SkuCall, SkuClient, SkuOp,
@@ -23,6 +24,7 @@ use crate::domain::notice::Notice;
 use crate::domain::order::{
     line_hold_id, Begin, Intent, Interruption, KeyedAsk, Order, OrderStatus, SkuStep,
 };
+use crate::domain::order_index::IndexRow;
 use crate::domain::risk::{self, Decision, Facts, History, Judged, Seen, Subject, Verdict};
 use crate::domain::room_stats::OrderFact;
 use crate::domain::stock::{Actor, Reply, Request as StockRequest};
@@ -1014,6 +1016,14 @@ async fn notify(env: &Env, order: &Order, from: usize) -> bool {
                 console_error!("order object {}: room {room} numbers not told", order.id);
                 done = false;
             }
+        }
+    }
+    // The merchant's order index: this order's row in its partitions.
+    if from < order.timeline.len() {
+        let row = IndexRow::of(order);
+        if let Err(e) = index_object::upsert(env, &row).await {
+            console_error!("order object {}: order index: {e}", order.id);
+            done = false;
         }
     }
     done

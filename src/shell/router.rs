@@ -11,6 +11,7 @@ use super::http::to_response;
 use super::intake;
 use super::limits;
 use super::merge;
+use super::order_queries;
 use super::read_cache::{self, Lookup};
 use super::risk_object::{self, RiskCall, RiskClient};
 use super::routing;
@@ -507,6 +508,15 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
                 intake::status(env, channel, limit).await
             }
             Route::ChannelMessages(channel) => intake::messages(incoming.req, env, channel).await,
+            Route::ListOrders => {
+                reply(order_queries::list(env, wire::parse_order_query(query)?).await?)
+            }
+            Route::ExportOrders => {
+                reply(order_queries::export(env, wire::parse_order_query(query)?).await?)
+            }
+            Route::PickingList => {
+                reply(order_queries::picking_list(env, wire::parse_order_query(query)?).await?)
+            }
             Route::DevSession => dev_session(incoming.req, env).await,
             Route::DevPayment => dev_payment(incoming.req, env).await,
             Route::PutRoom(room) => {

@@ -21,6 +21,7 @@ mod kill;
 mod limits;
 mod live;
 mod openapi;
+mod order_index;
 mod orders;
 #[path = "../platform/mod.rs"]
 mod platform;
@@ -115,6 +116,8 @@ fn concurrent_tests() -> Vec<Test> {
         channels::bad_channel_input_is_a_problem_and_changes_nothing,
         channels::the_skus_deduction_mode_governs_platform_orders,
         channels::pushes_keep_to_the_platforms_rate,
+        order_index::a_rooms_orders_are_found_paged_and_exported,
+        order_index::bad_order_queries_are_problems,
     ]
 }
 
