@@ -100,6 +100,8 @@ pub enum ApiError {
     WebhookNotFound,
     /// No connected channel with this name.
     ChannelNotFound,
+    /// No bulk job with this id.
+    JobNotFound,
     /// A channel's message failed its platform's signature check.
     ChannelSignature(String),
     /// The endpoint has no delivery of this event.
@@ -242,6 +244,13 @@ impl ApiError {
                 "webhook-not-found",
                 "Webhook endpoint not found",
                 "no webhook endpoint with this id".into(),
+                none,
+            ),
+            ApiError::JobNotFound => (
+                404,
+                "job-not-found",
+                "Job not found",
+                "no bulk job with this id".into(),
                 none,
             ),
             ApiError::ChannelNotFound => (

@@ -51,6 +51,10 @@ pub enum Route {
     ExportOrders,
     /// Units per SKU over a query's orders: the picking list (admin).
     PickingList,
+    /// A bulk job: ship, cancel or refund the uploaded orders (admin).
+    CreateJob,
+    /// A job's progress and per-row results (admin).
+    GetJob(String),
     GetOrder(OrderId),
     OrderAction(OrderId, OrderAction),
     BuyerOrders(BuyerId),
@@ -163,6 +167,8 @@ enum Shape {
     Allocation,
     ExportOrders,
     Picking,
+    Jobs,
+    Job,
     Channels,
     ChannelOne,
     ChannelMessages,
@@ -247,6 +253,8 @@ impl Route {
             ["orders"] => (Shape::Orders, &["GET", "POST"]),
             ["exports", "orders"] => (Shape::ExportOrders, &["GET"]),
             ["exports", "picking"] => (Shape::Picking, &["GET"]),
+            ["jobs"] => (Shape::Jobs, &["POST"]),
+            ["jobs", _] => (Shape::Job, &["GET"]),
             ["orders", _] => (Shape::Order, &["GET"]),
             ["orders", _, action] => match OrderAction::parse(action) {
                 Some(a) => (Shape::OrderAction(a), &["POST"]),
@@ -317,6 +325,19 @@ impl Route {
             (Shape::Orders, _) => Route::CreateOrder,
             (Shape::ExportOrders, _) => Route::ExportOrders,
             (Shape::Picking, _) => Route::PickingList,
+            (Shape::Jobs, _) => Route::CreateJob,
+            (Shape::Job, _) => {
+                let id = segments[1];
+                let hex = id.strip_prefix("j_").unwrap_or("");
+                if hex.len() != 32
+                    || !hex
+                        .bytes()
+                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+                {
+                    return Err(ApiError::JobNotFound);
+                }
+                Route::GetJob(id.to_owned())
+            }
             (Shape::Order, _) => Route::GetOrder(order()?),
             (Shape::OrderAction(a), _) => Route::OrderAction(order()?, a),
             (Shape::BuyerOrders, _) => {
@@ -385,6 +406,8 @@ impl Route {
             | Route::ListOrders
             | Route::ExportOrders
             | Route::PickingList
+            | Route::CreateJob
+            | Route::GetJob(_)
             | Route::ListChannels
             | Route::PutChannel(_)
             | Route::GetChannel(_)

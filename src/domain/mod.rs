@@ -9,6 +9,7 @@ pub mod checkpoint;
 pub mod event;
 pub mod hold_cap;
 pub mod intake;
+pub mod jobs;
 pub mod ledger;
 pub mod live;
 pub mod notice;

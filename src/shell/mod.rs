@@ -16,6 +16,7 @@ mod hooks;
 mod http;
 mod index_object;
 mod intake;
+mod job_object;
 mod limits;
 mod merge;
 mod order_object;

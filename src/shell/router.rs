@@ -9,6 +9,7 @@ use super::hold_gate;
 use super::hooks::{self, HookCall};
 use super::http::to_response;
 use super::intake;
+use super::job_object::{self, JobCall};
 use super::limits;
 use super::merge;
 use super::order_queries;
@@ -514,6 +515,12 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
             Route::ExportOrders => {
                 reply(order_queries::export(env, wire::parse_order_query(query)?).await?)
             }
+            Route::CreateJob => reply(create_job(incoming.req, env, query).await?),
+            Route::GetJob(id) => {
+                // Every row's result (a job has at most 20,000).
+                let status = JobCall::Status { limit: 20_000 };
+                job_object::call(env, &id, &status).await.map_err(internal)
+            }
             Route::PickingList => {
                 reply(order_queries::picking_list(env, wire::parse_order_query(query)?).await?)
             }
@@ -964,17 +971,16 @@ async fn read_bytes(req: &mut Request) -> Outcome<Vec<u8>> {
 /// The body as bytes, whatever its media type (a platform's form or JSON),
 /// within the body cap.
 pub(super) async fn read_capped(req: &mut Request) -> Outcome<Vec<u8>> {
+    read_capped_to(req, wire::BODY_BYTES_MAX).await
+}
+
+/// As [`read_capped`], with another cap (a bulk job's upload).
+pub(super) async fn read_capped_to(req: &mut Request, max: usize) -> Outcome<Vec<u8>> {
     let headers = req.headers();
-    let too_large = ApiError::PayloadTooLarge {
-        max_bytes: wire::BODY_BYTES_MAX,
-    };
+    let too_large = ApiError::PayloadTooLarge { max_bytes: max };
     let unreadable = || ApiError::MalformedJson("the body could not be read".into());
     if let Some(length) = headers.get("Content-Length").ok().flatten() {
-        if length
-            .trim()
-            .parse::<usize>()
-            .map_or(true, |n| n > wire::BODY_BYTES_MAX)
-        {
+        if length.trim().parse::<usize>().map_or(true, |n| n > max) {
             return Err(too_large);
         }
         // A length within the cap: the runtime holds no more than that.
@@ -988,13 +994,80 @@ pub(super) async fn read_capped(req: &mut Request) -> Outcome<Vec<u8>> {
     };
     while let Some(chunk) = stream.next().await {
         let chunk = chunk.map_err(|_| unreadable())?;
-        if bytes.len() + chunk.len() > wire::BODY_BYTES_MAX {
+        if bytes.len() + chunk.len() > max {
             return Err(too_large);
         }
         bytes.extend_from_slice(&chunk);
     }
     Ok(bytes)
 }
+
+/// `POST /api/jobs?kind=ship|cancel|refund&reason=&restock=`: the body is
+/// the rows, CSV (`order,carrier,tracking_number`) or a JSON array, up to
+/// 2 MiB. Answers 202 with the job's id; the job runs by itself.
+async fn create_job(req: &mut Request, env: &Env, query: &str) -> Outcome<HttpReply> {
+    use crate::domain::jobs::{parse_rows, JobKind};
+    let mut kind = None;
+    let mut reason = None;
+    let mut restock = true;
+    for (name, value) in crate::channels::form_pairs(query) {
+        match name.as_str() {
+            "kind" => {
+                kind = Some(match value.as_str() {
+                    "ship" => JobKind::Ship,
+                    "cancel" => JobKind::Cancel,
+                    "refund" => JobKind::Refund,
+                    _ => {
+                        return Err(ApiError::InvalidRequest(
+                            "kind is ship, cancel or refund".into(),
+                        ))
+                    }
+                })
+            }
+            "reason" => {
+                let note = crate::domain::types::Note::parse(&value)
+                    .map_err(|e| ApiError::InvalidRequest(e.0))?;
+                reason = Some(note.to_string());
+            }
+            "restock" => {
+                restock = match value.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(ApiError::InvalidRequest("restock is true or false".into())),
+                }
+            }
+            _ => {
+                return Err(ApiError::InvalidRequest(format!(
+                    "unknown query parameter {name}"
+                )))
+            }
+        }
+    }
+    let kind = kind.ok_or_else(|| {
+        ApiError::InvalidRequest("kind is required: ship, cancel or refund".into())
+    })?;
+    let bytes = read_capped_to(req, JOB_BODY_MAX).await?;
+    let text = std::str::from_utf8(&bytes)
+        .map_err(|_| ApiError::MalformedJson("the upload is not UTF-8".into()))?;
+    let rows = parse_rows(text).map_err(ApiError::InvalidBody)?;
+    let id = format!("j_{}", crate::domain::types::hex(&random_bytes()?));
+    let call = JobCall::Create {
+        id: id.clone(),
+        kind,
+        reason,
+        restock,
+        rows,
+    };
+    let mut answer = job_object::call(env, &id, &call).await.map_err(internal)?;
+    let status = answer.status_code();
+    let body: serde_json::Value = answer.json().await.map_err(internal)?;
+    let mut reply = HttpReply::json(status, body);
+    reply.headers.push(("Location", format!("/api/jobs/{id}")));
+    Ok(reply)
+}
+
+/// A bulk job's upload may be this big (thousands of rows).
+const JOB_BODY_MAX: usize = 2 * 1024 * 1024;
 
 fn random_bytes() -> Outcome<[u8; 16]> {
     let mut bytes = [0u8; 16];

@@ -17,6 +17,7 @@ mod durability;
 mod errors;
 mod harness;
 mod hostile;
+mod jobs;
 mod kill;
 mod limits;
 mod live;
@@ -118,6 +119,7 @@ fn concurrent_tests() -> Vec<Test> {
         channels::pushes_keep_to_the_platforms_rate,
         order_index::a_rooms_orders_are_found_paged_and_exported,
         order_index::bad_order_queries_are_problems,
+        jobs::bad_job_input_is_a_problem,
     ]
 }
 
@@ -127,6 +129,7 @@ fn heavy_tests() -> Vec<Test> {
     tests![
         concurrency::a_stampede_of_500_on_100_units_sells_exactly_100,
         orders::two_hundred_two_line_orders_race_over_fifty_units,
+        jobs::a_sessions_paid_orders_ship_in_bulk_once,
         live::a_burst_is_coalesced_and_ends_on_the_true_number,
         browser::the_storefront_and_console_work_in_chromium,
         browser::the_kit_works_on_a_shop_of_another_origin,

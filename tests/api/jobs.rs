@@ -1,0 +1,185 @@
+//! Bulk fulfilment: a session's paid orders shipped from one CSV upload
+//! with duplicates and bad rows (exact per-row results, no order shipped
+//! twice), the same upload again changing nothing, and a bulk cancel that
+//! returns stock.
+
+use super::app::{unique, App, Call, Reply};
+use reqwest::Method;
+use serde_json::{json, Value};
+
+async fn upload(app: &App, query: &str, body: String, content_type: &str) -> Reply {
+    app.send(Call {
+        method: Method::POST,
+        path: format!("/api/jobs?{query}"),
+        body: Some(body),
+        headers: vec![app.bearer(), ("Content-Type", content_type.to_owned())],
+    })
+    .await
+}
+
+async fn finished(app: &App, id: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let r = app
+            .with(Method::GET, format!("/api/jobs/{id}"), vec![app.bearer()])
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        if r.body["state"] == "done" {
+            return r.body;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "job {id}: {}/{}",
+            r.body["done"],
+            r.body["total"]
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+}
+
+pub async fn a_sessions_paid_orders_ship_in_bulk_once(app: App) {
+    let room = unique("bulk-room");
+    let skus = [unique("bulk-a"), unique("bulk-b")];
+    for sku in &skus {
+        app.given_sku(sku, json!({"on_hand": 1000})).await;
+    }
+    // 400 orders in the room, 300 of them paid.
+    let tasks: Vec<_> = (0..400)
+        .map(|i| {
+            let (app, room, sku) = (app.clone(), room.clone(), skus[i % 2].clone());
+            tokio::spawn(async move {
+                let buyer = format!("bulk-{i}-{}", &room[room.len() - 4..]);
+                let body = json!({"buyer": buyer, "channel": "own", "room": room, "lines": [{"sku": sku, "qty": 1}]});
+                let mut call = app.json_call(Method::POST, "/api/orders".into(), body, false);
+                call.headers.push(app.as_buyer(&buyer));
+                call.headers.push(("Idempotency-Key", unique("bulk-key")));
+                let r = app.send_keyed(call).await;
+                assert_eq!(r.status, 201, "{:?}", r.body);
+                app.note_owner(&r, &buyer);
+                let id = r.body["id"].as_str().unwrap().to_owned();
+                if i < 300 {
+                    // Idempotent by its payment_ref: retried if the dev proxy drops it.
+                    let pay = json!({"payment_ref": format!("bulk-pay-{i}")});
+                    let paid = app.send_retrying(app.order_call(&id, "pay", pay)).await;
+                    assert_eq!(paid.status, 200, "{:?}", paid.body);
+                }
+                id
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    // The upload: every paid order, 20 of them twice, 5 unpaid ones, 3
+    // orders that do not exist, 2 unreadable rows.
+    let mut csv = String::from("\u{feff}order,carrier,tracking_number\n");
+    for (i, id) in ids[..300].iter().enumerate() {
+        csv.push_str(&format!("{id},SF,SF{i:06}\n"));
+    }
+    for (i, id) in ids[..20].iter().enumerate() {
+        csv.push_str(&format!("{id},SF,SF{i:06}\n"));
+    }
+    for (i, id) in ids[300..305].iter().enumerate() {
+        csv.push_str(&format!("{id},ZTO,ZT{i}\n"));
+    }
+    for _ in 0..3 {
+        csv.push_str(&format!("o_{},SF,SF999\n", "0123456789abcdef".repeat(2)));
+    }
+    csv.push_str(&format!("{},SF\n", ids[0]));
+    csv.push_str("a,b,c,d\n");
+    let r = upload(&app, "kind=ship", csv.clone(), "text/csv").await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    assert_eq!(r.body["total"], 330);
+    let job = r.body["id"].as_str().unwrap().to_owned();
+    let done = finished(&app, &job).await;
+    let counts = &done["counts"];
+    assert_eq!(counts["shipped"], 300, "{counts}");
+    assert_eq!(counts["already_shipped"], 20, "{counts}");
+    assert_eq!(counts["not_paid"], 5, "{counts}");
+    assert_eq!(counts["unknown_order"], 3, "{counts}");
+    assert_eq!(counts["invalid"], 2, "{counts}");
+    assert_eq!(done["failed"], 10);
+    let results = done["results"].as_array().unwrap();
+    assert_eq!(results.len(), 330);
+    assert_eq!(results[0]["outcome"], "shipped");
+    assert_eq!(results[329]["outcome"], "invalid");
+    // Each paid order shipped once, with its own tracking number.
+    for (i, id) in ids[..300].iter().enumerate().step_by(37) {
+        let order = app.get_order(id).await.body;
+        assert_eq!(order["status"], "shipped", "{order}");
+        let shipped = order["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["status"] == "shipped")
+            .count();
+        assert_eq!(shipped, 1, "{order}");
+        assert!(order.to_string().contains(&format!("SF{i:06}")), "{order}");
+    }
+    // The same upload again: nothing changes.
+    let again = upload(&app, "kind=ship", csv, "text/plain").await;
+    assert_eq!(again.status, 202, "{:?}", again.body);
+    let done = finished(&app, again.body["id"].as_str().unwrap()).await;
+    assert_eq!(done["counts"]["already_shipped"], 320, "{}", done["counts"]);
+    assert!(
+        done["counts"].get("shipped").is_none(),
+        "{}",
+        done["counts"]
+    );
+    // A recall: the five unpaid orders cancelled in bulk, their units back.
+    let rows: Vec<Value> = ids[300..305]
+        .iter()
+        .map(|id| json!({"order": id}))
+        .collect();
+    let before: u64 = app.counts(&skus[0]).await.1 + app.counts(&skus[1]).await.1;
+    let r = upload(
+        &app,
+        "kind=cancel&reason=recall",
+        Value::Array(rows).to_string(),
+        "application/json",
+    )
+    .await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let done = finished(&app, r.body["id"].as_str().unwrap()).await;
+    assert_eq!(done["counts"]["cancelled"], 5, "{}", done["counts"]);
+    let after: u64 = app.counts(&skus[0]).await.1 + app.counts(&skus[1]).await.1;
+    assert_eq!(before - after, 5, "five held units back");
+    let order = app.get_order(&ids[300]).await.body;
+    assert!(order.to_string().contains("recall"), "{order}");
+}
+
+pub async fn bad_job_input_is_a_problem(app: App) {
+    for (query, body) in [
+        ("kind=teleport", "o_x,SF,1"),
+        ("", "o_x,SF,1"),
+        ("kind=ship&colour=red", "o_x,SF,1"),
+        ("kind=ship", ""),
+        ("kind=ship", "[1,"),
+        ("kind=refund&restock=maybe", "o_x"),
+    ] {
+        let r = upload(&app, query, body.into(), "text/csv").await;
+        assert_eq!(r.status / 100, 4, "{query} {body}: {:?}", r.body);
+        assert_eq!(r.content_type, "application/problem+json", "{query}");
+    }
+    let r = app
+        .with(
+            Method::GET,
+            format!("/api/jobs/j_{}", "a".repeat(32)),
+            vec![app.bearer()],
+        )
+        .await;
+    r.assert_problem(404, "job-not-found");
+    let r = app
+        .with(Method::GET, "/api/jobs/nope".into(), vec![app.bearer()])
+        .await;
+    r.assert_problem(404, "job-not-found");
+    let r = app
+        .with(
+            Method::GET,
+            format!("/api/jobs/j_{}", "a".repeat(32)),
+            vec![],
+        )
+        .await;
+    assert_eq!(r.status, 401);
+}
