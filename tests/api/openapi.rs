@@ -75,6 +75,17 @@ pub async fn every_documented_operation_answers_as_documented(app: App) {
         let made = app.send(app.json_call(Method::PUT, path, body, true)).await;
         assert_eq!(made.status, 201, "{:?}", made.body);
     }
+    // A job (its one row names no order).
+    let made = app
+        .send(Call {
+            method: Method::POST,
+            path: "/api/jobs?kind=ship".into(),
+            body: Some(format!("o_{},SF,1\n", "0".repeat(32))),
+            headers: vec![app.bearer(), ("Content-Type", "text/csv".to_owned())],
+        })
+        .await;
+    assert_eq!(made.status, 202, "{:?}", made.body);
+    let job = made.body["id"].as_str().unwrap().to_owned();
     let fill = |template: &str, id: &str| {
         let channel = if id == "deleteChannel" {
             &doomed_channel
@@ -96,6 +107,7 @@ pub async fn every_documented_operation_answers_as_documented(app: App) {
             .replace("{buyer}", "spec-buyer")
             .replace("{room}", "spec-room")
             .replace("{channel}", channel)
+            .replace("{job}", &job)
     };
 
     let mut checked = 0;
@@ -176,7 +188,7 @@ pub async fn every_documented_operation_answers_as_documented(app: App) {
             checked += 1;
         }
     }
-    assert_eq!(checked, 58, "operations in the document");
+    assert_eq!(checked, 60, "operations in the document");
     // The example channel pushes to a host that does not resolve:
     // disconnected, so it is not retried for the rest of the run.
     let gone = app
