@@ -183,3 +183,75 @@ pub async fn bad_job_input_is_a_problem(app: App) {
         .await;
     assert_eq!(r.status, 401);
 }
+
+/// A bulk job cut off by a server restart resumes by itself and ships
+/// every order exactly once.
+pub async fn a_bulk_job_survives_a_restart(app: App, server: &mut super::harness::Server) {
+    let sku = unique("bulk-restart");
+    app.given_sku(&sku, json!({"on_hand": 1000})).await;
+    let tasks: Vec<_> = (0..300)
+        .map(|i| {
+            let (app, sku) = (app.clone(), sku.clone());
+            tokio::spawn(async move {
+                let buyer = format!("bulk-r-{i}-{}", &sku[sku.len() - 4..]);
+                let body =
+                    json!({"buyer": buyer, "channel": "own", "lines": [{"sku": sku, "qty": 1}]});
+                let mut call = app.json_call(Method::POST, "/api/orders".into(), body, false);
+                call.headers.push(app.as_buyer(&buyer));
+                call.headers.push(("Idempotency-Key", unique("bulk-r-key")));
+                let r = app.send_keyed(call).await;
+                assert_eq!(r.status, 201, "{:?}", r.body);
+                app.note_owner(&r, &buyer);
+                let id = r.body["id"].as_str().unwrap().to_owned();
+                let pay = json!({"payment_ref": format!("bulk-r-pay-{i}-{sku}")});
+                let paid = app.send_retrying(app.order_call(&id, "pay", pay)).await;
+                assert_eq!(paid.status, 200, "{:?}", paid.body);
+                id
+            })
+        })
+        .collect();
+    let mut ids = Vec::new();
+    for t in tasks {
+        ids.push(t.await.unwrap());
+    }
+    let csv: String = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| format!("{id},YTO,YT{i:05}\n"))
+        .collect();
+    let r = upload(&app, "kind=ship", csv, "text/csv").await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let job = r.body["id"].as_str().unwrap().to_owned();
+    // Stop the server once the job has started and before it is done.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let done_before = loop {
+        let r = app
+            .with(Method::GET, format!("/api/jobs/{job}"), vec![app.bearer()])
+            .await;
+        let done = r.body["done"].as_u64().unwrap_or(0);
+        if done > 0 {
+            break done;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the job never started"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    server.stop();
+    server.start().await;
+    let done = finished(&app, &job).await;
+    assert!(done_before < 300, "stopped mid-job ({done_before} done)");
+    assert_eq!(done["counts"]["shipped"], 300, "{}", done["counts"]);
+    assert_eq!(done["failed"], 0);
+    for id in ids.iter().step_by(23) {
+        let order = app.get_order(id).await.body;
+        let shipped = order["timeline"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|t| t["status"] == "shipped")
+            .count();
+        assert_eq!(shipped, 1, "{order}");
+    }
+}

@@ -256,6 +256,18 @@ async fn run() -> (usize, usize) {
         report(RESTART_HOOKS, ok);
         outcomes.push(ok);
     }
+    const RESTART_JOB: &str = "jobs::a_bulk_job_survives_a_restart";
+    if selected(RESTART_JOB) {
+        let ok = AssertUnwindSafe(jobs::a_bulk_job_survives_a_restart(
+            app.clone(),
+            &mut server,
+        ))
+        .catch_unwind()
+        .await
+        .is_ok();
+        report(RESTART_JOB, ok);
+        outcomes.push(ok);
+    }
     server.stop();
 
     // Last, alone: it runs its own bare workerd and kills it.
