@@ -75,11 +75,12 @@ pub struct Replenishment {
 }
 
 impl Replenishment {
-    pub fn id_for(sku: &str, version: u64) -> String {
+    /// The id of the SKU's `n`th request (never reused).
+    pub fn id_for(sku: &str, n: u64) -> String {
         let digest = Sha256::new()
-            .chain_update(b"replenishment\0")
+            .chain_update(b"replenishment-n\0")
             .chain_update(sku.as_bytes())
-            .chain_update(version.to_be_bytes())
+            .chain_update(n.to_be_bytes())
             .finalize();
         format!("rp_{}", hex(&digest[..16]))
     }

@@ -149,6 +149,14 @@ pub struct SkuRecord {
     /// How fast units go: for the sell-out estimate and reorder sizes.
     #[serde(default)]
     pub velocity: Velocity,
+    /// Replenishment requests made so far (names the next one's id).
+    #[serde(default, skip_serializing_if = "is_zero64")]
+    pub requests_made: u64,
+    /// A request was made for the current crossing of the reorder point:
+    /// no other until stock is back above the point (a cancelled request
+    /// is not remade in the same breath).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub reorder_spent: bool,
     /// Channel allocation (库存分配): dedicated buckets and limits per
     /// selling channel. See [`super::allocation`].
     #[serde(default, skip_serializing_if = "Allocations::is_empty")]
@@ -160,6 +168,10 @@ fn is_false(b: &bool) -> bool {
 }
 
 fn is_zero(n: &u16) -> bool {
+    *n == 0
+}
+
+fn is_zero64(n: &u64) -> bool {
     *n == 0
 }
 
@@ -194,6 +206,8 @@ impl SkuRecord {
             reorder: None,
             replenishments: Vec::new(),
             velocity: Velocity::default(),
+            requests_made: 0,
+            reorder_spent: false,
             channels: Allocations::default(),
         }
     }
@@ -1584,11 +1598,15 @@ impl Stock {
         };
         let open = record.replenishments.iter().any(|r| r.status.is_open());
         let position = record.available() + record.incoming();
-        if policy.mode == ReorderMode::Off
-            || !record.whole()
-            || open
-            || position > policy.reorder_point.get()
-        {
+        if position > policy.reorder_point.get() {
+            // Back above the point: the next crossing may ask again.
+            if record.reorder_spent {
+                record.reorder_spent = false;
+                self.changes.record = true;
+            }
+            return;
+        }
+        if policy.mode == ReorderMode::Off || !record.whole() || open || record.reorder_spent {
             return;
         }
         let qty = reorder_qty(&policy, record.velocity.sold_micro_per_s(now));
@@ -1596,8 +1614,12 @@ impl Stock {
             ReorderMode::Auto => RequestStatus::Confirmed,
             _ => RequestStatus::Requested,
         };
+        // Named by its number, never reused (a version can repeat across
+        // steps that change no count: a cancel, then a new request).
+        record.requests_made += 1;
+        record.reorder_spent = true;
         let request = Replenishment {
-            id: Replenishment::id_for(record.sku.as_str(), record.version),
+            id: Replenishment::id_for(record.sku.as_str(), record.requests_made),
             qty,
             status,
             created_at: now,

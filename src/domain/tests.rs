@@ -1304,4 +1304,34 @@ fn crossing_the_reorder_point_makes_one_request_that_is_confirmed_received_once(
     assert_eq!(kinds, vec![ReplenishmentRequested, ReplenishmentConfirmed]);
     assert_eq!(record.incoming(), 30);
     assert_eq!(record.replenishments.len(), 2);
+
+    // Cancelled below the point: not remade in the same step (it used to
+    // come back under the same id, open for good), and nothing more until
+    // stock is back above the point and crosses it again.
+    let second = record.replenishments[1].clone();
+    assert_ne!(second.id, request.id);
+    let cancel = Command::CancelReplenishment {
+        id: second.id.clone(),
+    };
+    let (_, kinds, record) = step(18, cancel);
+    assert_eq!(kinds, vec![ReplenishmentCancelled]);
+    assert_eq!(
+        record.replenishments.len(),
+        2,
+        "{:?}",
+        record.replenishments
+    );
+    assert_eq!(record.incoming(), 0);
+    let (_, kinds, _) = step(19, reserve(20, "b20", 1));
+    assert_eq!(kinds, vec![], "the same crossing asks once");
+    let (_, _, record) = step(20, restock(40));
+    assert!(record.available() > 8);
+    let (_, kinds, record) = step(21, adjust(-40));
+    assert_eq!(kinds, vec![ReplenishmentRequested, ReplenishmentConfirmed]);
+    let ids: std::collections::HashSet<_> = record.replenishments.iter().map(|r| &r.id).collect();
+    assert_eq!(
+        ids.len(),
+        record.replenishments.len(),
+        "every request its own id"
+    );
 }

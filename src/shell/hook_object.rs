@@ -29,6 +29,8 @@ CREATE TABLE IF NOT EXISTS deliveries (seq INTEGER PRIMARY KEY AUTOINCREMENT, ev
 CREATE INDEX IF NOT EXISTS deliveries_by_state ON deliveries (state, seq);
 ";
 
+/// What a queue's endpoint row holds once its endpoint is deleted.
+const FORGOTTEN: &str = "forgotten";
 /// Deliveries a queue keeps once delivered (the newest); older ones go.
 const DELIVERED_KEPT: u64 = 10_000;
 /// Tries per alarm run: a long backlog is worked through over several
@@ -120,6 +122,11 @@ pub struct HookObject {
     /// As a queue: its endpoint's recent failures (in memory: after an
     /// eviction the first due try simply runs).
     health: Cell<Health>,
+    /// A delivery run is under way, and something was queued or resent
+    /// during it: the run ends by arming the alarm at once, not at its
+    /// own next retry (which could be an hour out).
+    running: Cell<bool>,
+    kicked: Cell<bool>,
 }
 
 impl DurableObject for HookObject {
@@ -133,6 +140,8 @@ impl DurableObject for HookObject {
             env,
             tables,
             health: Cell::new(Health::default()),
+            running: Cell::new(false),
+            kicked: Cell::new(false),
         }
     }
 
@@ -148,7 +157,14 @@ impl DurableObject for HookObject {
     }
 
     async fn alarm(&self) -> Result<Response> {
-        if let Err(e) = self.deliver().await {
+        self.running.set(true);
+        self.kicked.set(false);
+        let delivered = self.deliver().await;
+        self.running.set(false);
+        if self.kicked.replace(false) {
+            self.arm_at(now_ms()).await;
+        }
+        if let Err(e) = delivered {
             // Re-armed soon; the runtime retries a failed alarm as well.
             self.arm(now_ms() + 5_000).await;
             return Err(worker::Error::RustError(format!("hook alarm: {e:?}")));
@@ -245,6 +261,13 @@ impl HookObject {
                 Ok(HttpReply::json(200, public(&endpoint)))
             }
             HookCall::Enqueue { endpoint, notices } => {
+                let forgotten = self
+                    .rows::<Row>("SELECT body FROM endpoint WHERE id = 1", vec![])?
+                    .first()
+                    .is_some_and(|r| r.body == FORGOTTEN);
+                if forgotten {
+                    return Ok(HttpReply::json(200, json!({ "queued": false })));
+                }
                 let now = now_ms();
                 let mut writes: Vec<Statement> = vec![(
                     "INSERT OR REPLACE INTO endpoint (id, body) VALUES (1, ?)",
@@ -268,6 +291,9 @@ impl HookObject {
                     vec![text(DeliveryState::Delivered.as_str()), int(DELIVERED_KEPT)],
                 ));
                 self.write(writes)?;
+                if self.running.get() {
+                    self.kicked.set(true);
+                }
                 self.arm(now).await;
                 Ok(HttpReply::json(200, json!({ "queued": true })))
             }
@@ -301,6 +327,9 @@ impl HookObject {
                 let now = now_ms();
                 delivery.resend(now);
                 self.save(row.seq, &delivery)?;
+                if self.running.get() {
+                    self.kicked.set(true);
+                }
                 self.arm(now).await;
                 Ok(HttpReply::json(200, delivery_json(row.seq, &delivery)))
             }
@@ -310,7 +339,12 @@ impl HookObject {
                     vec![text(DeliveryState::Pending.as_str())],
                 )?;
                 let now = now_ms();
-                let mut writes: Vec<Statement> = vec![("DELETE FROM endpoint", vec![])];
+                // A mark, not a delete: a hand-off from an isolate whose
+                // cache still lists the endpoint must not bring it back.
+                let mut writes: Vec<Statement> = vec![(
+                    "INSERT OR REPLACE INTO endpoint (id, body) VALUES (1, ?)",
+                    vec![text(FORGOTTEN)],
+                )];
                 for row in pending {
                     let Ok(mut d) = serde_json::from_str::<Delivery>(&row.body) else {
                         continue;
@@ -325,9 +359,7 @@ impl HookObject {
                     });
                     writes.extend(save_writes(row.seq, &d)?);
                 }
-                if self.tables.made() {
-                    self.write(writes)?;
-                }
+                self.write(writes)?;
                 Ok(HttpReply::json(200, json!({ "forgotten": true })))
             }
         }
@@ -377,6 +409,27 @@ impl HookObject {
             }
             tried += 1;
             let attempt = self.try_once(&endpoint, &delivery).await;
+            // The endpoint may have been deleted (its deliveries dead) or
+            // the delivery resent while this try was out: the stored row
+            // wins over this run's copy.
+            let still: Vec<SeqRow> = self.rows(
+                "SELECT seq, body FROM deliveries WHERE seq = ? AND state = ?",
+                vec![
+                    SqlStorageValue::Integer(row.seq),
+                    text(DeliveryState::Pending.as_str()),
+                ],
+            )?;
+            let gone = self
+                .rows::<Row>("SELECT body FROM endpoint WHERE id = 1", vec![])?
+                .first()
+                .and_then(|r| serde_json::from_str::<Endpoint>(&r.body).ok())
+                .is_none();
+            if gone {
+                return Ok(());
+            }
+            if still.first().is_none_or(|r| r.body != row.body) {
+                continue;
+            }
             let ok = attempt.status.is_some_and(|s| (200..300).contains(&s));
             let jitter = jitter();
             delivery.record(attempt, jitter);

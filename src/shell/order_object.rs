@@ -59,6 +59,13 @@ pub struct OrderObject {
     lock: Mutex<()>,
     /// Its tables, made by its first write.
     tables: Tables,
+    /// How far the timeline's events have been handed to an after-reply
+    /// task in this instance: a later change announces only its own
+    /// entries, not again those a task still running covers (viewers saw
+    /// "paid" twice). Announcing cannot fail, so this only runs ahead of
+    /// the stored `announce_from` while a task is under way; after an
+    /// eviction the alarm announces what the order still owes.
+    announced_to: Rc<std::cell::Cell<usize>>,
 }
 
 /// An order remembers at most this many keyed answers.
@@ -103,6 +110,7 @@ impl DurableObject for OrderObject {
             order: Rc::new(RefCell::new(None)),
             lock: Mutex::new(()),
             tables,
+            announced_to: Rc::new(std::cell::Cell::new(0)),
         }
     }
 
@@ -696,8 +704,16 @@ impl OrderObject {
             self.order.clone(),
             self.atomic.clone(),
         );
+        let covered = order.timeline.len();
+        let announce_from = owed
+            .0
+            .map(|from| from.max(self.announced_to.get()))
+            .filter(|from| *from < covered);
+        if owed.0.is_some() {
+            self.announced_to.set(self.announced_to.get().max(covered));
+        }
         let task = async move {
-            if let Some(from) = owed.0 {
+            if let Some(from) = announce_from {
                 announce(&env, &order, from).await;
             }
             // Not handed off: still owed, and the alarm (armed while it is)
@@ -709,11 +725,14 @@ impl OrderObject {
             let mut cache = cache.borrow_mut();
             if let Some(Some(current)) = cache.as_mut() {
                 let before = (current.announce_from, current.notify_from);
+                // This task covered the timeline as it was; entries a later
+                // change added stay owed (their own task, or the alarm).
+                let rest = (current.timeline.len() > covered).then_some(covered);
                 if current.announce_from == owed.0 {
-                    current.announce_from = None;
+                    current.announce_from = rest;
                 }
                 if notified && current.notify_from == owed.1 {
-                    current.notify_from = None;
+                    current.notify_from = rest;
                 }
                 if before != (current.announce_from, current.notify_from) {
                     let saved = serde_json::to_string(&*current)

@@ -293,22 +293,32 @@ impl DurableObject for SkuObject {
         if self.signs {
             let made = self.with_stock(None, |store, stock| {
                 let Some(record) = stock.record() else {
-                    return Ok(());
+                    return Ok(None);
                 };
                 let tail = stock.tail();
-                ledger::checkpoint_head(
+                let head = tail.next_seq.saturating_sub(1);
+                let made = ledger::checkpoint_head(
                     store,
                     record,
                     tail,
                     &self.env,
                     ledger::CHECKPOINT_EVERY_MS,
                 )?;
-                Ok(())
+                Ok(Some((head, made.map_or(0, |cp| cp.seq))))
             });
-            if let Err(Failure::Store(e)) = made {
-                console_error!("sku object: checkpoint: {}", e.0);
+            match made {
+                // Declined (a chain that does not verify, or one written
+                // before the chain existed): tried again a minute after,
+                // and only if entries came since, never in a loop.
+                Ok(Some((head, signed))) if signed < head => {
+                    self.checkpointed.set(Some((head, now_ms())));
+                }
+                Err(Failure::Store(e)) => {
+                    console_error!("sku object: checkpoint: {}", e.0);
+                    self.checkpointed.set(Some((0, now_ms())));
+                }
+                _ => self.checkpointed.set(None),
             }
-            self.checkpointed.set(None);
         }
         // Transfers a crash left in the outbox.
         self.redeliver().await;

@@ -56,3 +56,27 @@ pub async fn the_kit_works_on_a_shop_of_another_origin(app: App) {
     );
     assert!(stdout.contains("kit on another origin ok"), "{stdout}");
 }
+
+/// The console's orders page with a thousand orders: find, page, export,
+/// ship from a file, cancel a selection (tests/browser/orders.mjs).
+pub async fn the_orders_page_fulfils_a_session_in_chromium(app: App) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let shots = format!("{root}/target/screenshots");
+    let output = tokio::task::spawn_blocking(move || {
+        Command::new("node")
+            .arg(format!("{root}/tests/browser/orders.mjs"))
+            .args([&app.base, &app.token, &shots])
+            .current_dir(root)
+            .output()
+            .expect("run node")
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "orders page failed:\n{stdout}\n{stderr}"
+    );
+    assert!(stdout.contains("orders page ok"), "{stdout}");
+}

@@ -133,6 +133,7 @@ fn heavy_tests() -> Vec<Test> {
         live::a_burst_is_coalesced_and_ends_on_the_true_number,
         browser::the_storefront_and_console_work_in_chromium,
         browser::the_kit_works_on_a_shop_of_another_origin,
+        browser::the_orders_page_fulfils_a_session_in_chromium,
         // Alone: it compares the objects' files before and after.
         live::nothing_is_stored_for_what_was_never_set_up,
         // Alone: it writes the merchant's rule set, which every order meets.
