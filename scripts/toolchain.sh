@@ -32,7 +32,7 @@ fi
 # DEV_SESSIONS=1 turns on the dev-only session and payment routes; it is
 # never in wrangler.toml, so a deployment does not have them.
 touch .dev.vars
-for name in ADMIN_TOKEN BUYER_SESSION_SECRET PAYMENT_WEBHOOK_SECRET; do
+for name in ADMIN_TOKEN BUYER_SESSION_SECRET PAYMENT_WEBHOOK_SECRET CARRIER_WEBHOOK_SECRET; do
   if ! grep -q "^$name=" .dev.vars; then
     printf '%s=%s\n' "$name" "$(od -An -tx1 -N24 /dev/urandom | tr -d ' \n')" >> .dev.vars
     echo "toolchain: added a fresh $name to .dev.vars (see .dev.vars.example)"

@@ -55,6 +55,8 @@ pub enum Route {
     CreateJob,
     /// A job's progress and per-row results (admin).
     GetJob(String),
+    /// A carrier's signed delivery updates (the payment signature scheme).
+    CarrierDeliveries,
     GetOrder(OrderId),
     OrderAction(OrderId, OrderAction),
     BuyerOrders(BuyerId),
@@ -110,6 +112,8 @@ pub enum Access {
     /// Signed by the channel's platform with its own scheme: the router
     /// verifies it with the channel's adapter and secret.
     Channel,
+    /// A carrier's `Edgestock-Signature` (CARRIER_WEBHOOK_SECRET).
+    Carrier,
 }
 
 /// What the merchant does with a replenishment request.
@@ -169,6 +173,7 @@ enum Shape {
     Picking,
     Jobs,
     Job,
+    Carrier,
     Channels,
     ChannelOne,
     ChannelMessages,
@@ -254,6 +259,7 @@ impl Route {
             ["exports", "orders"] => (Shape::ExportOrders, &["GET"]),
             ["exports", "picking"] => (Shape::Picking, &["GET"]),
             ["jobs"] => (Shape::Jobs, &["POST"]),
+            ["carriers", "deliveries"] => (Shape::Carrier, &["POST"]),
             ["jobs", _] => (Shape::Job, &["GET"]),
             ["orders", _] => (Shape::Order, &["GET"]),
             ["orders", _, action] => match OrderAction::parse(action) {
@@ -326,6 +332,7 @@ impl Route {
             (Shape::ExportOrders, _) => Route::ExportOrders,
             (Shape::Picking, _) => Route::PickingList,
             (Shape::Jobs, _) => Route::CreateJob,
+            (Shape::Carrier, _) => Route::CarrierDeliveries,
             (Shape::Job, _) => {
                 let id = segments[1];
                 let hex = id.strip_prefix("j_").unwrap_or("");
@@ -389,6 +396,7 @@ impl Route {
             | Route::BuyerOrders(_) => Access::Buyer,
             Route::OrderAction(_, OrderAction::Pay) => Access::Payment,
             Route::ChannelMessages(_) => Access::Channel,
+            Route::CarrierDeliveries => Access::Carrier,
             Route::PutSku(_)
             | Route::Restock(_)
             | Route::Adjust(_)
@@ -657,6 +665,7 @@ mod tests {
                     ["buyerSession", "bearer"] => Access::Buyer,
                     ["paymentSignature"] => Access::Payment,
                     ["channelSignature"] => Access::Channel,
+                    ["carrierSignature"] => Access::Carrier,
                     other => panic!("{method} {template}: schemes {other:?}"),
                 };
                 let expected = match route.access() {
@@ -668,10 +677,10 @@ mod tests {
                 operations += 1;
             }
         }
-        // Every route the server has is in the document: 49 variants, with
+        // Every route the server has is in the document: 50 variants, with
         // OrderAction's seven actions and Live's three feeds each a path of
         // their own (dev mode's two routes are not documented).
-        assert_eq!(operations, 60);
+        assert_eq!(operations, 61);
     }
 
     #[test]

@@ -255,6 +255,36 @@ impl ChannelBody {
     }
 }
 
+/// `POST /api/carriers/deliveries`: a carrier's delivery updates.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CarrierBody {
+    pub events: Vec<CarrierEvent>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CarrierEvent {
+    pub order: String,
+    pub tracking_number: String,
+    pub status: String,
+}
+
+impl CarrierBody {
+    pub fn checked(self) -> Result<Vec<CarrierEvent>, ApiError> {
+        if self.events.is_empty() || self.events.len() > 100 {
+            return Err(ApiError::InvalidBody("events: 1 to 100".into()));
+        }
+        for e in &self.events {
+            short_text("tracking_number", &e.tracking_number, 64)?;
+            short_text("status", &e.status, 32)?;
+            if e.order.len() > 64 {
+                return Err(ApiError::InvalidBody("order: at most 64 characters".into()));
+            }
+        }
+        Ok(self.events)
+    }
+}
+
 /// `POST …/replenishments/{id}/receive`: how many came (default: the
 /// request's quantity).
 #[derive(Debug, Default, Serialize, Deserialize)]

@@ -123,6 +123,19 @@ pub fn verify_payment(header: &str, env: &Env, body: &[u8]) -> Result<(), ApiErr
         .map_err(|e| ApiError::Unauthorized(e.detail()))
 }
 
+/// Verifies a carrier's `Edgestock-Signature` (the payment scheme, under
+/// CARRIER_WEBHOOK_SECRET or, during a rotation, its _NEXT).
+pub fn verify_carrier(header: &str, env: &Env, body: &[u8]) -> Result<(), ApiError> {
+    let secrets = secrets(
+        env,
+        ["CARRIER_WEBHOOK_SECRET", "CARRIER_WEBHOOK_SECRET_NEXT"],
+    );
+    let keys: Vec<&[u8]> = secrets.iter().map(|s| s.as_bytes()).collect();
+    session::verify_payment(header, body, &keys, now_s())
+        .map(|_| ())
+        .map_err(|e| ApiError::Unauthorized(e.detail().replace("callback", "carrier update")))
+}
+
 /// Whether dev mode is on: `DEV_SESSIONS=1`, set in `.dev.vars` only.
 pub fn dev_mode(env: &Env) -> bool {
     env.var("DEV_SESSIONS")

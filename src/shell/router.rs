@@ -176,7 +176,7 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
     // Public routes never look at credentials: reads stay one hop.
     let caller = match route.access() {
         // A platform's signature is checked by its adapter (intake.rs).
-        Access::Public | Access::Payment | Access::Channel => Caller::Anonymous,
+        Access::Public | Access::Payment | Access::Channel | Access::Carrier => Caller::Anonymous,
         Access::Admin => {
             let caller = auth::caller(req, env)?;
             auth::require_admin(&caller, env)?;
@@ -516,6 +516,7 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
                 reply(order_queries::export(env, wire::parse_order_query(query)?).await?)
             }
             Route::CreateJob => reply(create_job(incoming.req, env, query).await?),
+            Route::CarrierDeliveries => reply(carrier_deliveries(incoming.req, env).await?),
             Route::GetJob(id) => {
                 // Every row's result (a job has at most 20,000).
                 let status = JobCall::Status { limit: 20_000 };
@@ -1064,6 +1065,70 @@ async fn create_job(req: &mut Request, env: &Env, query: &str) -> Outcome<HttpRe
     let mut reply = HttpReply::json(status, body);
     reply.headers.push(("Location", format!("/api/jobs/{id}")));
     Ok(reply)
+}
+
+/// `POST /api/carriers/deliveries`: a carrier's signed updates, `{"events":
+/// [{"order", "tracking_number", "status"}]}` (1–100); `delivered` moves a
+/// shipped order to delivered (idempotent), anything else is noted and
+/// ignored. One result per event.
+async fn carrier_deliveries(req: &mut Request, env: &Env) -> Outcome<HttpReply> {
+    let raw = read_bytes(req).await?;
+    let signature = req
+        .headers()
+        .get("Edgestock-Signature")
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    auth::verify_carrier(&signature, env, &raw)?;
+    let body: wire::CarrierBody = parse_body(&raw)?;
+    let events = body.checked()?;
+    let runs = events.iter().map(|e| async move {
+        let Ok(order) = OrderId::parse(&e.order) else {
+            return json!({"order": e.order, "result": "unknown_order"});
+        };
+        if e.status != "delivered" {
+            return json!({"order": e.order, "result": "ignored", "status": e.status});
+        }
+        let key = IdempotencyKey::parse(&format!("carrier-delivered-{}", e.tracking_number)).ok();
+        let op = OrderOp::Change {
+            change: crate::domain::order::Change::Deliver,
+            actor: Actor::System,
+            key,
+            fingerprint: format!("carrier:{}", e.tracking_number),
+        };
+        let answer = match OrderClient::new(env, &order) {
+            Ok(client) => {
+                client
+                    .call(&OrderCall {
+                        order: order.clone(),
+                        op,
+                    })
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let result = match answer {
+            Ok(mut r) => {
+                let status = r.status_code();
+                let body: serde_json::Value = r.json().await.unwrap_or_default();
+                match (status, body["from"].as_str()) {
+                    (200, _) => "delivered",
+                    (404, _) => "unknown_order",
+                    (409, Some("delivered")) => "already_delivered",
+                    (409, _) if body["type"] == "/problems/illegal-transition" => "not_shipped",
+                    _ => "retry",
+                }
+            }
+            Err(_) => "retry",
+        };
+        json!({"order": e.order, "result": result})
+    });
+    let results = futures_util::future::join_all(runs).await;
+    let retry = results.iter().any(|r| r["result"] == "retry");
+    Ok(HttpReply::json(
+        if retry { 503 } else { 200 },
+        json!({ "results": results }),
+    ))
 }
 
 /// A bulk job's upload may be this big (thousands of rows).

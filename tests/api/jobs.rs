@@ -255,3 +255,85 @@ pub async fn a_bulk_job_survives_a_restart(app: App, server: &mut super::harness
         assert_eq!(shipped, 1, "{order}");
     }
 }
+
+/// A carrier's signed delivery update moves a shipped order to delivered,
+/// once; an unsigned one is refused and changes nothing.
+pub async fn a_carriers_signed_update_delivers(app: App) {
+    let sku = unique("carrier");
+    app.given_sku(&sku, json!({"on_hand": 5})).await;
+    let order = app.given_order(&app.viewer, &[(&sku, 1)]).await;
+    let paid = app
+        .order_action(&order, "pay", json!({"payment_ref": unique("carrier-pay")}))
+        .await;
+    assert_eq!(paid.status, 200, "{:?}", paid.body);
+    let tracking = unique("SF");
+    let shipped = app
+        .order_action(
+            &order,
+            "ship",
+            json!({"carrier": "SF", "tracking_number": tracking}),
+        )
+        .await;
+    assert_eq!(shipped.status, 200, "{:?}", shipped.body);
+    let unshipped = app.given_order(&app.viewer, &[(&sku, 1)]).await;
+    let body = json!({"events": [
+        {"order": order, "tracking_number": tracking, "status": "delivered"},
+        {"order": unshipped, "tracking_number": "X1", "status": "delivered"},
+        {"order": format!("o_{}", "9".repeat(32)), "tracking_number": "X2", "status": "delivered"},
+        {"order": order, "tracking_number": tracking, "status": "in_transit"},
+    ]})
+    .to_string();
+    let secret = format!("{}-carriers", app.token);
+    let sign = |body: &str| {
+        let now = super::app::now_ms() / 1000;
+        edgestock::api::session::sign_body(now, body.as_bytes(), secret.as_bytes())
+    };
+    let post = |signature: Option<String>| {
+        let mut headers = vec![("Content-Type", "application/json".to_owned())];
+        if let Some(s) = signature {
+            headers.push(("Edgestock-Signature", s));
+        }
+        Call {
+            method: Method::POST,
+            path: "/api/carriers/deliveries".into(),
+            body: Some(body.clone()),
+            headers,
+        }
+    };
+    let forged = app.send(post(Some(sign("something else")))).await;
+    forged.assert_problem(401, "unauthorized");
+    let unsigned = app.send(post(None)).await;
+    assert_eq!(unsigned.status, 401);
+    assert_eq!(app.get_order(&order).await.body["status"], "shipped");
+    let r = app.send(post(Some(sign(&body)))).await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let results: Vec<&Value> = r.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| &x["result"])
+        .collect();
+    assert_eq!(
+        results,
+        [
+            &json!("delivered"),
+            &json!("not_shipped"),
+            &json!("unknown_order"),
+            &json!("ignored")
+        ]
+    );
+    assert_eq!(app.get_order(&order).await.body["status"], "delivered");
+    let again = app.send(post(Some(sign(&body)))).await;
+    assert_eq!(
+        again.body["results"][0]["result"], "delivered",
+        "the same update again: its first answer"
+    );
+    let timeline = app.get_order(&order).await.body["timeline"].clone();
+    let delivered = timeline
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["status"] == "delivered")
+        .count();
+    assert_eq!(delivered, 1, "{timeline}");
+}

@@ -120,6 +120,7 @@ fn concurrent_tests() -> Vec<Test> {
         order_index::a_rooms_orders_are_found_paged_and_exported,
         order_index::bad_order_queries_are_problems,
         jobs::bad_job_input_is_a_problem,
+        jobs::a_carriers_signed_update_delivers,
     ]
 }
 

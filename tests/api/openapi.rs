@@ -139,6 +139,16 @@ pub async fn every_documented_operation_answers_as_documented(app: App) {
                     Some("paymentSignature") => {
                         headers.push(app.payment_signature(body.unwrap_or("")))
                     }
+                    Some("carrierSignature") => {
+                        let now = crate::app::now_ms() / 1000;
+                        let secret = format!("{}-carriers", app.token);
+                        let signed = edgestock::api::session::sign_body(
+                            now,
+                            body.unwrap_or("").as_bytes(),
+                            secret.as_bytes(),
+                        );
+                        headers.push(("Edgestock-Signature", signed))
+                    }
                     Some("channelSignature") => {
                         let now = crate::app::now_ms() / 1000;
                         let signed = edgestock::api::session::sign_body(
@@ -188,7 +198,7 @@ pub async fn every_documented_operation_answers_as_documented(app: App) {
             checked += 1;
         }
     }
-    assert_eq!(checked, 60, "operations in the document");
+    assert_eq!(checked, 61, "operations in the document");
     // The example channel pushes to a host that does not resolve:
     // disconnected, so it is not retried for the rest of the run.
     let gone = app
