@@ -16,14 +16,15 @@ fn channel(prefix: &str) -> String {
 
 async fn connect(app: &App, channel: &str, platform: &FakePlatform) {
     let reply = app
-        .send(app.json_call(
+        .send_retrying(app.json_call(
             Method::PUT,
             format!("/api/channels/{channel}"),
             platform.connect_body(),
             true,
         ))
         .await;
-    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    // 200: a first try the dev proxy dropped had already connected it.
+    assert!(matches!(reply.status, 200 | 201), "{:?}", reply.body);
     assert!(
         reply.body.get("secret").is_none(),
         "the secret is never shown"
@@ -33,7 +34,7 @@ async fn connect(app: &App, channel: &str, platform: &FakePlatform) {
 /// Lists the SKU on the channel, selling from the shared pool.
 async fn list(app: &App, sku: &str, channel: &str) {
     let reply = app
-        .send(app.json_call(
+        .send_retrying(app.json_call(
             Method::PUT,
             format!("/api/skus/{sku}/channels/{channel}"),
             json!({}),
@@ -51,13 +52,15 @@ async fn settle() {
 
 async fn disconnect(app: &App, channel: &str) {
     let r = app
-        .with(
-            Method::DELETE,
-            format!("/api/channels/{channel}"),
-            vec![app.bearer()],
-        )
+        .send_retrying(Call {
+            method: Method::DELETE,
+            path: format!("/api/channels/{channel}"),
+            body: None,
+            headers: vec![app.bearer()],
+        })
         .await;
-    assert_eq!(r.status, 200, "{:?}", r.body);
+    // 404: a first try the dev proxy dropped had already disconnected it.
+    assert!(matches!(r.status, 200 | 404), "{:?}", r.body);
 }
 
 /// Sends a platform's signed request to edgestock (retrying what the dev
@@ -231,19 +234,19 @@ pub async fn allocation_gives_each_channel_its_share(app: App) {
             true,
         )
     };
-    let r = app.send(put(&dy, json!({"dedicated": 30}))).await;
+    let r = app.send_retrying(put(&dy, json!({"dedicated": 30}))).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let r = app
-        .send(put(&tb, json!({"safety_floor": 50, "max_listed": 15})))
+        .send_retrying(put(&tb, json!({"safety_floor": 50, "max_listed": 15})))
         .await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["pool"], 70);
     assert_eq!(r.body["channels"][&dy]["sellable"], 30);
     assert_eq!(r.body["channels"][&tb]["sellable"], 15);
     // A bucket bigger than the pool is refused and changes nothing.
-    let r = app.send(put(&tb, json!({"dedicated": 71}))).await;
+    let r = app.send_retrying(put(&tb, json!({"dedicated": 71}))).await;
     r.assert_problem(409, "allocation-pool-short");
-    let r = app.send(put(&tb, json!({"percent": 0}))).await;
+    let r = app.send_retrying(put(&tb, json!({"percent": 0}))).await;
     r.assert_problem(422, "invalid-body");
     douyin.wait_shows(&sku, 30, 30).await;
     taobao.wait_shows(&sku, 15, 30).await;
@@ -295,14 +298,14 @@ pub async fn allocation_gives_each_channel_its_share(app: App) {
     // Taobao's floor: the pool is 20 now, 20 - 50 → nothing to sell.
     taobao.wait_shows(&sku, 0, 30).await;
     // Douyin's bucket back to the pool (shared again): it sells the pool.
-    let r = app.send(put(&dy, json!({}))).await;
+    let r = app.send_retrying(put(&dy, json!({}))).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     assert_eq!(r.body["pool"], 20);
     assert_eq!(r.body["channels"][&dy]["dedicated"], Value::Null);
     douyin.wait_shows(&sku, 20, 30).await;
     // Unlisted from taobao: no rules, no more pushes.
     let r = app
-        .send(Call {
+        .send_retrying(Call {
             method: Method::DELETE,
             path: format!("/api/skus/{sku}/channels/{tb}"),
             body: None,
@@ -386,7 +389,7 @@ pub async fn bad_channel_input_is_a_problem_and_changes_nothing(app: App) {
     r.assert_problem(401, "channel-signature-invalid");
     // No signature at all.
     let r = app
-        .send(app.json_call(
+        .send_retrying(app.json_call(
             Method::POST,
             format!("/api/channels/{name}/messages"),
             json!({"messages": []}),
@@ -419,7 +422,7 @@ pub async fn bad_channel_input_is_a_problem_and_changes_nothing(app: App) {
         json!({"platform": "generic"}),
     ] {
         let r = app
-            .send(app.json_call(
+            .send_retrying(app.json_call(
                 Method::PUT,
                 format!("/api/channels/{}", channel("x-")),
                 body.clone(),
@@ -430,7 +433,7 @@ pub async fn bad_channel_input_is_a_problem_and_changes_nothing(app: App) {
         assert_eq!(r.content_type, "application/problem+json");
     }
     let r = app
-        .send(app.json_call(
+        .send_retrying(app.json_call(
             Method::PUT,
             format!("/api/channels/{name}"),
             json!({"platform": "generic"}),
@@ -554,9 +557,9 @@ pub async fn pushes_keep_to_the_platforms_rate(app: App) {
     let mut body = platform.connect_body();
     body["rate_per_s"] = json!(4);
     let reply = app
-        .send(app.json_call(Method::PUT, format!("/api/channels/{name}"), body, true))
+        .send_retrying(app.json_call(Method::PUT, format!("/api/channels/{name}"), body, true))
         .await;
-    assert_eq!(reply.status, 201, "{:?}", reply.body);
+    assert!(matches!(reply.status, 200 | 201), "{:?}", reply.body);
     settle().await;
     let skus: Vec<String> = (0..12).map(|_| unique("rate")).collect();
     for (i, sku) in skus.iter().enumerate() {

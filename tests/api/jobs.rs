@@ -21,7 +21,12 @@ async fn finished(app: &App, id: &str) -> Value {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
         let r = app
-            .with(Method::GET, format!("/api/jobs/{id}"), vec![app.bearer()])
+            .send_retrying(Call {
+                method: Method::GET,
+                path: format!("/api/jobs/{id}"),
+                body: None,
+                headers: vec![app.bearer()],
+            })
             .await;
         assert_eq!(r.status, 200, "{:?}", r.body);
         if r.body["state"] == "done" {

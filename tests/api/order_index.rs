@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 use std::collections::{HashMap, HashSet};
 
 async fn query(app: &App, q: &str) -> super::app::Reply {
-    app.send(Call {
+    app.send_retrying(Call {
         method: Method::GET,
         path: format!("/api/orders?{q}"),
         body: None,
