@@ -413,6 +413,7 @@ fn the_status_machine_refuses_illegal_transitions() {
     assert_eq!(
         order.begin(
             Intent::Refund {
+                unopened: false,
                 restock: true,
                 reason: None
             },
@@ -435,6 +436,7 @@ fn the_status_machine_refuses_illegal_transitions() {
         &mut world,
         &mut order,
         Intent::Refund {
+            unopened: false,
             restock: false,
             reason: Some("broken".into()),
         },
@@ -466,6 +468,7 @@ fn a_refund_with_restock_returns_the_units() {
         &mut world,
         &mut order,
         Intent::Refund {
+            unopened: false,
             restock: true,
             reason: None,
         },
@@ -722,6 +725,7 @@ fn simulate(seed: u64, steps: usize) -> HashMap<&'static str, u64> {
                     }
                     7 => Intent::Cancel { reason: None },
                     8 => Intent::Refund {
+                        unopened: false,
                         restock: rng.below(2) == 0,
                         reason: None,
                     },

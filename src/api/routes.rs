@@ -3,6 +3,7 @@
 //! bad id is refused here, before any Durable Object is addressed.
 
 use super::ApiError;
+use crate::domain::automation::Scope;
 use crate::domain::live::{FeedName, RoomId};
 use crate::domain::notice::EndpointId;
 use crate::domain::stock::StockError;
@@ -93,6 +94,10 @@ pub enum Route {
     ChannelMessages(Channel),
     /// The outbound stock sync's log for a channel (admin).
     ChannelSync(Channel),
+    /// A room's or a SKU's automation switches (admin).
+    GetAutomations(Scope),
+    /// Switch automations on or off for a room or a SKU (admin).
+    PutAutomations(Scope),
 }
 
 /// Which credential a route takes. Checked at the router, before any
@@ -136,6 +141,8 @@ pub enum OrderAction {
     Approve,
     /// A merchant turns an order in review down; its holds go back.
     Reject,
+    /// A merchant confirms a paid order for fulfilment (审单).
+    Confirm,
 }
 
 impl OrderAction {
@@ -148,6 +155,7 @@ impl OrderAction {
             "refund" => OrderAction::Refund,
             "approve" => OrderAction::Approve,
             "reject" => OrderAction::Reject,
+            "confirm" => OrderAction::Confirm,
             _ => return None,
         })
     }
@@ -199,6 +207,8 @@ enum Shape {
     Webhook,
     Deliveries,
     Resend,
+    SkuAutomations,
+    RoomAutomations,
 }
 
 /// Where the ledger's public key is published.
@@ -248,6 +258,8 @@ impl Route {
             }
             ["skus", _, "channels", _] => (Shape::Allocation, &["PUT", "DELETE"]),
             ["skus", _, "audit"] => (Shape::Audit, &["GET"]),
+            ["skus", _, "automations"] => (Shape::SkuAutomations, &["GET", "PUT"]),
+            ["rooms", _, "automations"] => (Shape::RoomAutomations, &["GET", "PUT"]),
             ["skus", _, "split"] => (Shape::Split, &["POST"]),
             ["skus", _, "holds"] => (Shape::SkuHolds, &["GET"]),
             ["skus", _, "live"] => (Shape::SkuLive, &["GET"]),
@@ -325,6 +337,10 @@ impl Route {
             (Shape::ChannelMessages, _) => Route::ChannelMessages(channel(1)?),
             (Shape::ChannelSync, _) => Route::ChannelSync(channel(1)?),
             (Shape::Audit, _) => Route::Audit(sku()?),
+            (Shape::SkuAutomations, "GET") => Route::GetAutomations(Scope::Sku(sku()?)),
+            (Shape::SkuAutomations, _) => Route::PutAutomations(Scope::Sku(sku()?)),
+            (Shape::RoomAutomations, "GET") => Route::GetAutomations(Scope::Room(room()?)),
+            (Shape::RoomAutomations, _) => Route::PutAutomations(Scope::Room(room()?)),
             (Shape::Split, _) => Route::Split(sku()?),
             (Shape::SkuHolds, _) => Route::SkuHolds(sku()?),
             (Shape::Orders, "GET") => Route::ListOrders,
@@ -421,6 +437,8 @@ impl Route {
             | Route::GetChannel(_)
             | Route::DeleteChannel(_)
             | Route::ChannelSync(_)
+            | Route::GetAutomations(_)
+            | Route::PutAutomations(_)
             | Route::Split(_)
             | Route::SkuHolds(_)
             | Route::PutRoom(_)
@@ -440,7 +458,8 @@ impl Route {
                 | OrderAction::Deliver
                 | OrderAction::Refund
                 | OrderAction::Approve
-                | OrderAction::Reject,
+                | OrderAction::Reject
+                | OrderAction::Confirm,
             ) => Access::Admin,
             Route::DevSession | Route::DevPayment => Access::Dev,
         }
@@ -556,6 +575,15 @@ mod tests {
                 Err(405),
             ),
             ("GET", "/api/buyers/fan-1/orders".into(), Ok("BuyerOrders")),
+            ("GET", "/api/rooms/r1/automations".into(), Ok("GetAutomations")),
+            ("PUT", "/api/skus/tee-1/automations".into(), Ok("PutAutomations")),
+            ("POST", "/api/skus/tee-1/automations".into(), Err(405)),
+            ("PUT", "/api/rooms/bad room/automations".into(), Err(400)),
+            (
+                "POST",
+                format!("/api/orders/o_{}/confirm", "a".repeat(32)),
+                Ok("OrderAction"),
+            ),
             ("GET", "/api/buyers/bad buyer/orders".into(), Err(400)),
             // Methods the runtime's own enum does not know are refused, not
             // read as GET.

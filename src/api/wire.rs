@@ -939,7 +939,10 @@ pub struct DeliverBody {}
 #[serde(deny_unknown_fields)]
 pub struct RefundBody {
     /// Whether the units go back to stock (a returned item may be damaged).
-    pub restock: bool,
+    pub restock: Option<bool>,
+    /// The item came back unopened: without `restock`, the
+    /// `restock_unopened` automation decides.
+    pub unopened: Option<bool>,
     pub reason: Option<Note>,
 }
 
@@ -981,6 +984,9 @@ pub fn order_json(o: &Order) -> Value {
         "room": o.room,
         "risk": o.risk,
         "timeline": timeline,
+        "confirmed": o.confirmed.as_ref().map(|c| json!({ "at": c.at_ms, "by": c.by })),
+        "flags": o.flags.iter().map(|f| json!({ "rule": f.rule, "at": f.at_ms, "reason": f.reason })).collect::<Vec<_>>(),
+        "automations": o.automations.iter().map(|a| json!({ "rule": a.rule, "at": a.at_ms, "action": a.action, "why": a.why })).collect::<Vec<_>>(),
     })
 }
 

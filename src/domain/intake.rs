@@ -87,6 +87,7 @@ pub fn next(order: Option<&Order>, target: PlatformStatus, lines: bool, channel:
         }),
         (P::Cancelled, Shipped | Delivered) => ignored("a shipped order is refunded, not cancelled"),
         (P::Refunded, Paid | Shipped | Delivered) => Next::Run(Intent::Refund {
+            unopened: false,
             restock: true,
             reason: Some(format!("refunded on {channel}")),
         }),

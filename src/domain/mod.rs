@@ -3,6 +3,7 @@
 
 pub mod allocation;
 pub mod audit;
+pub mod automation;
 pub mod buckets;
 pub mod channel_sync;
 pub mod checkpoint;

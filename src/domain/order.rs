@@ -12,6 +12,7 @@
 //! SKUs, a refused line makes the order give back every line it took, and a
 //! hold that nobody resolves expires at its SKU.
 
+use super::automation::{Applied, Confirmation, Flag};
 use super::risk::{Decision, Verdict};
 use super::stock::{Actor, Command, DeductionMode, HoldStatus, Outcome, Reply, StockError};
 pub use super::types::Channel;
@@ -175,6 +176,11 @@ pub enum Intent {
     Refund {
         restock: bool,
         reason: Option<String>,
+        /// The merchant left restocking to the rules, saying the item came
+        /// back unopened: `restock_unopened` decides (before the refund
+        /// begins, so the pending intent says what was decided).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        unopened: bool,
     },
     /// A merchant turns down an order waiting for review: its holds go
     /// back.
@@ -250,6 +256,19 @@ pub struct Order {
     /// channel's intake.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub platform_order: Option<String>,
+    /// Confirmed for fulfilment (审单), by a merchant or `auto_confirm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub confirmed: Option<Confirmation>,
+    /// Flags rules raised for a person to look at.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub flags: Vec<Flag>,
+    /// Every act of an automation on this order: which rule, what, why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub automations: Vec<Applied>,
+    /// The first timeline entry the automations have not looked at yet:
+    /// saved with the change, run by the order's alarm, cleared when run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub automate_from: Option<usize>,
 }
 
 /// A keyed request waiting for its transition to settle.
@@ -320,6 +339,9 @@ pub enum Change {
     Deliver,
     /// A merchant lets an order waiting for review go on to payment.
     Approve,
+    /// A merchant confirms a paid order for fulfilment (审单); again, no
+    /// change.
+    Confirm,
 }
 
 /// A line's hold id, derived from the order id and the line number, so a
@@ -379,6 +401,10 @@ impl Order {
             notify_from: None,
             sells_from: None,
             platform_order: None,
+            confirmed: None,
+            flags: Vec::new(),
+            automations: Vec::new(),
+            automate_from: None,
         }
     }
 
@@ -545,6 +571,10 @@ impl Order {
                 self.record(OrderStatus::Shipped, actor, Some(note), now);
                 Ok(())
             }
+            (Change::Confirm, OrderStatus::Paid) => {
+                self.confirm(actor, now);
+                Ok(())
+            }
             (Change::Deliver, OrderStatus::Shipped) => {
                 self.record(OrderStatus::Delivered, actor, None, now);
                 Ok(())
@@ -569,6 +599,7 @@ impl Order {
                     Change::Ship { .. } => "shipped",
                     Change::Deliver => "delivered",
                     Change::Approve => "reserved",
+                    Change::Confirm => "confirmed",
                 },
             }),
         }
@@ -765,7 +796,9 @@ impl Order {
                 };
                 (OrderStatus::Cancelled, Some(note))
             }
-            Intent::Refund { restock, reason } => {
+            Intent::Refund {
+                restock, reason, ..
+            } => {
                 self.restocked = Some(*restock);
                 let stock = if *restock {
                     "units back to stock"

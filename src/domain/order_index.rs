@@ -39,6 +39,12 @@ pub struct IndexRow {
     pub carrier: Option<String>,
     pub tracking_number: Option<String>,
     pub platform_order: Option<String>,
+    /// Raised by an automation for a person to look at.
+    #[serde(default)]
+    pub flagged: bool,
+    /// Confirmed for fulfilment (by a merchant or `auto_confirm`).
+    #[serde(default)]
+    pub confirmed: bool,
 }
 
 impl IndexRow {
@@ -46,7 +52,13 @@ impl IndexRow {
         IndexRow {
             id: o.id.to_string(),
             created_at: o.created_at_ms,
-            updated_at: o.timeline.last().map_or(o.created_at_ms, |t| t.at_ms),
+            // A rule's flag or confirmation moves the row on too.
+            updated_at: o
+                .timeline
+                .last()
+                .map_or(o.created_at_ms, |t| t.at_ms)
+                .max(o.automations.last().map_or(0, |a| a.at_ms))
+                .max(o.confirmed.as_ref().map_or(0, |c| c.at_ms)),
             status: o.status.as_str().to_owned(),
             room: o.room.as_ref().map(|r| r.to_string()),
             channel: o.channel.to_string(),
@@ -60,6 +72,8 @@ impl IndexRow {
             carrier: o.shipment.as_ref().map(|s| s.carrier.clone()),
             tracking_number: o.shipment.as_ref().map(|s| s.tracking_number.clone()),
             platform_order: o.platform_order.clone(),
+            flagged: !o.flags.is_empty(),
+            confirmed: o.confirmed.is_some(),
         }
     }
 
@@ -86,6 +100,8 @@ impl IndexRow {
             "carrier": self.carrier,
             "tracking_number": self.tracking_number,
             "platform_order": self.platform_order,
+            "flagged": self.flagged,
+            "confirmed": self.confirmed,
         })
     }
 }
@@ -287,6 +303,8 @@ mod tests {
             carrier: None,
             tracking_number: None,
             platform_order: None,
+            flagged: false,
+            confirmed: false,
         }
     }
 

@@ -47,6 +47,8 @@ pub enum Actor {
     Payment,
     /// The merchant's risk rules, refusing an order.
     Risk,
+    /// One of the merchant's automations, acting on an order.
+    Rule(super::automation::Rule),
 }
 
 impl fmt::Display for Actor {
@@ -58,6 +60,7 @@ impl fmt::Display for Actor {
             Actor::System => f.write_str("system"),
             Actor::Payment => f.write_str("payment"),
             Actor::Risk => f.write_str("risk"),
+            Actor::Rule(r) => write!(f, "rule:{r}"),
         }
     }
 }
@@ -301,7 +304,7 @@ impl Hold {
             Actor::Buyer(buyer) => self.buyer == *buyer,
             Actor::Order(order) => self.order.as_ref() == Some(order),
             // They act on orders, never on a SKU's holds directly.
-            Actor::Payment | Actor::Risk => false,
+            Actor::Payment | Actor::Risk | Actor::Rule(_) => false,
         }
     }
 

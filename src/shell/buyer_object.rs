@@ -92,6 +92,24 @@ impl BuyerObject {
                     ledger_page_json("orders", &entries, limit),
                 ))
             }
+            BuyerCall::Open { limit } => {
+                // The buyer's newest orders not yet shipped or ended, for the
+                // flag_repeat_buyer automation.
+                let rows: Vec<Row> = sql
+                    .exec(
+                        "SELECT seq, body FROM orders WHERE json_extract(body, '$.status') IN ('placing', 'pending_review', 'reserved', 'paid') ORDER BY seq DESC LIMIT ?",
+                        vec![SqlStorageValue::Integer(limit as i64)],
+                    )?
+                    .to_array()?;
+                let orders: Vec<Value> = rows
+                    .iter()
+                    .filter_map(|r| serde_json::from_str(&r.body).ok())
+                    .collect();
+                Ok(HttpReply::json(
+                    200,
+                    serde_json::json!({ "orders": orders }),
+                ))
+            }
         }
     }
 }

@@ -357,6 +357,7 @@ impl JobObject {
                     }
                 } else {
                     Intent::Refund {
+                        unopened: false,
                         restock: meta.restock,
                         reason: meta.reason.clone(),
                     }

@@ -5,6 +5,7 @@
 //! answer, publish. Only compiled for wasm32.
 
 mod auth;
+mod automation_object;
 mod buyer_object;
 mod channel_object;
 mod channels;

@@ -5,6 +5,7 @@
 //! seconds out while a transition is under way, so a crash mid-way is
 //! finished by the alarm (every SKU call is idempotent, see domain/order.rs).
 
+use super::automation_object;
 use super::events;
 use super::hooks;
 use super::http::to_response;
@@ -17,6 +18,7 @@ use super::txn::{Atomic, Statement, Tables};
 use crate::api::wire::{failed_lines_json, order_json, order_summary_json};
 use crate::api::{ApiError, HttpReply};
 use crate::channels::{MessageResult, PlatformStatus};
+use crate::domain::automation::{self, OtherOrder, Rule};
 use crate::domain::event::{AlertKind, Event};
 use crate::domain::intake::{self, Next};
 use crate::domain::live::FeedName;
@@ -45,6 +47,13 @@ const RESUME_AFTER_MS: u64 = 5_000;
 /// How soon the alarm announces a change whose announcement is still owed.
 const ANNOUNCE_WITHIN_MS: u64 = 60_000;
 
+/// How long the automations wait before trying again when a switch or the
+/// buyer's index could not be read.
+const AUTOMATE_RETRY_MS: u64 = 5_000;
+
+/// How many of the buyer's newest open orders `flag_repeat_buyer` looks at.
+const OPEN_ORDERS_LOOKED_AT: usize = 50;
+
 #[durable_object]
 pub struct OrderObject {
     state: State,
@@ -66,6 +75,13 @@ pub struct OrderObject {
     /// the stored `announce_from` while a task is under way; after an
     /// eviction the alarm announces what the order still owes.
     announced_to: Rc<std::cell::Cell<usize>>,
+    /// Not before then does the alarm run the automations again (a switch
+    /// or the buyer's index could not be read).
+    automate_after: std::cell::Cell<u64>,
+    /// After-reply tasks under way in this instance: while one runs, the
+    /// alarm leaves what is owed to it (it clears it, or the alarm armed
+    /// within a minute does it).
+    in_flight: Rc<std::cell::Cell<u32>>,
 }
 
 /// An order remembers at most this many keyed answers.
@@ -111,6 +127,8 @@ impl DurableObject for OrderObject {
             lock: Mutex::new(()),
             tables,
             announced_to: Rc::new(std::cell::Cell::new(0)),
+            automate_after: std::cell::Cell::new(0),
+            in_flight: Rc::new(std::cell::Cell::new(0)),
         }
     }
 
@@ -141,11 +159,17 @@ impl DurableObject for OrderObject {
         // Announcements and notices a reply left owed, if the object went
         // away first (or the webhooks could not take them).
         let owed = (order.announce_from, order.notify_from);
-        if let Some(from) = order.announce_from {
-            announce(&self.env, &order, from).await;
+        let idle = self.in_flight.get() == 0;
+        if let Some(from) = order.announce_from.filter(|_| idle) {
+            // Not what a task after a reply in this instance is announcing
+            // right now (viewers would see it twice).
+            let from = from.max(self.announced_to.get());
+            if from < order.timeline.len() {
+                announce(&self.env, &order, from).await;
+            }
             order.announce_from = None;
         }
-        if let Some(from) = order.notify_from {
+        if let Some(from) = order.notify_from.filter(|_| idle) {
             if notify(&self.env, &order, from).await {
                 order.notify_from = None;
             }
@@ -153,6 +177,21 @@ impl DurableObject for OrderObject {
         if owed != (order.announce_from, order.notify_from) {
             self.save(&order)
                 .map_err(|e| worker::Error::RustError(format!("order alarm: save: {e:?}")))?;
+        }
+        // The merchant's automations, over the changes they have not seen.
+        if order.pending.is_none()
+            && order.automate_from.is_some()
+            && now_ms() >= self.automate_after.get()
+        {
+            if let Err(e) = self.automate(&mut order).await {
+                console_error!("order object {}: automations: {e}", order.id);
+                self.automate_after.set(now_ms() + AUTOMATE_RETRY_MS);
+                *self.order.borrow_mut() = None;
+                order = match self.load() {
+                    Ok(Some(order)) => order,
+                    _ => return Err(worker::Error::RustError("order alarm: reload".into())),
+                };
+            }
         }
         let intent = match &order.pending {
             Some(intent) => Some(intent.clone()),
@@ -388,6 +427,7 @@ impl OrderObject {
                 if let Some(reply) = self.replay(key.as_ref(), &fingerprint)? {
                     return Ok(reply);
                 }
+                let (intent, decided) = self.refund_rules(&order, intent).await?;
                 match order.begin(intent, now_ms()) {
                     Err(e) => {
                         let reply = ApiError::Order(e).to_reply();
@@ -400,6 +440,9 @@ impl OrderObject {
                         Ok(reply)
                     }
                     Ok(Begin::Started) => {
+                        if let Some(why) = decided {
+                            order.record_rule(Rule::RestockUnopened, "restocked", why, now_ms());
+                        }
                         // Whoever settles it stores the answer with it.
                         order.answer_to = key.map(|key| KeyedAsk { key, fingerprint });
                         self.save(&order)?;
@@ -432,6 +475,15 @@ impl OrderObject {
                         let ask = key.map(|key| KeyedAsk { key, fingerprint });
                         Self::owe_announcement(&mut order, seen);
                         self.save_with(&order, ask.as_ref().map(|a| (a, &reply)))?;
+                        if order.timeline.len() == seen {
+                            // A confirmation changes no status: the index
+                            // row, which shows it, is refreshed here.
+                            if let Err(e) =
+                                index_object::upsert(&self.env, &IndexRow::of(&order)).await
+                            {
+                                console_error!("order object {}: order index: {e}", order.id);
+                            }
+                        }
                         self.arm(&order).await;
                         self.after_reply(&order);
                         Ok(reply)
@@ -543,7 +595,7 @@ impl OrderObject {
         let visible = match caller {
             Actor::Admin | Actor::System | Actor::Payment => true,
             Actor::Buyer(buyer) => order.buyer == *buyer,
-            Actor::Order(_) | Actor::Risk => false,
+            Actor::Order(_) | Actor::Risk | Actor::Rule(_) => false,
         };
         if visible {
             Ok(order)
@@ -681,12 +733,106 @@ impl OrderObject {
         Ok(response.json::<Reply>().await?)
     }
 
-    /// Marks what the change leaves to announce, saved with the change.
+    /// Marks what the change leaves to announce (and for the automations
+    /// to look at), saved with the change.
     fn owe_announcement(order: &mut Order, seen: usize) {
         if order.timeline.len() > seen {
             order.announce_from = Some(order.announce_from.map_or(seen, |from| from.min(seen)));
             order.notify_from = Some(order.notify_from.map_or(seen, |from| from.min(seen)));
+            if automation::concerns(order, seen) {
+                order.automate_from = Some(order.automate_from.map_or(seen, |from| from.min(seen)));
+            }
         }
+    }
+
+    /// A refund that leaves restocking to the rules (`unopened`): the
+    /// restock_unopened automation decides now, so the pending refund says
+    /// what was decided; the reason is recorded if it began.
+    async fn refund_rules(
+        &self,
+        order: &Order,
+        intent: Intent,
+    ) -> std::result::Result<(Intent, Option<String>), ApiError> {
+        let Intent::Refund {
+            restock: false,
+            reason,
+            unopened: true,
+        } = intent
+        else {
+            return Ok((intent, None));
+        };
+        let rules = automation_object::rules_for(&self.env, order)
+            .await
+            .map_err(|e| {
+                console_error!("order object {}: automations: {e}", order.id);
+                ApiError::Retry
+            })?;
+        let decided = automation::restock_unopened(order, &rules);
+        let intent = Intent::Refund {
+            restock: decided.is_some(),
+            reason,
+            unopened: true,
+        };
+        Ok((
+            intent,
+            decided.map(|why| format!("the item came back unopened; {why}")),
+        ))
+    }
+
+    /// Runs the automations over the status changes they have not seen:
+    /// reads the switches (and, for flags, the buyer's open orders), applies
+    /// what the rules decide, and saves it with the mark cleared, in one
+    /// save. An error leaves it owed, for the alarm to try again.
+    async fn automate(&self, order: &mut Order) -> std::result::Result<(), String> {
+        let Some(from) = order.automate_from else {
+            return Ok(());
+        };
+        let rules = automation_object::rules_for(&self.env, order)
+            .await
+            .map_err(|e| e.to_string())?;
+        let others = if automation::wants_other_orders(order, from, &rules).is_empty() {
+            Vec::new()
+        } else {
+            BuyerClient::open(&self.env, &order.buyer, OPEN_ORDERS_LOOKED_AT)
+                .await
+                .map_err(|e| e.to_string())?
+                .iter()
+                .map(|summary| OtherOrder {
+                    id: summary["id"].as_str().unwrap_or_default().to_owned(),
+                    status: summary["status"].as_str().unwrap_or_default().to_owned(),
+                    skus: summary["lines"]
+                        .as_array()
+                        .map(|lines| {
+                            lines
+                                .iter()
+                                .filter_map(|l| l["sku"].as_str().map(str::to_owned))
+                                .collect()
+                        })
+                        .unwrap_or_default(),
+                })
+                .collect()
+        };
+        let now = now_ms();
+        let seen = order.timeline.len();
+        let acted = order.automations.len();
+        for action in automation::decide(order, from, &rules, &others) {
+            order.automate(action, now);
+        }
+        order.automate_from = None;
+        // A rule's shipment is a change like any other: announced, told
+        // to the webhooks and the index.
+        Self::owe_announcement(order, seen);
+        self.save(order).map_err(|e| format!("save: {e:?}"))?;
+        if order.automations.len() > acted && order.timeline.len() == seen {
+            // A flag or a confirmation changes no status: the index row is
+            // refreshed here (it carries both).
+            if let Err(e) = index_object::upsert(&self.env, &IndexRow::of(order)).await {
+                console_error!("order object {}: order index: {e}", order.id);
+            }
+        }
+        self.arm(order).await;
+        self.after_reply(order);
+        Ok(())
     }
 
     /// Announces after the reply: the runtime keeps the object for the
@@ -712,6 +858,8 @@ impl OrderObject {
         if owed.0.is_some() {
             self.announced_to.set(self.announced_to.get().max(covered));
         }
+        let in_flight = self.in_flight.clone();
+        in_flight.set(in_flight.get() + 1);
         let task = async move {
             if let Some(from) = announce_from {
                 announce(&env, &order, from).await;
@@ -753,6 +901,7 @@ impl OrderObject {
         };
         let promise = worker::wasm_bindgen_futures::future_to_promise(async move {
             task.await;
+            in_flight.set(in_flight.get().saturating_sub(1));
             Ok(worker::wasm_bindgen::JsValue::UNDEFINED)
         });
         if let Err(e) = self.state.as_raw().wait_until(&promise) {
@@ -823,6 +972,11 @@ impl OrderObject {
             _ if order.pending.is_some() => Some(now_ms() + RESUME_AFTER_MS),
             _ => None,
         };
+        // The automations run from the alarm (under the object's lock), at
+        // once unless they are backing off.
+        let automate = (order.automate_from.is_some() && order.pending.is_none())
+            .then(|| now_ms().max(self.automate_after.get()));
+        let next = next.into_iter().chain(automate).min();
         let owed = order
             .announce_from
             .or(order.notify_from)

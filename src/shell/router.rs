@@ -4,6 +4,7 @@
 //! here holds state.
 
 use super::auth::{self, Caller};
+use super::automation_object::{self, AutomationCall};
 use super::channels::{self, ChannelCall};
 use super::hold_gate;
 use super::hooks::{self, HookCall};
@@ -30,6 +31,7 @@ use crate::api::wire::{
 };
 use crate::api::{ApiError, HttpReply, Refusal, Route};
 use crate::domain::allocation;
+use crate::domain::automation::SwitchPatch;
 use crate::domain::buckets;
 use crate::domain::live::FeedName;
 use crate::domain::notice::{DeliveryState, EndpointId};
@@ -431,6 +433,25 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
                 order_call(env, order, op).await
             }
             Route::GetRiskRules => desk(env, &RiskCall::Rules).await,
+            Route::GetAutomations(scope) => {
+                automation_object::call(env, &AutomationCall::Get { scope })
+                    .await
+                    .map_err(internal)
+            }
+            Route::PutAutomations(scope) => {
+                let patch: SwitchPatch = read_body(incoming.req).await?;
+                if patch.is_empty() {
+                    return Err(ApiError::InvalidBody(
+                        "name at least one rule to switch: auto_confirm, auto_ship_virtual, flag_repeat_buyer or restock_unopened".into(),
+                    ));
+                }
+                // This isolate's orders use the new switches at once; others
+                // within automation_object::SWITCHES_TTL_MS.
+                automation_object::forget(&scope);
+                automation_object::call(env, &AutomationCall::Put { scope, patch })
+                    .await
+                    .map_err(internal)
+            }
             Route::PutRiskRules => {
                 let raw = read_bytes(incoming.req).await?;
                 // JSON first (a 400 if not); the desk checks the rules (422).
@@ -771,8 +792,20 @@ async fn order_action(
         OrderAction::Refund => {
             let body: RefundBody = read_body(incoming.req).await?;
             let fingerprint = incoming.fingerprint(&body);
+            // An explicit `restock` is the merchant's decision; with only
+            // `unopened: true` the restock_unopened rule decides.
+            let (restock, unopened) = match (body.restock, body.unopened) {
+                (Some(restock), _) => (restock, false),
+                (None, Some(true)) => (false, true),
+                (None, _) => {
+                    return Err(ApiError::InvalidBody(
+                        "say whether the units go back to stock (restock), or that the item came back unopened (unopened: true) for the restock_unopened rule to decide".into(),
+                    ))
+                }
+            };
             let intent = Intent::Refund {
-                restock: body.restock,
+                unopened,
+                restock,
                 reason: body.reason.map(|r| r.to_string()),
             };
             transition(intent, Actor::Admin, fingerprint)
@@ -802,6 +835,15 @@ async fn order_action(
                 reason: body.reason.map(|r| r.to_string()),
             };
             transition(intent, Actor::Admin, fingerprint)
+        }
+        OrderAction::Confirm => {
+            let body: DeliverBody = read_optional_body(incoming.req).await?;
+            OrderOp::Change {
+                fingerprint: incoming.fingerprint(&body),
+                change: crate::domain::order::Change::Confirm,
+                actor: Actor::Admin,
+                key,
+            }
         }
         OrderAction::Deliver => {
             let body: DeliverBody = read_optional_body(incoming.req).await?;

@@ -404,8 +404,18 @@ impl FeedClient {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum BuyerCall {
-    Upsert { order: OrderId, summary: Value },
-    List { after: u64, limit: usize },
+    Upsert {
+        order: OrderId,
+        summary: Value,
+    },
+    List {
+        after: u64,
+        limit: usize,
+    },
+    /// The buyer's newest open orders (placing, in review, reserved, paid).
+    Open {
+        limit: usize,
+    },
 }
 
 pub struct BuyerClient;
@@ -432,5 +442,21 @@ impl BuyerClient {
 
     pub async fn list(env: &Env, buyer: &BuyerId, after: u64, limit: usize) -> Result<Response> {
         Self::call(env, buyer, &BuyerCall::List { after, limit }).await
+    }
+
+    /// The buyer's newest open orders, as their summaries.
+    pub async fn open(env: &Env, buyer: &BuyerId, limit: usize) -> Result<Vec<Value>> {
+        let mut response = Self::call(env, buyer, &BuyerCall::Open { limit }).await?;
+        if response.status_code() != 200 {
+            return Err(worker::Error::RustError(format!(
+                "buyer index answered {}",
+                response.status_code()
+            )));
+        }
+        let body: Value = response.json().await?;
+        Ok(match body.get("orders") {
+            Some(Value::Array(orders)) => orders.clone(),
+            _ => Vec::new(),
+        })
     }
 }

@@ -108,7 +108,13 @@ pub struct Call<'a> {
 }
 
 impl App {
+    /// Sends a request once; a read (GET) or a setup (PUT, which sets
+    /// rather than adds) is sent again when the dev proxy drops it, as
+    /// [`send_retrying`](App::send_retrying) does.
     pub async fn send(&self, call: Call<'_>) -> Reply {
+        if call.method == Method::GET || call.method == Method::PUT {
+            return self.send_retrying(call).await;
+        }
         self.try_send(call).await.expect("the server answers")
     }
 
@@ -126,7 +132,9 @@ impl App {
     /// does; for requests idempotent by their own content (a payment
     /// callback, by its `payment_ref`).
     pub async fn send_retrying(&self, call: Call<'_>) -> Reply {
-        for _ in 0..5 {
+        // 0.2 s doubling: about 6 s in all, long enough for the proxy to
+        // recover from a burst.
+        for attempt in 0..5 {
             let again = Call {
                 method: call.method.clone(),
                 path: call.path.clone(),
@@ -135,7 +143,7 @@ impl App {
             };
             match self.try_send(again).await {
                 Ok(reply) if !(reply.status == 503 && reply.body.is_null()) => return reply,
-                _ => tokio::time::sleep(std::time::Duration::from_millis(200)).await,
+                _ => tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await,
             }
         }
         panic!("{} {}: no answer after retries", call.method, call.path);
