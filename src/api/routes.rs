@@ -705,10 +705,10 @@ mod tests {
                 operations += 1;
             }
         }
-        // Every route the server has is in the document: 50 variants, with
-        // OrderAction's seven actions and Live's three feeds each a path of
+        // Every route the server has is in the document: 52 variants, with
+        // OrderAction's eight actions and Live's three feeds each a path of
         // their own (dev mode's two routes are not documented).
-        assert_eq!(operations, 61);
+        assert_eq!(operations, 66);
     }
 
     #[test]

@@ -58,7 +58,8 @@ pub async fn the_kit_works_on_a_shop_of_another_origin(app: App) {
 }
 
 /// The console's orders page with a thousand orders: find, page, export,
-/// ship from a file, cancel a selection (tests/browser/orders.mjs).
+/// ship from a file, cancel a selection, switch an automation
+/// (tests/browser/orders.mjs).
 pub async fn the_orders_page_fulfils_a_session_in_chromium(app: App) {
     let root = env!("CARGO_MANIFEST_DIR");
     let shots = format!("{root}/target/screenshots");

@@ -1,7 +1,8 @@
-//! Bulk fulfilment: a session's paid orders shipped from one CSV upload
-//! with duplicates and bad rows (exact per-row results, no order shipped
-//! twice), the same upload again changing nothing, and a bulk cancel that
-//! returns stock.
+//! Bulk fulfilment: a session of 2,000 orders across SKUs, whose picking
+//! list matches what the SKUs sold, its paid orders shipped from one CSV
+//! upload with duplicates and bad rows (exact per-row results, no order
+//! shipped twice), the same upload again changing nothing, and a bulk
+//! cancel that returns stock.
 
 use super::app::{unique, App, Call, Reply};
 use reqwest::Method;
@@ -18,7 +19,7 @@ async fn upload(app: &App, query: &str, body: String, content_type: &str) -> Rep
 }
 
 async fn finished(app: &App, id: &str) -> Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(300);
     loop {
         let r = app
             .send_retrying(Call {
@@ -44,25 +45,40 @@ async fn finished(app: &App, id: &str) -> Value {
 
 pub async fn a_sessions_paid_orders_ship_in_bulk_once(app: App) {
     let room = unique("bulk-room");
-    let skus = [unique("bulk-a"), unique("bulk-b")];
+    let skus = [
+        unique("bulk-a"),
+        unique("bulk-b"),
+        unique("bulk-c"),
+        unique("bulk-d"),
+    ];
     for sku in &skus {
         app.given_sku(sku, json!({"on_hand": 1000})).await;
     }
-    // 400 orders in the room, 300 of them paid.
-    let tasks: Vec<_> = (0..400)
-        .map(|i| {
-            let (app, room, sku) = (app.clone(), room.clone(), skus[i % 2].clone());
+    // 2,000 orders in the room across four SKUs, 1,500 of them paid.
+    const ORDERS: usize = 2_000;
+    const PAID: usize = 1_500;
+    // 500 viewers with four orders each, from 20 networks, in waves of
+    // 250: one local workerd keeps every object it touched for a while,
+    // and its SQLite memory is shared by all of them.
+    let mut ids = Vec::new();
+    for wave in (0..ORDERS).collect::<Vec<_>>().chunks(250) {
+        let tasks: Vec<_> = wave
+        .iter()
+        .map(|&i| {
+            let (app, room, sku) = (app.clone(), room.clone(), skus[i % 4].clone());
             tokio::spawn(async move {
-                let buyer = format!("bulk-{i}-{}", &room[room.len() - 4..]);
+                let buyer = format!("bulk-{}-{}", i % 500, &room[room.len() - 4..]);
                 let body = json!({"buyer": buyer, "channel": "own", "room": room, "lines": [{"sku": sku, "qty": 1}]});
                 let mut call = app.json_call(Method::POST, "/api/orders".into(), body, false);
                 call.headers.push(app.as_buyer(&buyer));
                 call.headers.push(("Idempotency-Key", unique("bulk-key")));
+                call.headers.push(("CF-Connecting-IP", format!("2001:db8:b::{:x}", i % 20)));
                 let r = app.send_keyed(call).await;
                 assert_eq!(r.status, 201, "{:?}", r.body);
+                assert_eq!(r.body["status"], "reserved", "{:?}", r.body);
                 app.note_owner(&r, &buyer);
                 let id = r.body["id"].as_str().unwrap().to_owned();
-                if i < 300 {
+                if i < PAID {
                     // Idempotent by its payment_ref: retried if the dev proxy drops it.
                     let pay = json!({"payment_ref": format!("bulk-pay-{i}")});
                     let paid = app.send_retrying(app.order_call(&id, "pay", pay)).await;
@@ -72,20 +88,55 @@ pub async fn a_sessions_paid_orders_ship_in_bulk_once(app: App) {
             })
         })
         .collect();
-    let mut ids = Vec::new();
-    for t in tasks {
-        ids.push(t.await.unwrap());
+        for t in tasks {
+            ids.push(t.await.unwrap());
+        }
     }
+    // The picking list of the session's paid orders is what the SKUs sold
+    // (once the index, which trails the orders, has them all).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let picking = loop {
+        let r = app
+            .with(
+                Method::GET,
+                format!("/api/exports/picking?room={room}"),
+                vec![app.bearer()],
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        if r.body["orders"] == PAID {
+            break r.body;
+        }
+        assert!(std::time::Instant::now() < deadline, "{:?}", r.body);
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    for sku in &skus {
+        let units = picking["skus"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["sku"] == json!(sku))
+            .and_then(|s| s["units"].as_u64());
+        let (_, _, sold, _) = app.counts(sku).await;
+        assert_eq!(units, Some(sold), "{sku}: {picking}");
+    }
+    let sold: u64 = picking["skus"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["units"].as_u64())
+        .sum();
+    assert_eq!(sold, PAID as u64);
     // The upload: every paid order, 20 of them twice, 5 unpaid ones, 3
     // orders that do not exist, 2 unreadable rows.
     let mut csv = String::from("\u{feff}order,carrier,tracking_number\n");
-    for (i, id) in ids[..300].iter().enumerate() {
+    for (i, id) in ids[..PAID].iter().enumerate() {
         csv.push_str(&format!("{id},SF,SF{i:06}\n"));
     }
     for (i, id) in ids[..20].iter().enumerate() {
         csv.push_str(&format!("{id},SF,SF{i:06}\n"));
     }
-    for (i, id) in ids[300..305].iter().enumerate() {
+    for (i, id) in ids[PAID..PAID + 5].iter().enumerate() {
         csv.push_str(&format!("{id},ZTO,ZT{i}\n"));
     }
     for _ in 0..3 {
@@ -95,22 +146,22 @@ pub async fn a_sessions_paid_orders_ship_in_bulk_once(app: App) {
     csv.push_str("a,b,c,d\n");
     let r = upload(&app, "kind=ship", csv.clone(), "text/csv").await;
     assert_eq!(r.status, 202, "{:?}", r.body);
-    assert_eq!(r.body["total"], 330);
+    assert_eq!(r.body["total"], PAID + 30);
     let job = r.body["id"].as_str().unwrap().to_owned();
     let done = finished(&app, &job).await;
     let counts = &done["counts"];
-    assert_eq!(counts["shipped"], 300, "{counts}");
+    assert_eq!(counts["shipped"], PAID, "{counts}");
     assert_eq!(counts["already_shipped"], 20, "{counts}");
     assert_eq!(counts["not_paid"], 5, "{counts}");
     assert_eq!(counts["unknown_order"], 3, "{counts}");
     assert_eq!(counts["invalid"], 2, "{counts}");
     assert_eq!(done["failed"], 10);
     let results = done["results"].as_array().unwrap();
-    assert_eq!(results.len(), 330);
+    assert_eq!(results.len(), PAID + 30);
     assert_eq!(results[0]["outcome"], "shipped");
-    assert_eq!(results[329]["outcome"], "invalid");
+    assert_eq!(results[PAID + 29]["outcome"], "invalid");
     // Each paid order shipped once, with its own tracking number.
-    for (i, id) in ids[..300].iter().enumerate().step_by(37) {
+    for (i, id) in ids[..PAID].iter().enumerate().step_by(97) {
         let order = app.get_order(id).await.body;
         assert_eq!(order["status"], "shipped", "{order}");
         let shipped = order["timeline"]
@@ -126,18 +177,26 @@ pub async fn a_sessions_paid_orders_ship_in_bulk_once(app: App) {
     let again = upload(&app, "kind=ship", csv, "text/plain").await;
     assert_eq!(again.status, 202, "{:?}", again.body);
     let done = finished(&app, again.body["id"].as_str().unwrap()).await;
-    assert_eq!(done["counts"]["already_shipped"], 320, "{}", done["counts"]);
+    assert_eq!(
+        done["counts"]["already_shipped"],
+        PAID + 20,
+        "{}",
+        done["counts"]
+    );
     assert!(
         done["counts"].get("shipped").is_none(),
         "{}",
         done["counts"]
     );
     // A recall: the five unpaid orders cancelled in bulk, their units back.
-    let rows: Vec<Value> = ids[300..305]
+    let rows: Vec<Value> = ids[PAID..PAID + 5]
         .iter()
         .map(|id| json!({"order": id}))
         .collect();
-    let before: u64 = app.counts(&skus[0]).await.1 + app.counts(&skus[1]).await.1;
+    let mut before = 0;
+    for sku in &skus {
+        before += app.counts(sku).await.1;
+    }
     let r = upload(
         &app,
         "kind=cancel&reason=recall",
@@ -148,9 +207,12 @@ pub async fn a_sessions_paid_orders_ship_in_bulk_once(app: App) {
     assert_eq!(r.status, 202, "{:?}", r.body);
     let done = finished(&app, r.body["id"].as_str().unwrap()).await;
     assert_eq!(done["counts"]["cancelled"], 5, "{}", done["counts"]);
-    let after: u64 = app.counts(&skus[0]).await.1 + app.counts(&skus[1]).await.1;
+    let mut after = 0;
+    for sku in &skus {
+        after += app.counts(sku).await.1;
+    }
     assert_eq!(before - after, 5, "five held units back");
-    let order = app.get_order(&ids[300]).await.body;
+    let order = app.get_order(&ids[PAID]).await.body;
     assert!(order.to_string().contains("recall"), "{order}");
 }
 

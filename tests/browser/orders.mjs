@@ -1,6 +1,7 @@
 // The console's orders page in real headless Chromium with a thousand
 // orders: find a room's paid orders (counts, pages), export them as CSV,
-// ship them all from an uploaded file, cancel a page of unpaid ones.
+// ship them all from an uploaded file, cancel a page of unpaid ones, and
+// switch an automation on.
 //   node tests/browser/orders.mjs <base-url> <admin-token> <screenshot-dir>
 import { chromium } from "playwright-core";
 import { mkdirSync } from "node:fs";
@@ -78,7 +79,7 @@ try {
   // Ship them all from a file, with two bad rows.
   const csv = "order,carrier,tracking_number\n" + ids.slice(0, PAID).map((id, i) => `${id},SF,SF${i}`).join("\n") + "\nnot-an-order,SF,1\nx,y,z,w\n";
   await page.setInputFiles("#ship-file", { name: "shipments.csv", mimeType: "text/csv", buffer: Buffer.from(csv) });
-  await page.locator("#job[data-state=done]").waitFor({ timeout: 120000 });
+  await page.locator("#job[data-state=done]").waitFor({ timeout: 300000 });
   const summary = await page.locator("#job").innerText();
   if (!summary.includes(`shipped ${PAID}`) || !summary.includes("2 failed")) throw new Error(`job: ${summary}`);
   await page.screenshot({ path: join(shots, "console-orders.png"), fullPage: true });
@@ -91,6 +92,16 @@ try {
   await page.locator("#job[data-state=done]", { hasText: "cancelled 100" }).waitFor({ timeout: 60000 });
   const after = await call("GET", `/api/skus/${sku}`);
   if (after.reserved !== ORDERS - PAID - 100) throw new Error(`reserved ${after.reserved} after the bulk cancel`);
+  // An automation switched on from the console, for one SKU.
+  const autoSku = `orders-auto-${stamp}`;
+  await page.selectOption("#automations-kind", "skus");
+  await page.fill("#automations-id", autoSku);
+  await page.click("#automations-form button[type=submit]");
+  await page.locator("#automations input[data-rule=auto_confirm]").waitFor({ timeout: 10000 });
+  await page.check("#automations input[data-rule=auto_confirm]");
+  await page.locator("#automations[data-version='1']").waitFor({ timeout: 10000 });
+  const switched = await call("GET", `/api/skus/${autoSku}/automations`);
+  if (!switched.switches.auto_confirm || switched.switches.flag_repeat_buyer) throw new Error(`switches: ${JSON.stringify(switched)}`);
   if (problems.length) throw new Error(`page errors: ${problems.join("; ")}`);
   console.log(`orders page ok: ${ORDERS} orders, ${PAID} shipped from a file`);
 } finally {
