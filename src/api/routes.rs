@@ -209,6 +209,7 @@ enum Shape {
     Resend,
     SkuAutomations,
     RoomAutomations,
+    JobLive,
 }
 
 /// Where the ledger's public key is published.
@@ -273,6 +274,7 @@ impl Route {
             ["jobs"] => (Shape::Jobs, &["POST"]),
             ["carriers", "deliveries"] => (Shape::Carrier, &["POST"]),
             ["jobs", _] => (Shape::Job, &["GET"]),
+            ["jobs", _, "live"] => (Shape::JobLive, &["GET"]),
             ["orders", _] => (Shape::Order, &["GET"]),
             ["orders", _, action] => match OrderAction::parse(action) {
                 Some(a) => (Shape::OrderAction(a), &["POST"]),
@@ -349,6 +351,10 @@ impl Route {
             (Shape::Picking, _) => Route::PickingList,
             (Shape::Jobs, _) => Route::CreateJob,
             (Shape::Carrier, _) => Route::CarrierDeliveries,
+            (Shape::JobLive, _) if crate::domain::live::is_job_id(segments[1]) => {
+                Route::Live(FeedName::Job(segments[1].to_owned()))
+            }
+            (Shape::JobLive, _) => return Err(ApiError::JobNotFound),
             (Shape::Job, _) => {
                 let id = segments[1];
                 let hex = id.strip_prefix("j_").unwrap_or("");
@@ -403,6 +409,8 @@ impl Route {
             // The order feed's session comes in a subprotocol (browsers
             // cannot set headers on an upgrade); the router checks it.
             Route::Live(FeedName::Order(_)) => Access::Public,
+            // A job's feed takes the admin token the same way.
+            Route::Live(FeedName::Job(_)) => Access::Public,
             Route::Reserve(_)
             | Route::GetHold(..)
             | Route::Release(..)
@@ -699,6 +707,7 @@ mod tests {
                 let expected = match route.access() {
                     // The order feed checks its session itself (a subprotocol).
                     _ if template.ends_with("/orders/{order}/live") => Access::Public,
+                    _ if template.ends_with("/jobs/{job}/live") => Access::Public,
                     access => access,
                 };
                 assert_eq!(expected, documented, "{method} {template}");
@@ -706,9 +715,9 @@ mod tests {
             }
         }
         // Every route the server has is in the document: 52 variants, with
-        // OrderAction's eight actions and Live's three feeds each a path of
+        // OrderAction's eight actions and Live's four feeds each a path of
         // their own (dev mode's two routes are not documented).
-        assert_eq!(operations, 66);
+        assert_eq!(operations, 67);
     }
 
     #[test]

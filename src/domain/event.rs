@@ -79,6 +79,18 @@ pub enum Event {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         detail: Option<String>,
     },
+    /// A bulk job's progress (its own feed, for the merchant's console):
+    /// rows done of total, how many failed, `running` or `done`.
+    Job {
+        v: u32,
+        job: String,
+        kind: String,
+        done: u64,
+        total: u64,
+        failed: u64,
+        state: String,
+        at_ms: u64,
+    },
     /// Why a feed refused what a viewer sent (before closing, for caps).
     Error {
         v: u32,

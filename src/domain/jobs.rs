@@ -13,6 +13,9 @@ pub enum JobKind {
     Ship,
     Cancel,
     Refund,
+    /// Each order lists itself again in the merchant's index (and its
+    /// buyer's): the index repaired from the orders themselves.
+    Reindex,
 }
 
 /// The most rows one job takes.
@@ -85,6 +88,7 @@ pub enum Outcome {
     AlreadyShipped,
     Cancelled,
     Refunded,
+    Reindexed,
     /// Already in the state the job wanted (cancelled, refunded).
     AlreadyDone,
     /// Not in a state the job can act on (ship: not paid yet).
@@ -112,6 +116,7 @@ pub fn classify(kind: JobKind, status: u16, body: &Value) -> Outcome {
         (JobKind::Ship, 200) => Outcome::Shipped,
         (JobKind::Cancel, 200) => Outcome::Cancelled,
         (JobKind::Refund, 200) => Outcome::Refunded,
+        (JobKind::Reindex, 200) => Outcome::Reindexed,
         (_, 404) => Outcome::UnknownOrder,
         (JobKind::Ship, 409) if matches!(from, "shipped" | "delivered") => Outcome::AlreadyShipped,
         (JobKind::Ship, 409) if body["type"] == "/problems/illegal-transition" => Outcome::NotPaid,

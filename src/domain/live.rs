@@ -24,6 +24,18 @@ pub enum FeedName {
     Room(RoomId),
     Sku(SkuId),
     Order(OrderId),
+    /// A bulk job's progress, for the merchant's console (`j_<32 hex>`).
+    Job(String),
+}
+
+/// Whether `raw` is a job id as the router draws them: `j_` and 32 hex.
+pub fn is_job_id(raw: &str) -> bool {
+    raw.strip_prefix("j_").is_some_and(|hex| {
+        hex.len() == 32
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    })
 }
 
 impl FeedName {
@@ -35,7 +47,12 @@ impl FeedName {
             "room" => FeedName::Room(RoomId::parse(id)?),
             "sku" => FeedName::Sku(SkuId::parse(id)?),
             "order" => FeedName::Order(OrderId::parse(id)?),
-            _ => return Err(Invalid("a feed is room:, sku: or order: and an id".into())),
+            "job" if is_job_id(id) => FeedName::Job(id.to_owned()),
+            _ => {
+                return Err(Invalid(
+                    "a feed is room:, sku:, order: or job: and an id".into(),
+                ))
+            }
         })
     }
 }
@@ -46,6 +63,7 @@ impl std::fmt::Display for FeedName {
             FeedName::Room(r) => write!(f, "room:{r}"),
             FeedName::Sku(s) => write!(f, "sku:{s}"),
             FeedName::Order(o) => write!(f, "order:{o}"),
+            FeedName::Job(j) => write!(f, "job:{j}"),
         }
     }
 }

@@ -312,6 +312,8 @@ impl FeedObject {
             },
             FeedName::Order(order) => latest_order_event(&self.env, order).await,
             FeedName::Room(_) => return Ok(Some(FeedState::default())),
+            // A job's feed starts empty; the job publishes its progress.
+            FeedName::Job(_) => None,
         };
         // Read again after the await: a viewer arriving meanwhile may have
         // stored the feed, and publishes may have landed in it since.
@@ -365,12 +367,13 @@ impl FeedObject {
             match call {
                 FeedCall::Publish { feed, event } => {
                     // A feed nobody has asked for (an order nobody watches,
-                    // a room never set up) stores nothing.
+                    // a room never set up) stores nothing; a job's feed keeps
+                    // its progress, so a console that connects late sees it.
                     let stored = self.load()?;
                     let mut state = stored.as_ref().map(|(_, s)| s.clone()).unwrap_or_default();
                     let messages = state.publish(event);
                     if !messages.is_empty() {
-                        if stored.is_some() {
+                        if stored.is_some() || matches!(feed, FeedName::Job(_)) {
                             self.save(&feed, &state)?;
                         }
                         self.broadcast(&messages);

@@ -5,11 +5,13 @@
 //! each result stored as it comes. A bad row is a result; the others go on.
 
 use super::http::to_response;
-use super::stubs::{internal_request, OrderCall, OrderClient, OrderOp};
+use super::stubs::{internal_request, FeedClient, OrderCall, OrderClient, OrderOp};
 use super::txn::{Atomic, Statement, Tables};
 use crate::api::wire::ShipBody;
 use crate::api::{ApiError, HttpReply};
+use crate::domain::event::{Event, EVENT_VERSION};
 use crate::domain::jobs::{classify, JobKind, JobRow, Outcome};
+use crate::domain::live::FeedName;
 use crate::domain::order::Intent;
 use crate::domain::stock::Actor;
 use crate::domain::types::{IdempotencyKey, OrderId};
@@ -125,7 +127,13 @@ impl DurableObject for JobObject {
     }
 
     async fn alarm(&self) -> Result<Response> {
-        match self.work().await {
+        let worked = self.work().await;
+        // Each turn's progress to the job's feed (the console watches it);
+        // a viewer who missed one gets the next, or reads GET /api/jobs/{id}.
+        if let Err(e) = self.publish_progress().await {
+            console_error!("job object: progress not published: {e:?}");
+        }
+        match worked {
             Ok(true) => self.arm(now_ms()).await,
             Ok(false) => {}
             Err(e) => {
@@ -262,6 +270,63 @@ impl JobObject {
         }
     }
 
+    /// Rows done and failed so far, by one count over the rows.
+    fn progress(&self) -> std::result::Result<(u64, u64), ApiError> {
+        #[derive(Deserialize)]
+        struct Count {
+            outcome: Option<String>,
+            n: i64,
+        }
+        let counts: Vec<Count> = self
+            .state
+            .storage()
+            .sql()
+            .exec(
+                "SELECT outcome, count(*) AS n FROM rows GROUP BY outcome",
+                None,
+            )
+            .and_then(|c| c.to_array())
+            .map_err(internal)?;
+        let (mut done, mut failed) = (0u64, 0u64);
+        for c in counts {
+            let Some(o) = c.outcome else { continue };
+            let n = c.n.max(0) as u64;
+            done += n;
+            let outcome: Option<Outcome> = serde_json::from_value(json!(o)).ok();
+            if outcome.is_some_and(Outcome::failed) {
+                failed += n;
+            }
+        }
+        Ok((done, failed))
+    }
+
+    async fn publish_progress(&self) -> std::result::Result<(), ApiError> {
+        let Some(meta) = self.meta()? else {
+            return Ok(());
+        };
+        let (done, failed) = self.progress()?;
+        let event = Event::Job {
+            v: EVENT_VERSION,
+            job: meta.id.clone(),
+            kind: serde_json::to_value(meta.kind)
+                .ok()
+                .and_then(|k| k.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            done,
+            total: meta.total,
+            failed,
+            state: if done == meta.total {
+                "done"
+            } else {
+                "running"
+            }
+            .to_owned(),
+            at_ms: now_ms(),
+        };
+        FeedClient::publish(&self.env, &FeedName::Job(meta.id), &event).await;
+        Ok(())
+    }
+
     /// Works through the next chunk of rows; true when more remain.
     async fn work(&self) -> std::result::Result<bool, ApiError> {
         let Some(mut meta) = self.meta()? else {
@@ -330,6 +395,7 @@ impl JobObject {
             return (Outcome::Invalid, None);
         };
         let op = match meta.kind {
+            JobKind::Reindex => OrderOp::Reindex,
             JobKind::Ship => {
                 let body = ShipBody {
                     carrier: row.carrier.clone(),

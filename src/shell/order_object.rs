@@ -384,6 +384,28 @@ impl OrderObject {
                 let order = self.visible_to(&caller)?;
                 Ok(HttpReply::json(200, order_json(&order)))
             }
+            OrderOp::Reindex => {
+                let order = self.load()?.ok_or(ApiError::OrderNotFound)?;
+                // Both or a retry: an index that cannot take it now is a 503.
+                let row = IndexRow::of(&order);
+                let (index, buyer) = futures_util::join!(
+                    index_object::upsert(&self.env, &row),
+                    BuyerClient::upsert(
+                        &self.env,
+                        &order.buyer,
+                        &order.id,
+                        order_summary_json(&order)
+                    ),
+                );
+                if let Err(e) = index.and(buyer) {
+                    console_error!("order object {}: reindex: {e}", order.id);
+                    return Err(ApiError::Retry);
+                }
+                Ok(HttpReply::json(
+                    200,
+                    serde_json::json!({ "id": order.id, "status": order.status }),
+                ))
+            }
             OrderOp::Latest => {
                 let order = self.visible_to(&Actor::System)?;
                 let event = order
@@ -428,6 +450,9 @@ impl OrderObject {
                     return Ok(reply);
                 }
                 let (intent, decided) = self.refund_rules(&order, intent).await?;
+                // As it is now: a task after an earlier reply may have
+                // cleared what it announced while the rules were read.
+                let mut order = self.load()?.ok_or(ApiError::OrderNotFound)?;
                 match order.begin(intent, now_ms()) {
                     Err(e) => {
                         let reply = ApiError::Order(e).to_reply();
@@ -812,6 +837,14 @@ impl OrderObject {
                 })
                 .collect()
         };
+        // The order as it is now (under the lock nothing else changes its
+        // status, but a task after an earlier reply may have cleared what
+        // it announced while the switches were read): saving the copy from
+        // before the reads would owe those announcements again.
+        *order = self
+            .load()
+            .map_err(|e| format!("reload: {e:?}"))?
+            .ok_or("the order is gone")?;
         let now = now_ms();
         let seen = order.timeline.len();
         let acted = order.automations.len();

@@ -878,6 +878,33 @@ async fn live(req: &Request, env: &Env, feed: FeedName) -> Outcome<Response> {
     }
     let headers = Headers::new();
     headers.set("Upgrade", "websocket").map_err(internal)?;
+    if let FeedName::Job(_) = &feed {
+        // The merchant's console: the admin token, as a subprotocol
+        // (`bearer.<token>`, beside `edgestock`), for the same reason.
+        let offered = req
+            .headers()
+            .get("Sec-WebSocket-Protocol")
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+        let token = offered
+            .split(',')
+            .map(str::trim)
+            .find_map(|p| p.strip_prefix("bearer."))
+            .ok_or_else(|| {
+                ApiError::Unauthorized(
+                    "a job's feed needs the admin token as the subprotocol 'bearer.<token>'".into(),
+                )
+            })?;
+        if !auth::identify(token, env)?.is_admin() {
+            return Err(ApiError::Unauthorized(
+                "a job's feed is the merchant's: the admin token".into(),
+            ));
+        }
+        headers
+            .set("Sec-WebSocket-Protocol", "edgestock")
+            .map_err(internal)?;
+    }
     if let FeedName::Order(order) = &feed {
         // Browsers cannot set headers on an upgrade: the session comes as a
         // subprotocol, `bearer.<token>`, beside `edgestock`, the one the
@@ -1045,7 +1072,7 @@ pub(super) async fn read_capped_to(req: &mut Request, max: usize) -> Outcome<Vec
     Ok(bytes)
 }
 
-/// `POST /api/jobs?kind=ship|cancel|refund&reason=&restock=`: the body is
+/// `POST /api/jobs?kind=ship|cancel|refund|reindex&reason=&restock=`: the body is
 /// the rows, CSV (`order,carrier,tracking_number`) or a JSON array, up to
 /// 2 MiB. Answers 202 with the job's id; the job runs by itself.
 async fn create_job(req: &mut Request, env: &Env, query: &str) -> Outcome<HttpReply> {
@@ -1060,9 +1087,10 @@ async fn create_job(req: &mut Request, env: &Env, query: &str) -> Outcome<HttpRe
                     "ship" => JobKind::Ship,
                     "cancel" => JobKind::Cancel,
                     "refund" => JobKind::Refund,
+                    "reindex" => JobKind::Reindex,
                     _ => {
                         return Err(ApiError::InvalidRequest(
-                            "kind is ship, cancel or refund".into(),
+                            "kind is ship, cancel, refund or reindex".into(),
                         ))
                     }
                 })

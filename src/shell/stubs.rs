@@ -206,6 +206,8 @@ pub enum OrderOp {
     /// The order's latest status as an event, for its feed's first viewer
     /// (the router has checked the viewer's session).
     Latest,
+    /// List the order again in the merchant's index and its buyer's.
+    Reindex,
     Transition {
         intent: Intent,
         actor: Actor,

@@ -98,7 +98,7 @@ impl Server {
         // of a receiver that never answers takes seconds.
         let shop = *SHOP_PORT.get_or_init(free_port);
         let vars = format!(
-            "ADMIN_TOKEN={}\nBUYER_SESSION_SECRET={}\nPAYMENT_WEBHOOK_SECRET={}\nDEV_SESSIONS=1\nALLOWED_ORIGINS=http://shop.example,http://127.0.0.1:{shop}\nFEED_SOCKETS_MAX={}\nWEBHOOK_TIMEOUT_MS=1500\nLEDGER_SIGNING_KEY={}\nCARRIER_WEBHOOK_SECRET={}-carriers\n",
+            "ADMIN_TOKEN={}\nBUYER_SESSION_SECRET={}\nPAYMENT_WEBHOOK_SECRET={}\nDEV_SESSIONS=1\nALLOWED_ORIGINS=http://shop.example,http://127.0.0.1:{shop}\nFEED_SOCKETS_MAX={}\nWEBHOOK_TIMEOUT_MS=2500\nLEDGER_SIGNING_KEY={}\nCARRIER_WEBHOOK_SECRET={}-carriers\n",
             secrets.admin, secrets.session, secrets.payment, FEED_SOCKETS_MAX, secrets.ledger, secrets.admin
         );
         std::fs::write(&env_file, vars).expect("env file");

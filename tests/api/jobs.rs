@@ -52,7 +52,8 @@ pub async fn a_sessions_paid_orders_ship_in_bulk_once(app: App) {
         unique("bulk-d"),
     ];
     for sku in &skus {
-        app.given_sku(sku, json!({"on_hand": 1000})).await;
+        app.given_sku(sku, json!({"on_hand": 1000, "hold_seconds": 3600}))
+            .await;
     }
     // 2,000 orders in the room across four SKUs, 1,500 of them paid.
     const ORDERS: usize = 2_000;
@@ -252,7 +253,8 @@ pub async fn bad_job_input_is_a_problem(app: App) {
 }
 
 /// A bulk job cut off by a server restart resumes by itself and ships
-/// every order exactly once.
+/// every order exactly once; an index that lost those orders is repaired
+/// from the orders by a reindex job.
 pub async fn a_bulk_job_survives_a_restart(app: App, server: &mut super::harness::Server) {
     let sku = unique("bulk-restart");
     app.given_sku(&sku, json!({"on_hand": 1000})).await;
@@ -321,6 +323,73 @@ pub async fn a_bulk_job_survives_a_restart(app: App, server: &mut super::harness
             .count();
         assert_eq!(shipped, 1, "{order}");
     }
+
+    // The index lost these orders (their rows deleted from its files while
+    // the server is down): a reindex job lists them again from the orders.
+    let listed = |app: App, sku: String| async move {
+        let path = format!("/api/orders?sku={sku}&limit=1000");
+        let r = app.with(Method::GET, path, vec![app.bearer()]).await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+        r.body["counts"]["shipped"].as_u64().unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while listed(app.clone(), sku.clone()).await < 300 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the index never caught up"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    server.stop();
+    let script = r#"
+import glob, sqlite3, sys
+state, ids = sys.argv[1], sys.argv[2].split(",")
+gone = 0
+for path in glob.glob(state + "/**/*.sqlite", recursive=True):
+    db = sqlite3.connect(path)
+    try:
+        columns = [c[1] for c in db.execute("PRAGMA table_info(orders)")]
+        if "skus" not in columns:
+            continue
+        gone += db.execute("DELETE FROM orders WHERE id IN (%s)" % ",".join("?" * len(ids)), ids).rowcount
+        db.commit()
+    except sqlite3.Error:
+        continue
+print(gone)
+"#;
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&server.state_dir)
+        .arg(ids.join(","))
+        .output()
+        .expect("python3");
+    let gone: u64 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    assert!(
+        gone >= 300,
+        "index rows deleted: {gone} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    server.start().await;
+    assert_eq!(
+        listed(app.clone(), sku.clone()).await,
+        0,
+        "the index lost them"
+    );
+    let mut rows: String = ids.iter().map(|id| format!("{id}\n")).collect();
+    rows.push_str(&format!("o_{}\n", "0123456789abcdef".repeat(2)));
+    let r = upload(&app, "kind=reindex", rows, "text/csv").await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let done = finished(&app, r.body["id"].as_str().unwrap()).await;
+    assert_eq!(done["counts"]["reindexed"], 300, "{}", done["counts"]);
+    assert_eq!(done["counts"]["unknown_order"], 1, "{}", done["counts"]);
+    assert_eq!(
+        listed(app.clone(), sku.clone()).await,
+        300,
+        "listed again, as shipped"
+    );
 }
 
 /// A carrier's signed delivery update moves a shipped order to delivered,
@@ -372,7 +441,7 @@ pub async fn a_carriers_signed_update_delivers(app: App) {
     let unsigned = app.send(post(None)).await;
     assert_eq!(unsigned.status, 401);
     assert_eq!(app.get_order(&order).await.body["status"], "shipped");
-    let r = app.send(post(Some(sign(&body)))).await;
+    let r = app.send_retrying(post(Some(sign(&body)))).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
     let results: Vec<&Value> = r.body["results"]
         .as_array()
@@ -390,7 +459,7 @@ pub async fn a_carriers_signed_update_delivers(app: App) {
         ]
     );
     assert_eq!(app.get_order(&order).await.body["status"], "delivered");
-    let again = app.send(post(Some(sign(&body)))).await;
+    let again = app.send_retrying(post(Some(sign(&body)))).await;
     assert_eq!(
         again.body["results"][0]["result"], "delivered",
         "the same update again: its first answer"
@@ -403,4 +472,82 @@ pub async fn a_carriers_signed_update_delivers(app: App) {
         .filter(|t| t["status"] == "delivered")
         .count();
     assert_eq!(delivered, 1, "{timeline}");
+}
+
+/// A job's progress comes over its own live feed, to the merchant only:
+/// rows done only go up, and the last event says done with every row.
+pub async fn a_jobs_progress_comes_over_its_feed(app: App) {
+    use crate::live::{connect, connect_with, next};
+    let sku = unique("bulk-feed");
+    app.given_sku(&sku, json!({"on_hand": 100, "hold_seconds": 3600}))
+        .await;
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        ids.push(
+            app.given_order(&format!("feed-{i}-{}", &sku[sku.len() - 4..]), &[(&sku, 1)])
+                .await,
+        );
+    }
+    let rows: Vec<Value> = ids.iter().map(|id| json!({"order": id})).collect();
+    let r = upload(
+        &app,
+        "kind=cancel&reason=feed",
+        Value::Array(rows).to_string(),
+        "application/json",
+    )
+    .await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let job = r.body["id"].as_str().unwrap().to_owned();
+    let path = format!("/api/jobs/{job}/live");
+    assert_eq!(
+        connect(&app, &path, None).await.err(),
+        Some(401),
+        "no token"
+    );
+    let buyer = format!("edgestock, bearer.{}", app.session("feed-watcher"));
+    assert_eq!(
+        connect_with(&app, &path, None, Some(&buyer)).await.err(),
+        Some(401),
+        "a buyer's session is not the merchant's"
+    );
+    let bogus = "/api/jobs/j_nope/live";
+    assert_eq!(connect(&app, bogus, None).await.err(), Some(404));
+    let admin = format!("edgestock, bearer.{}", app.token);
+    let mut socket = connect_with(&app, &path, None, Some(&admin))
+        .await
+        .expect("the merchant watches the job");
+    let mut seen: Vec<u64> = Vec::new();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let last = loop {
+        assert!(std::time::Instant::now() < deadline, "progress: {seen:?}");
+        let Some(event) = next(&mut socket, std::time::Duration::from_secs(30)).await else {
+            panic!("no progress within 30 s: {seen:?}");
+        };
+        let events: Vec<Value> = match event["type"].as_str() {
+            Some("snapshot") => event["orders"].as_array().cloned().unwrap_or_default(),
+            Some("job") => vec![event],
+            _ => continue,
+        };
+        let mut finished = None;
+        for e in events.into_iter().filter(|e| e["type"] == "job") {
+            assert_eq!(e["job"], json!(job));
+            assert_eq!(e["total"], json!(60));
+            let done = e["done"].as_u64().unwrap();
+            assert!(
+                seen.last().is_none_or(|d| done >= *d),
+                "{seen:?} then {done}"
+            );
+            seen.push(done);
+            if e["state"] == "done" {
+                finished = Some(e);
+            }
+        }
+        if let Some(e) = finished {
+            break e;
+        }
+    };
+    assert_eq!(last["done"], json!(60), "{last}");
+    assert_eq!(last["failed"], json!(0), "{last}");
+    let status = finished(&app, &job).await;
+    assert_eq!(status["counts"]["cancelled"], 60, "{}", status["counts"]);
 }

@@ -18,7 +18,7 @@ pub async fn connect(app: &App, path: &str, origin: Option<&str>) -> Result<Sock
 }
 
 /// Connects offering `protocols` (the order feed's session rides there).
-async fn connect_with(
+pub async fn connect_with(
     app: &App,
     path: &str,
     origin: Option<&str>,

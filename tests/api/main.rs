@@ -60,6 +60,7 @@ fn concurrent_tests() -> Vec<Test> {
         stock::a_sku_is_set_up_and_read_back,
         automations::automations_act_on_orders_and_say_so,
         automations::bad_automation_input_is_a_problem_and_changes_nothing,
+        jobs::a_jobs_progress_comes_over_its_feed,
         stock::a_sku_never_set_up_is_not_found,
         stock::reserve_then_commit_moves_units_to_sold,
         stock::release_returns_units_and_a_second_release_changes_nothing,

@@ -198,7 +198,7 @@ pub async fn every_documented_operation_answers_as_documented(app: App) {
             checked += 1;
         }
     }
-    assert_eq!(checked, 61, "operations in the document");
+    assert_eq!(checked, 67, "operations in the document");
     // The example channel pushes to a host that does not resolve:
     // disconnected, so it is not retried for the rest of the run.
     let gone = app

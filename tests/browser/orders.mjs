@@ -32,7 +32,9 @@ async function call(method, path, body, auth = true) {
   }
 }
 
-await call("PUT", `/api/skus/${sku}`, { on_hand: ORDERS * 2 });
+// Holds that outlast the test on a loaded machine: the reserved orders
+// are still reserved when they are cancelled in bulk.
+await call("PUT", `/api/skus/${sku}`, { on_hand: ORDERS * 2, hold_seconds: 3600 });
 const ids = [];
 for (let start = 0; start < ORDERS; start += 50) {
   const batch = await Promise.all(Array.from({ length: Math.min(50, ORDERS - start) }, async (_, k) => {
@@ -81,6 +83,8 @@ try {
   await page.setInputFiles("#ship-file", { name: "shipments.csv", mimeType: "text/csv", buffer: Buffer.from(csv) });
   await page.locator("#job[data-state=done]").waitFor({ timeout: 300000 });
   const summary = await page.locator("#job").innerText();
+  // Its progress came over the job's live feed.
+  if ((await page.locator("#job").getAttribute("data-via")) !== "live") throw new Error("no progress over the job's feed");
   if (!summary.includes(`shipped ${PAID}`) || !summary.includes("2 failed")) throw new Error(`job: ${summary}`);
   await page.screenshot({ path: join(shots, "console-orders.png"), fullPage: true });
   // A page of unpaid orders cancelled in bulk.
@@ -89,7 +93,10 @@ try {
   await page.locator("#orders tr[data-status=reserved]").nth(99).waitFor({ timeout: 10000 });
   await page.check("#orders-all");
   await page.click("#cancel-selected");
-  await page.locator("#job[data-state=done]", { hasText: "cancelled 100" }).waitFor({ timeout: 60000 });
+  await page.locator("#job[data-state=done]", { hasText: "cancel:" }).waitFor({ timeout: 120000 })
+    .catch(async (e) => { throw new Error(`the bulk cancel: ${await page.locator("#job").innerText()} (${e.message})`); });
+  const cancelled = await page.locator("#job").innerText();
+  if (!cancelled.includes("cancelled 100")) throw new Error(`the bulk cancel: ${cancelled}`);
   const after = await call("GET", `/api/skus/${sku}`);
   if (after.reserved !== ORDERS - PAID - 100) throw new Error(`reserved ${after.reserved} after the bulk cancel`);
   // An automation switched on from the console, for one SKU.
