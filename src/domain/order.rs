@@ -571,6 +571,9 @@ impl Order {
                 self.record(OrderStatus::Shipped, actor, Some(note), now);
                 Ok(())
             }
+            // Confirmed already (by a person or a rule, perhaps shipped
+            // since): a retried confirm changes nothing.
+            (Change::Confirm, _) if self.confirmed.is_some() => Ok(()),
             (Change::Confirm, OrderStatus::Paid) => {
                 self.confirm(actor, now);
                 Ok(())

@@ -55,7 +55,10 @@ impl BuyerObject {
             BuyerCall::Upsert { order, summary } => {
                 // Keeps the order's place (seq) in the list; replaces its body.
                 sql.exec(
-                    "INSERT INTO orders (id, body) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET body = excluded.body",
+                    // Forward only: a late retry of an older status does not
+                    // undo a newer one (the repeat-buyer rule reads these).
+                    "INSERT INTO orders (id, body) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET body = excluded.body \
+                     WHERE coalesce(json_extract(excluded.body, '$.updated_at'), 0) >= coalesce(json_extract(orders.body, '$.updated_at'), 0)",
                     vec![
                         SqlStorageValue::String(order.to_string()),
                         SqlStorageValue::String(summary.to_string()),

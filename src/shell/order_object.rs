@@ -864,7 +864,9 @@ impl OrderObject {
             }
         }
         self.arm(order).await;
-        self.after_reply(order);
+        if order.timeline.len() > seen {
+            self.after_reply(order);
+        }
         Ok(())
     }
 
@@ -909,10 +911,16 @@ impl OrderObject {
                 // This task covered the timeline as it was; entries a later
                 // change added stay owed (their own task, or the alarm).
                 let rest = (current.timeline.len() > covered).then_some(covered);
-                if current.announce_from == owed.0 {
+                // Cleared if what is still owed starts within what this
+                // task covered (a task that finished first may have moved
+                // the mark to where this one began).
+                let within = |mark: Option<usize>, from: Option<usize>| {
+                    mark.zip(from).is_some_and(|(m, f)| m >= f && m <= covered)
+                };
+                if within(current.announce_from, owed.0) {
                     current.announce_from = rest;
                 }
-                if notified && current.notify_from == owed.1 {
+                if notified && within(current.notify_from, owed.1) {
                     current.notify_from = rest;
                 }
                 if before != (current.announce_from, current.notify_from) {

@@ -445,12 +445,19 @@ async fn dispatch(req: &mut Request, env: &Env, ctx: &Context) -> Outcome<Respon
                         "name at least one rule to switch: auto_confirm, auto_ship_virtual, flag_repeat_buyer or restock_unopened".into(),
                     ));
                 }
+                let answer = automation_object::call(
+                    env,
+                    &AutomationCall::Put {
+                        scope: scope.clone(),
+                        patch,
+                    },
+                )
+                .await
+                .map_err(internal);
                 // This isolate's orders use the new switches at once; others
                 // within automation_object::SWITCHES_TTL_MS.
                 automation_object::forget(&scope);
-                automation_object::call(env, &AutomationCall::Put { scope, patch })
-                    .await
-                    .map_err(internal)
+                answer
             }
             Route::PutRiskRules => {
                 let raw = read_bytes(incoming.req).await?;
@@ -871,6 +878,26 @@ async fn admin_step<B: DeserializeOwned + Serialize>(
 }
 
 /// A viewer's WebSocket: handed, upgrade and all, to the feed's object.
+/// The credential a WebSocket upgrade offers. Browsers cannot set headers
+/// on an upgrade: it comes as a subprotocol, `bearer.<token>`, beside
+/// `edgestock`, the one the server selects (the token is never echoed
+/// back).
+fn offered_token(req: &Request, needs: &str) -> Outcome<String> {
+    let offered = req
+        .headers()
+        .get("Sec-WebSocket-Protocol")
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    offered
+        .split(',')
+        .map(str::trim)
+        .find_map(|p| p.strip_prefix("bearer.").map(str::to_owned))
+        .ok_or_else(|| {
+            ApiError::Unauthorized(format!("{needs} as the subprotocol 'bearer.<token>'"))
+        })
+}
+
 async fn live(req: &Request, env: &Env, feed: FeedName) -> Outcome<Response> {
     let upgrade = req.headers().get("Upgrade").ok().flatten();
     if !upgrade.is_some_and(|u| u.eq_ignore_ascii_case("websocket")) {
@@ -879,24 +906,9 @@ async fn live(req: &Request, env: &Env, feed: FeedName) -> Outcome<Response> {
     let headers = Headers::new();
     headers.set("Upgrade", "websocket").map_err(internal)?;
     if let FeedName::Job(_) = &feed {
-        // The merchant's console: the admin token, as a subprotocol
-        // (`bearer.<token>`, beside `edgestock`), for the same reason.
-        let offered = req
-            .headers()
-            .get("Sec-WebSocket-Protocol")
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let token = offered
-            .split(',')
-            .map(str::trim)
-            .find_map(|p| p.strip_prefix("bearer."))
-            .ok_or_else(|| {
-                ApiError::Unauthorized(
-                    "a job's feed needs the admin token as the subprotocol 'bearer.<token>'".into(),
-                )
-            })?;
-        if !auth::identify(token, env)?.is_admin() {
+        // The merchant's console: the admin token, the same way.
+        let token = offered_token(req, "a job's feed needs the admin token")?;
+        if !auth::identify(&token, env)?.is_admin() {
             return Err(ApiError::Unauthorized(
                 "a job's feed is the merchant's: the admin token".into(),
             ));
@@ -906,25 +918,8 @@ async fn live(req: &Request, env: &Env, feed: FeedName) -> Outcome<Response> {
             .map_err(internal)?;
     }
     if let FeedName::Order(order) = &feed {
-        // Browsers cannot set headers on an upgrade: the session comes as a
-        // subprotocol, `bearer.<token>`, beside `edgestock`, the one the
-        // server selects (the token is never echoed back).
-        let offered = req
-            .headers()
-            .get("Sec-WebSocket-Protocol")
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        let token = offered
-            .split(',')
-            .map(str::trim)
-            .find_map(|p| p.strip_prefix("bearer."))
-            .ok_or_else(|| {
-                ApiError::Unauthorized(
-                    "an order feed needs the session as the subprotocol 'bearer.<token>'".into(),
-                )
-            })?;
-        let caller = match auth::identify(token, env)? {
+        let token = offered_token(req, "an order feed needs the session")?;
+        let caller = match auth::identify(&token, env)? {
             Caller::Anonymous => return Err(ApiError::OrderNotFound),
             caller => actor(&caller),
         };

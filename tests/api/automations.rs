@@ -180,6 +180,11 @@ pub async fn automations_act_on_orders_and_say_so(app: App) {
             ("auto_ship_virtual".into(), "shipped".into())
         ]
     );
+    // A person's confirm of what a rule confirmed (and shipped since)
+    // changes nothing.
+    let again = app.order_action(&gift, "confirm", json!({})).await;
+    assert_eq!(again.status, 200, "{:?}", again.body);
+    assert_eq!(again.body["confirmed"]["by"], json!("rule:auto_confirm"));
     // Outside the room only the SKU's own rule applies; a physical SKU
     // outside the room is left alone.
     let outside = order_in(&app, &unique("auto-fan"), None, &card).await;
