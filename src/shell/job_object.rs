@@ -323,7 +323,12 @@ impl JobObject {
             .to_owned(),
             at_ms: now_ms(),
         };
-        FeedClient::publish(&self.env, &FeedName::Job(meta.id), &event).await;
+        // At most a second's wait: a slow feed never holds the job back
+        // (a viewer then sees the next turn's progress).
+        let feed = FeedName::Job(meta.id);
+        let publish = std::pin::pin!(FeedClient::publish(&self.env, &feed, &event));
+        let limit = std::pin::pin!(worker::Delay::from(std::time::Duration::from_secs(1)));
+        futures_util::future::select(publish, limit).await;
         Ok(())
     }
 

@@ -81,7 +81,8 @@ try {
   // Ship them all from a file, with two bad rows.
   const csv = "order,carrier,tracking_number\n" + ids.slice(0, PAID).map((id, i) => `${id},SF,SF${i}`).join("\n") + "\nnot-an-order,SF,1\nx,y,z,w\n";
   await page.setInputFiles("#ship-file", { name: "shipments.csv", mimeType: "text/csv", buffer: Buffer.from(csv) });
-  await page.locator("#job[data-state=done]").waitFor({ timeout: 300000 });
+  await page.locator("#job[data-state=done]").waitFor({ timeout: 300000 })
+    .catch(async (e) => { throw new Error(`the bulk ship: ${await page.locator("#job").innerText()}; page errors: ${problems.join("; ")} (${e.message})`); });
   const summary = await page.locator("#job").innerText();
   // Its progress came over the job's live feed.
   if ((await page.locator("#job").getAttribute("data-via")) !== "live") throw new Error("no progress over the job's feed");
