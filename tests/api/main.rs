@@ -41,7 +41,7 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 
 /// How many of the concurrent tests run at a time.
-const TESTS_AT_ONCE: usize = 16;
+const TESTS_AT_ONCE: usize = 10;
 
 type TestFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
 type Test = (&'static str, fn(App) -> TestFuture);

@@ -340,8 +340,13 @@ pub async fn the_ledger_pages(app: App) {
     let sku = unique("pages");
     app.given_sku(&sku, json!({"on_hand": 200})).await;
     // Many viewers (one buyer would meet the per-buyer rate limit).
+    // Keyed, so a request the dev proxy drops is sent again, once.
     for i in 0..120 {
-        app.reserve(&sku, 1, &format!("v{i}")).await;
+        let key = format!("{sku}-{i}");
+        let r = app
+            .reserve_keyed(&sku, 1, &format!("v{i}"), Some(&key))
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
     }
     let entries = app.ledger(&sku).await; // pages of 50
     assert_eq!(entries.len(), 121);
