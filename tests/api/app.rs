@@ -132,9 +132,9 @@ impl App {
     /// does; for requests idempotent by their own content (a payment
     /// callback, by its `payment_ref`).
     pub async fn send_retrying(&self, call: Call<'_>) -> Reply {
-        // 0.2 s doubling: about 6 s in all, long enough for the proxy to
-        // recover from a burst.
-        for attempt in 0..5 {
+        // 0.2 s doubling to 3.2 s: about 16 s in all, long enough for the
+        // proxy to recover from a burst (a 2,000-order session).
+        for attempt in 0..8u32 {
             let again = Call {
                 method: call.method.clone(),
                 path: call.path.clone(),
@@ -143,7 +143,10 @@ impl App {
             };
             match self.try_send(again).await {
                 Ok(reply) if !(reply.status == 503 && reply.body.is_null()) => return reply,
-                _ => tokio::time::sleep(std::time::Duration::from_millis(200 << attempt)).await,
+                _ => {
+                    tokio::time::sleep(std::time::Duration::from_millis(200 << attempt.min(4)))
+                        .await
+                }
             }
         }
         panic!("{} {}: no answer after retries", call.method, call.path);
