@@ -355,18 +355,10 @@ impl Route {
                 Route::Live(FeedName::Job(segments[1].to_owned()))
             }
             (Shape::JobLive, _) => return Err(ApiError::JobNotFound),
-            (Shape::Job, _) => {
-                let id = segments[1];
-                let hex = id.strip_prefix("j_").unwrap_or("");
-                if hex.len() != 32
-                    || !hex
-                        .bytes()
-                        .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-                {
-                    return Err(ApiError::JobNotFound);
-                }
-                Route::GetJob(id.to_owned())
+            (Shape::Job, _) if crate::domain::live::is_job_id(segments[1]) => {
+                Route::GetJob(segments[1].to_owned())
             }
+            (Shape::Job, _) => return Err(ApiError::JobNotFound),
             (Shape::Order, _) => Route::GetOrder(order()?),
             (Shape::OrderAction(a), _) => Route::OrderAction(order()?, a),
             (Shape::BuyerOrders, _) => {

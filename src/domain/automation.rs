@@ -428,13 +428,9 @@ impl Order {
                 (rule, "flagged", reason)
             }
             Action::Confirm { why } => {
-                if self.confirmed.is_some() {
+                if !self.confirm(&Actor::Rule(Rule::AutoConfirm), now) {
                     return;
                 }
-                self.confirmed = Some(Confirmation {
-                    at_ms: now,
-                    by: Actor::Rule(Rule::AutoConfirm).to_string(),
-                });
                 (Rule::AutoConfirm, "confirmed", why)
             }
             Action::Ship { shipment, why } => {
